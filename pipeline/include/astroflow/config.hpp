@@ -1,0 +1,113 @@
+// PipelineConfig: the YAML file that configures a run, schema-checked.
+//
+// Every error is a ConfigError naming the file, line, column (1-based) and key path, e.g.
+//   "configs/demo.yaml:12:5: stages[1].threshold: expected a number, got 'high'".
+// Loading (load) checks the fixed sections; validating (resolve_stages) checks each stage
+// against its plugin's schema and needs/provides chain, and that path options exist.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "astroflow/error.hpp"
+#include "astroflow/options.hpp"
+
+namespace astroflow {
+
+class PluginRegistry;
+class LoadedPlugin;
+
+struct SourceLocation {
+  std::string file;
+  int line = 0;    ///< 1-based, 0 when unknown (e.g. a --set override)
+  int column = 0;  ///< 1-based
+  std::string key_path;  ///< e.g. "stages[1].threshold"
+  [[nodiscard]] std::string str() const;  ///< "file:line:col: key_path"
+};
+
+class ConfigError : public FatalError {
+ public:
+  ConfigError(const SourceLocation& where, const std::string& message);
+  [[nodiscard]] const SourceLocation& where() const { return where_; }
+
+ private:
+  SourceLocation where_;
+};
+
+/// A stage option as written in YAML, typed later against the plugin's schema.
+struct RawOption {
+  std::string text;   ///< scalar text
+  bool is_scalar = true;
+  SourceLocation where;
+};
+
+struct InputConfig {
+  std::string path;  ///< may be empty when --input is given
+  std::string pattern = "*.fits*";
+  bool recursive = true;
+  std::string hdu = "auto";
+  std::string weight_ext;
+  std::string mask_ext;
+  int cube_plane = -1;
+};
+
+struct OutputConfig {
+  std::string dir;  ///< may be empty when --output is given
+  std::vector<std::string> catalog = {"fits", "csv"};
+  std::vector<std::string> images;  ///< plane names to write per input, e.g. "segmap"
+  bool quicklook = false;
+};
+
+struct RunConfig {
+  int threads = 0;        ///< 0 = all cores
+  int batch = 32;         ///< frames per batch for cutouts
+  int max_in_flight = 8;  ///< batches in flight (memory bound)
+  int tile_size = 2048;   ///< images larger than this (either axis) are tiled
+  int tile_overlap = 64;  ///< pixels shared by neighbouring tiles
+  std::uint64_t seed = 0;
+};
+
+struct StageConfig {
+  std::string name;    ///< "name:" or the plugin name; unique within the config
+  std::string plugin;
+  std::map<std::string, RawOption> options;  ///< everything except plugin/name
+  SourceLocation where;  ///< the stage's mapping
+};
+
+struct PipelineConfig {
+  std::string file;       ///< path as given
+  std::string directory;  ///< folder of the file, for relative paths
+  std::vector<std::string> plugin_paths;  ///< resolved against directory
+  InputConfig input;
+  OutputConfig output;
+  RunConfig run;
+  std::vector<StageConfig> stages;
+
+  /// Parses and checks the fixed sections. `overrides` are "key.path=value" strings from
+  /// --set; "stages.<name>.<option>=v" addresses a stage by name. Throws ConfigError.
+  static PipelineConfig load(const std::string& path, const std::vector<std::string>& overrides = {});
+
+  /// sha256 of the canonical (override-applied) config, for the manifest and summary.
+  [[nodiscard]] std::string hash() const;
+  std::string canonical_text;  ///< canonical YAML dump after overrides (input of hash())
+};
+
+/// A stage with its plugin found and its options typed and range-checked.
+struct ResolvedStage {
+  const StageConfig* config = nullptr;
+  const LoadedPlugin* plugin = nullptr;
+  Options options;
+};
+
+/// Checks every stage against the registry: unknown plugin, unknown option, wrong type,
+/// out-of-range value, missing required option, a path option whose file does not exist, a
+/// need that no earlier stage (or the reader) provides. Throws ConfigError.
+[[nodiscard]] std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
+                                                        const PluginRegistry& registry);
+
+/// Typing of one option against its spec; used by resolve_stages and by plugin-check.
+[[nodiscard]] OptionValue parse_option(const OptionSpec& spec, const RawOption& raw);
+
+}  // namespace astroflow

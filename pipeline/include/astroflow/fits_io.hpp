@@ -1,0 +1,60 @@
+// Reading FITS images into Frames and writing FITS outputs, through CFITSIO.
+//
+// Reading: BITPIX 8/16/32/64/-32/-64 with BSCALE/BZERO and BLANK applied; blank and
+// non-finite pixels become NaN; everything is float32. Tile-compressed (.fz) and gzip
+// (.fits.gz) files read transparently (CFITSIO does it).
+//
+// Writing: every file is written under a temporary name in the destination folder, then
+// renamed, so a reader never sees a half-written output (see atomic_file.hpp).
+//
+// Errors: a file that cannot be read throws FrameError whose message starts with
+// "path[HDU]: " and gives CFITSIO's reason.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "astroflow/catalog.hpp"
+#include "astroflow/frame.hpp"
+#include "astroflow/header.hpp"
+
+namespace astroflow {
+
+struct FitsReadOptions {
+  /// "auto" (every 2-D image HDU; for HST-style files with SCI extensions, the SCI ones),
+  /// a 0-based index ("0", "2"), or "EXTNAME" / "EXTNAME,EXTVER" ("SCI", "SCI,2").
+  std::string hdu = "auto";
+  /// Optional companion extensions attached to each SCI HDU of the same EXTVER:
+  /// e.g. weight_ext = "ERR" (stored as inverse variance 1/ERR^2), mask_ext = "DQ".
+  std::string weight_ext;
+  std::string mask_ext;
+  /// For 3-D cubes: the 0-based plane to take. -1: a cube is a per-file error.
+  int cube_plane = -1;
+};
+
+/// One Frame per selected HDU, with header (non-structural cards), WCS and pixel scale set.
+/// Throws FrameError when the file or the selected HDU cannot be read, is empty, is a table only,
+/// or is a cube without a configured plane.
+[[nodiscard]] std::vector<Frame> read_fits_frames(const std::string& path,
+                                                  const FitsReadOptions& options,
+                                                  std::size_t input_index = 0);
+
+/// Writes one image HDU (primary). CV_32F -> BITPIX -32, CV_32S -> BITPIX 32, CV_8U -> 8,
+/// CV_16S -> 16, CV_64F -> -64. `header` cards (e.g. the input's, with WCS) are copied;
+/// `history` lines are appended as HISTORY cards. Atomic (temp + rename).
+void write_fits_image(const std::string& path, const cv::Mat& pixels, const Header& header,
+                      const std::vector<std::string>& history = {});
+
+/// Writes a catalog as a FITS BINTABLE (TTYPE/TFORM/TUNIT) in extension 1, with an empty
+/// primary HDU carrying `primary_header` cards. EXTNAME = extname. Atomic.
+void write_fits_catalog(const std::string& path, const Catalog& catalog,
+                        const Header& primary_header = {}, const std::string& extname = "CATALOG");
+
+/// Reads back a BINTABLE written by write_fits_catalog (or SExtractor's FITS_1.0 / plain
+/// BINTABLE catalogs) from the given 0-based HDU, or the first table HDU when hdu < 0.
+[[nodiscard]] Catalog read_fits_catalog(const std::string& path, int hdu = -1);
+
+/// Writes a CSV with a header row of column names. Atomic.
+void write_csv_catalog(const std::string& path, const Catalog& catalog);
+
+}  // namespace astroflow

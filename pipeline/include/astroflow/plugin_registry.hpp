@@ -1,0 +1,106 @@
+// PluginRegistry: finds, loads and checks plugins; owned by the pipeline (no global registry).
+//
+// Loading is two-phase (open and check, then create): dlopen(RTLD_NOW | RTLD_LOCAL), look up
+// ASTROFLOW_ENTRY_SYMBOL, then check ABI major (must equal), ABI minor (must not be newer),
+// toolchain tag (must equal) and name (must not duplicate an already loaded plugin). A refusal
+// throws PluginLoadError whose message names the file and the field, e.g.
+//   "libfoo.so: ABI major 2 differs from the host's 1 (plugin astroflow ABI 2.0, host 1.0)".
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "astroflow/error.hpp"
+#include "astroflow/options.hpp"
+#include "astroflow/plugin.hpp"
+#include "astroflow/stage.hpp"
+
+namespace astroflow {
+
+class PluginLoadError : public FatalError {
+ public:
+  using FatalError::FatalError;
+};
+
+/// One live stage instance of a loaded plugin. Calls are forwarded through the descriptor's
+/// noexcept trampolines; a failure there is rethrown here as FatalError (configure/open/close)
+/// or FrameError (process), with the stage and plugin file named.
+class StageInstance {
+ public:
+  StageInstance(const AstroflowPluginDescriptor* d, void* instance, std::string stage_name,
+                std::string plugin_path);
+  StageInstance(const StageInstance&) = delete;
+  StageInstance& operator=(const StageInstance&) = delete;
+  ~StageInstance();
+
+  void configure(const Options& options);
+  void open(const StageContext& context);
+  void process(Batch& batch);
+  void close();
+  [[nodiscard]] const std::string& stage_name() const { return stage_name_; }
+
+ private:
+  const AstroflowPluginDescriptor* d_;
+  void* instance_;
+  std::string stage_name_;
+  std::string plugin_path_;
+  bool closed_ = false;
+};
+
+class LoadedPlugin {
+ public:
+  LoadedPlugin(const LoadedPlugin&) = delete;
+  LoadedPlugin& operator=(const LoadedPlugin&) = delete;
+  ~LoadedPlugin();
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] std::string name() const { return d_->name; }
+  [[nodiscard]] std::string version() const { return d_->version; }
+  [[nodiscard]] std::string license() const { return d_->license; }
+  [[nodiscard]] std::string summary() const { return d_->summary; }
+  [[nodiscard]] std::uint32_t abi_major() const { return d_->abi_major; }
+  [[nodiscard]] std::uint32_t abi_minor() const { return d_->abi_minor; }
+  [[nodiscard]] std::vector<std::string> needs() const;
+  [[nodiscard]] std::vector<std::string> provides() const;
+  [[nodiscard]] const OptionSchema& schema() const { return *d_->schema(); }
+  [[nodiscard]] std::unique_ptr<StageInstance> create(const std::string& stage_name) const;
+  [[nodiscard]] const AstroflowPluginDescriptor& descriptor() const { return *d_; }
+
+ private:
+  friend class PluginRegistry;
+  LoadedPlugin(std::string path, void* handle, const AstroflowPluginDescriptor* d);
+  std::string path_;
+  void* handle_;
+  const AstroflowPluginDescriptor* d_;
+};
+
+class PluginRegistry {
+ public:
+  PluginRegistry() = default;
+  PluginRegistry(const PluginRegistry&) = delete;
+  PluginRegistry& operator=(const PluginRegistry&) = delete;
+
+  /// Loads one plugin file. Throws PluginLoadError on any refusal (see file comment).
+  const LoadedPlugin& load_file(const std::string& path);
+
+  /// Loads every lib*.so in each directory, in order. Files that are refused are recorded in
+  /// refusals() and skipped (a duplicate name found later in the path is refused, so earlier
+  /// directories win). Missing directories are skipped.
+  void scan(const std::vector<std::string>& directories);
+
+  [[nodiscard]] const LoadedPlugin* find(const std::string& name) const;
+  [[nodiscard]] std::vector<const LoadedPlugin*> plugins() const;
+  [[nodiscard]] const std::vector<std::string>& refusals() const { return refusals_; }
+
+  /// The search path: config plugin_paths (already resolved), then the entries of
+  /// ASTROFLOW_PLUGIN_PATH (colon-separated), then the install dir (<exe>/../lib/astroflow/plugins).
+  [[nodiscard]] static std::vector<std::string> search_path(
+      const std::vector<std::string>& config_paths);
+
+ private:
+  std::vector<std::unique_ptr<LoadedPlugin>> plugins_;
+  std::vector<std::string> refusals_;
+};
+
+}  // namespace astroflow

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package astroflow needs to build, test and benchmark.
+# Usage: scripts/install-deps.sh [--train] [--mpi]
+#   --train  also install python3-torch (only needed to retrain models/)
+#   --mpi    also install OpenMPI (only needed for -DASTROFLOW_WITH_MPI=ON)
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config git
+  libcfitsio-dev wcslib-dev libtbb-dev libyaml-cpp-dev
+  libopencv-dnn-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev
+  libgtest-dev libgmock-dev
+  source-extractor
+)
+for arg in "$@"; do
+  case "$arg" in
+    --train) pkgs+=(python3-torch python3-numpy) ;;
+    --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
+    *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages already installed"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
