@@ -1,6 +1,15 @@
 # astroflow_add_plugin(NAME SOURCES ... [LIBS ...])
 # A plugin is a MODULE library with hidden visibility that links the SDK; only the entry
 # symbol (ASTROFLOW_PLUGIN) is exported. Used in tree and, installed, by out-of-tree plugins.
+#
+# Out of tree (after find_package(astroflow)), the plugin installs into
+# <CMAKE_INSTALL_PREFIX of the plugin project>/lib/astroflow/plugins unless the project sets
+# ASTROFLOW_PLUGIN_INSTALL_DIR first. The host finds it there when that prefix is astroflow's own
+# prefix; otherwise name the folder in the config's plugin_paths or in ASTROFLOW_PLUGIN_PATH.
+include(GNUInstallDirs)
+if(NOT DEFINED ASTROFLOW_PLUGIN_INSTALL_DIR)
+  set(ASTROFLOW_PLUGIN_INSTALL_DIR ${CMAKE_INSTALL_LIBDIR}/astroflow/plugins)
+endif()
 function(astroflow_add_plugin name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS" ${ARGN})
   set(target astroflow_plugin_${name})

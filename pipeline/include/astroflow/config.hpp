@@ -21,9 +21,9 @@ class LoadedPlugin;
 
 struct SourceLocation {
   std::string file;
-  int line = 0;    ///< 1-based, 0 when unknown (e.g. a --set override)
-  int column = 0;  ///< 1-based
-  std::string key_path;  ///< e.g. "stages[1].threshold"
+  int line = 0;                           ///< 1-based, 0 when unknown (e.g. a --set override)
+  int column = 0;                         ///< 1-based
+  std::string key_path;                   ///< e.g. "stages[1].threshold"
   [[nodiscard]] std::string str() const;  ///< "file:line:col: key_path"
 };
 
@@ -38,7 +38,7 @@ class ConfigError : public FatalError {
 
 /// A stage option as written in YAML, typed later against the plugin's schema.
 struct RawOption {
-  std::string text;   ///< scalar text
+  std::string text;  ///< scalar text
   bool is_scalar = true;
   SourceLocation where;
 };
@@ -58,6 +58,9 @@ struct OutputConfig {
   std::vector<std::string> catalog = {"fits", "csv"};
   std::vector<std::string> images;  ///< plane names to write per input, e.g. "segmap"
   bool quicklook = false;
+  /// Where each `images` entry was written (same order); resolve_stages checks that some stage
+  /// (or the reader) provides each plane and points here when none does.
+  std::vector<SourceLocation> images_where;
 };
 
 struct RunConfig {
@@ -70,15 +73,16 @@ struct RunConfig {
 };
 
 struct StageConfig {
-  std::string name;    ///< "name:" or the plugin name; unique within the config
+  std::string name;  ///< "name:" or the plugin name; unique within the config
   std::string plugin;
   std::map<std::string, RawOption> options;  ///< everything except plugin/name
-  SourceLocation where;  ///< the stage's mapping
+  SourceLocation where;                      ///< the stage's mapping
+  SourceLocation plugin_where;  ///< the stage's "plugin:" key (unknown-plugin errors point here)
 };
 
 struct PipelineConfig {
-  std::string file;       ///< path as given
-  std::string directory;  ///< folder of the file, for relative paths
+  std::string file;                       ///< path as given
+  std::string directory;                  ///< absolute folder of the file, for relative paths
   std::vector<std::string> plugin_paths;  ///< resolved against directory
   InputConfig input;
   OutputConfig output;
@@ -87,11 +91,15 @@ struct PipelineConfig {
 
   /// Parses and checks the fixed sections. `overrides` are "key.path=value" strings from
   /// --set; "stages.<name>.<option>=v" addresses a stage by name. Throws ConfigError.
-  static PipelineConfig load(const std::string& path, const std::vector<std::string>& overrides = {});
+  static PipelineConfig load(const std::string& path,
+                             const std::vector<std::string>& overrides = {});
 
   /// sha256 of the canonical (override-applied) config, for the manifest and summary.
   [[nodiscard]] std::string hash() const;
-  std::string canonical_text;  ///< canonical YAML dump after overrides (input of hash())
+  /// Canonical YAML dump after overrides (input of hash()): fixed key order, every fixed-section
+  /// default written out, stage options sorted by name with their text as written (plugin
+  /// defaults are not known at load time). Comments and layout do not change it; values do.
+  std::string canonical_text;
 };
 
 /// A stage with its plugin found and its options typed and range-checked.
@@ -103,7 +111,10 @@ struct ResolvedStage {
 
 /// Checks every stage against the registry: unknown plugin, unknown option, wrong type,
 /// out-of-range value, missing required option, a path option whose file does not exist, a
-/// need that no earlier stage (or the reader) provides. Throws ConfigError.
+/// need that no earlier stage (or the reader) provides, an output image that no stage provides
+/// as "plane:<name>". Throws ConfigError.
+/// Path options given in the YAML come back absolute (resolved against config.directory);
+/// a needs token "a|b" is met by either. Unset options get the schema's default.
 [[nodiscard]] std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
                                                         const PluginRegistry& registry);
 

@@ -5,8 +5,12 @@
 // toolchain tag (must equal) and name (must not duplicate an already loaded plugin). A refusal
 // throws PluginLoadError whose message names the file and the field, e.g.
 //   "libfoo.so: ABI major 2 differs from the host's 1 (plugin astroflow ABI 2.0, host 1.0)".
+//
+// Lifetime: a StageInstance runs code of its plugin's library, so every StageInstance must be
+// destroyed before the PluginRegistry (which unloads the libraries) is.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +50,7 @@ class StageInstance {
   std::string stage_name_;
   std::string plugin_path_;
   bool closed_ = false;
+  bool opened_ = false;  ///< the destructor closes an opened instance that was not closed
 };
 
 class LoadedPlugin {
@@ -78,10 +83,15 @@ class LoadedPlugin {
 class PluginRegistry {
  public:
   PluginRegistry() = default;
+  /// A host that claims another ABI version; lets tests check the minor-version rules against
+  /// plugins built for older and newer minors than the host.
+  PluginRegistry(std::uint32_t host_abi_major, std::uint32_t host_abi_minor)
+      : host_abi_major_(host_abi_major), host_abi_minor_(host_abi_minor) {}
   PluginRegistry(const PluginRegistry&) = delete;
   PluginRegistry& operator=(const PluginRegistry&) = delete;
 
-  /// Loads one plugin file. Throws PluginLoadError on any refusal (see file comment).
+  /// Loads one plugin file. Throws PluginLoadError on any refusal (see file comment). Loading
+  /// a file that is already loaded (same canonical path) returns the plugin loaded before.
   const LoadedPlugin& load_file(const std::string& path);
 
   /// Loads every lib*.so in each directory, in order. Files that are refused are recorded in
@@ -92,15 +102,20 @@ class PluginRegistry {
   [[nodiscard]] const LoadedPlugin* find(const std::string& name) const;
   [[nodiscard]] std::vector<const LoadedPlugin*> plugins() const;
   [[nodiscard]] const std::vector<std::string>& refusals() const { return refusals_; }
+  [[nodiscard]] std::uint32_t host_abi_major() const { return host_abi_major_; }
+  [[nodiscard]] std::uint32_t host_abi_minor() const { return host_abi_minor_; }
 
   /// The search path: config plugin_paths (already resolved), then the entries of
-  /// ASTROFLOW_PLUGIN_PATH (colon-separated), then the install dir (<exe>/../lib/astroflow/plugins).
+  /// ASTROFLOW_PLUGIN_PATH (colon-separated), then the install dir
+  /// (<exe>/../lib/astroflow/plugins).
   [[nodiscard]] static std::vector<std::string> search_path(
       const std::vector<std::string>& config_paths);
 
  private:
   std::vector<std::unique_ptr<LoadedPlugin>> plugins_;
   std::vector<std::string> refusals_;
+  std::uint32_t host_abi_major_ = ASTROFLOW_ABI_MAJOR;
+  std::uint32_t host_abi_minor_ = ASTROFLOW_ABI_MINOR;
 };
 
 }  // namespace astroflow

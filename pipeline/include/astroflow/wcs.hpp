@@ -12,8 +12,10 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "astroflow/header.hpp"
@@ -61,6 +63,17 @@ class Wcs {
 
   [[nodiscard]] const wcsprm* raw() const { return prm_.get(); }
 
+  /// True when the header carries a distortion (SIP, TPV, ...) that WCSLIB applies.
+  [[nodiscard]] bool has_distortion() const;
+
+  /// The WCS cards this object was parsed from (CRPIX already shifted for a shifted() copy).
+  [[nodiscard]] const Header& cards() const { return wcs_cards_; }
+
+  /// True for keywords that belong to a celestial WCS description (CTYPEn, CRPIXn, CDi_j, PCi_j,
+  /// PVi_m, SIP A_p_q/B_p_q, RADESYS, ... with or without an alternate-WCS letter). These are
+  /// per-HDU: they are never inherited from a primary header into an extension.
+  [[nodiscard]] static bool is_wcs_keyword(std::string_view key);
+
  private:
   struct Deleter {
     void operator()(wcsprm* p) const noexcept;
@@ -68,6 +81,9 @@ class Wcs {
   explicit Wcs(std::unique_ptr<wcsprm, Deleter> prm, Header source_cards);
   std::unique_ptr<wcsprm, Deleter> prm_;
   Header wcs_cards_;  ///< the WCS cards as parsed, used by write_to and shifted
+  /// WCSLIB keeps scratch buffers inside the struct (linprm::tmpcrd, the disprm work arrays), so
+  /// the "const" transforms write to it; this serialises them. A pointer keeps Wcs movable.
+  std::unique_ptr<std::mutex> transform_mutex_;
 };
 
 }  // namespace astroflow

@@ -1,0 +1,207 @@
+#!/usr/bin/python3
+"""Trains the morphology classifier and writes model.onnx, model.yaml, metrics.json and the
+reference pair, from three cutout sets written by `astroflow simulate cutouts --single-file`.
+
+Run through models/classify/train.sh, which simulates the three sets with disjoint seeds.
+The test set is read only after the model and its temperature are fixed: early stopping and the
+temperature use the validation set alone.
+
+Network: four conv(3x3) + batch-norm + ReLU blocks with max pooling, global average pooling,
+dropout and a linear head giving logits; softmax(logits / T) happens in C++. The graph keeps to
+the ops OpenCV 4.6 imports (ONNX-NOTES.md): torch.flatten(x, 1), no Clip, no asinh.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from common.card import sha256_file, write_card, write_reference  # noqa: E402
+from common.export import OPSET, export_onnx  # noqa: E402
+from common.fits_cube import load_cutout_set  # noqa: E402
+from common.metrics import classification_report, fit_temperature, softmax  # noqa: E402
+from common.preprocess import normalise_batch  # noqa: E402
+
+CLASS_NAMES = ["spheroid", "disk", "irregular", "point_source", "artifact"]
+NORM = {"method": "asinh", "background": "median_clip", "scale": 3.0, "clip_sigma": 3.0,
+        "clip_iterations": 5}
+SIZE = 64
+
+
+def block(cin, cout):
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class MorphologyNet(nn.Module):
+    def __init__(self, n_classes=len(CLASS_NAMES), dropout=0.3):
+        super().__init__()
+        self.features = nn.Sequential(
+            *block(1, 16), nn.MaxPool2d(2),    # 32x32
+            *block(16, 24), nn.MaxPool2d(2),   # 16x16
+            *block(24, 48), nn.MaxPool2d(2),   # 8x8
+            *block(48, 96),
+            nn.AdaptiveAvgPool2d(1))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(96, n_classes)
+
+    def forward(self, x):
+        return self.head(self.dropout(torch.flatten(self.features(x), 1)))
+
+
+def augment(x):
+    """Random flips and quarter turns: morphology does not depend on orientation."""
+    if torch.rand(1).item() < 0.5:
+        x = torch.flip(x, dims=[3])
+    k = int(torch.randint(0, 4, (1,)).item())
+    return torch.rot90(x, k, dims=[2, 3]) if k else x
+
+
+def logits_of(model, x, batch=512):
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out.append(model(torch.from_numpy(x[i:i + batch])).numpy())
+    return np.concatenate(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train", required=True, help="folder from simulate cutouts (train seed)")
+    ap.add_argument("--val", required=True)
+    ap.add_argument("--test", required=True)
+    ap.add_argument("--out", default=HERE)
+    ap.add_argument("--seed", type=int, default=42, help="torch seed (init, shuffling, dropout)")
+    ap.add_argument("--data-seeds", default="", help="train,val,test simulator seeds, recorded")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recipe", default="models/classify/train.sh")
+    a = ap.parse_args()
+
+    t0 = time.time()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    np.random.seed(a.seed)
+
+    raw_tr, y_tr, _, _ = load_cutout_set(a.train)
+    raw_va, y_va, _, _ = load_cutout_set(a.val)
+    x_tr = normalise_batch(raw_tr, NORM)
+    x_va = normalise_batch(raw_va, NORM)
+    print(f"train {len(x_tr)}  val {len(x_va)}  ({time.time() - t0:.0f} s to load)", flush=True)
+
+    model = MorphologyNet()
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
+    steps = a.epochs * ((len(x_tr) + a.batch - 1) // a.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=steps)
+    loss_fn = nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
+
+    best = (-1.0, None, -1)
+    history = []
+    for epoch in range(a.epochs):
+        model.train()
+        perm = torch.randperm(len(xt))
+        total = 0.0
+        for i in range(0, len(perm), a.batch):
+            idx = perm[i:i + a.batch]
+            opt.zero_grad()
+            loss = loss_fn(model(augment(xt[idx])), yt[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        val_acc = float((logits_of(model, x_va).argmax(1) == y_va).mean())
+        history.append({"epoch": epoch + 1, "train_loss": total / len(xt), "val_accuracy": val_acc})
+        print(f"epoch {epoch + 1}: loss {total / len(xt):.4f}  val acc {val_acc:.4f}  "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        if val_acc > best[0]:
+            best = (val_acc, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+        elif epoch + 1 - best[2] >= a.patience:
+            break
+    model.load_state_dict(best[1])
+    model.eval()
+
+    val_logits = logits_of(model, x_va)
+    temperature = fit_temperature(val_logits, y_va)
+    training_time_s = time.time() - t0
+
+    # Model and temperature are now fixed; only now is the test set read.
+    raw_te, y_te, snr_te, _ = load_cutout_set(a.test)
+    x_te = normalise_batch(raw_te, NORM)
+    test_logits = logits_of(model, x_te)
+    report = classification_report(softmax(test_logits, temperature), y_te, snr_te, CLASS_NAMES)
+    report_uncal = classification_report(softmax(test_logits, 1.0), y_te, snr_te, CLASS_NAMES)
+    print(f"test accuracy {report['accuracy']:.4f}  ECE {report['ece']:.4f} "
+          f"(uncalibrated {report_uncal['ece']:.4f})  T = {temperature:.3f}", flush=True)
+
+    os.makedirs(a.out, exist_ok=True)
+    onnx_path = os.path.join(a.out, "model.onnx")
+    export_onnx(model, onnx_path, 1, SIZE, SIZE)
+
+    # Reference pair: the first test stamps, one with its top rows blanked (edge padding).
+    raw_ref = raw_te[:8].copy()
+    raw_ref[1, :10, :] = np.nan
+    x_ref = normalise_batch(raw_ref, NORM)
+    with torch.no_grad():
+        y_ref = model(torch.from_numpy(x_ref)).numpy()
+    write_reference(a.out, raw_ref, x_ref, y_ref)
+
+    seeds = [int(s) for s in a.data_seeds.split(",")] if a.data_seeds else []
+    metrics = {
+        "test": report,
+        "test_uncalibrated": {k: report_uncal[k] for k in ("accuracy", "ece")},
+        "validation": {"accuracy": best[0], "best_epoch": best[2], "temperature": temperature},
+        "history": history,
+        "parameters": n_params,
+        "training_time_s": training_time_s,
+        "data_seeds": dict(zip(["train", "val", "test"], seeds)),
+        "torch_seed": a.seed,
+        "sizes": {"train": len(x_tr), "val": len(x_va), "test": len(x_te)},
+    }
+    with open(os.path.join(a.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+        f.write("\n")
+
+    test_metrics = {"count": report["count"], "accuracy": round(report["accuracy"], 5),
+                    "ece": round(report["ece"], 5)}
+    for c in CLASS_NAMES:
+        test_metrics[f"recall_{c}"] = round(report["recall"][c], 5)
+    card = {
+        "name": "classify",
+        "task": "classification",
+        "version": "1.0.0",
+        "file": "model.onnx",
+        "sha256": sha256_file(onnx_path),
+        "opset": OPSET,
+        "input": {"shape": [-1, 1, SIZE, SIZE], "bands": ["any"], "pixel_scale_arcsec": 0.06},
+        "normalisation": NORM,
+        "output": {"semantics": "logits", "class_names": CLASS_NAMES,
+                   "temperature": round(temperature, 6)},
+        "training": {
+            "recipe": a.recipe,
+            "seeds": {"train": seeds[0] if seeds else 0, "val": seeds[1] if seeds else 0,
+                      "test": seeds[2] if seeds else 0, "torch": a.seed},
+            "time_s": round(training_time_s, 1),
+            "parameters": n_params,
+            "epochs_run": len(history),
+            "best_epoch": best[2],
+            "sizes": {"train": len(x_tr), "val": len(x_va), "test": len(x_te)},
+        },
+        "test_metrics": test_metrics,
+    }
+    write_card(os.path.join(a.out, "model.yaml"), card)
+    print(f"wrote {a.out}: {n_params} parameters, {training_time_s:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

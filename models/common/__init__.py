@@ -1,0 +1,1 @@
+"""Shared helpers for astroflow's model recipes (models/<name>/train.py)."""

@@ -1,0 +1,69 @@
+// run_pipeline: streams the input files through the stages and writes every output.
+//
+// Graph (oneTBB flow graph):
+//   input_node (file list, grouped into units) -> limiter_node (run.max_in_flight)
+//   -> reader (parallel: reads pixels, cuts large images into tiles, forms batches of run.batch)
+//   -> one function_node per stage (concurrency = threads, one StageInstance per slot)
+//   -> stitcher (parallel) -> sequencer_node (input order) -> writer (serial) -> limiter.
+// A unit is either up to run.batch small files or one large file, so memory is bounded by
+// max_in_flight units whatever the number of files.
+//
+// Failures: a file that cannot be read and a frame that a stage flags become FailureRecords,
+// logged as one line each, and the run goes on (exit status 2). FatalError (a stage that fails
+// to open, an unwritable output folder) stops the run and propagates.
+//
+// Determinism: outputs are written in input order by one thread, so the merged catalogs are
+// byte-identical whatever the thread count, as long as the stages are deterministic.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "astroflow/config.hpp"
+#include "astroflow/progress.hpp"
+#include "astroflow/run_summary.hpp"
+#include "astroflow/stage.hpp"
+
+namespace astroflow {
+
+struct RunOptions {
+  std::string input_override;   ///< --input: a folder or one file; empty = config input.path
+  std::string output_override;  ///< --output; empty = config output.dir
+  int threads = -1;             ///< --threads; -1 = config run.threads; 0 = all cores
+  /// Called by the writer thread after each unit (cheap; throttle in the callback).
+  std::function<void(const ProgressSnapshot&)> on_progress;
+  /// Receives stage log lines and per-failure lines; null = silent.
+  std::function<void(LogLevel, std::string_view)> log;
+};
+
+/// One input file found by the scan.
+struct InputFile {
+  std::string path;       ///< path to open
+  std::string relative;   ///< path relative to the input root (file name for a single file)
+  std::size_t index = 0;  ///< position in the sorted list
+};
+
+/// Lists the input files: `root` itself if it is a file, else every regular file below it whose
+/// name matches `pattern` (fnmatch), descending into sub-folders when `recursive`, skipping
+/// hidden files and folders (names starting with '.', e.g. temporary outputs) and the folder
+/// `exclude_dir` (the output folder when it lies inside the input). Sorted by relative path.
+/// Throws FatalError when root does not exist.
+[[nodiscard]] std::vector<InputFile> list_input_files(const std::string& root,
+                                                      const std::string& pattern, bool recursive,
+                                                      const std::string& exclude_dir = {});
+
+/// Output file stem for one frame: the input's relative path without its FITS extension
+/// (.fits, .fit, .fts, optionally .gz/.fz), plus ".<EXTNAME><EXTVER>" (or ".HDU<n>") when the
+/// file gave several frames or the frame is not the primary HDU.
+[[nodiscard]] std::string output_stem(const InputFile& file, const Frame& frame,
+                                      bool several_frames);
+
+/// Runs the whole pipeline. Instances of every stage are created, configured and opened first
+/// (FatalError there stops before any pixel is read), closed at the end.
+/// Writes <output>/catalog.fits, catalog.csv (as configured), summary.json and the per-input
+/// outputs. Returns the report that summary.json holds.
+RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedStage>& stages,
+                       const RunOptions& options);
+
+}  // namespace astroflow

@@ -1,0 +1,60 @@
+// Pre- and post-processing shared by the CNN stages: stamp extraction with NaN padding,
+// sigma-clipped background statistics, the asinh stretch of a ModelCard's normalisation,
+// temperature-scaled softmax and heatmap peak decoding.
+//
+// These run in C++ rather than in the ONNX graph because OpenCV 4.6 cannot import asinh or
+// TopK (see ONNX-NOTES.md). models/common/preprocess.py implements the same arithmetic for
+// training; tests/unit/model_reference_test.cpp checks that the two agree.
+#pragma once
+
+#include <opencv2/core/mat.hpp>
+#include <vector>
+
+#include "astroflow/model_card.hpp"
+
+namespace astroflow {
+
+struct ClippedStats {
+  double median = 0.0;
+  double stddev = 0.0;      ///< population standard deviation of the kept pixels
+  std::size_t n_used = 0;   ///< finite pixels kept after clipping (0: no finite pixel)
+};
+
+/// Iterative sigma clipping over the finite pixels of a CV_32F image: start from all finite
+/// pixels; each iteration computes the median (mean of the two middle values for an even count)
+/// and the population standard deviation of the kept pixels, then keeps |x - median| <= nsigma *
+/// stddev; it stops after `iterations` or when nothing changes.
+[[nodiscard]] ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma = 3.0,
+                                               int iterations = 5);
+
+/// A size x size CV_32F stamp whose centre pixel (size/2, size/2), 0-based, is at the 0-based
+/// image position (round(x0_pix), round(y0_pix)). Pixels outside the image are NaN.
+[[nodiscard]] cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix,
+                                    int size);
+
+struct NormalisedStamp {
+  double background = 0.0;
+  double rms = 0.0;
+  double nan_fraction = 0.0;  ///< share of pixels that were NaN and were filled
+};
+
+/// Applies a card's normalisation to one CV_32F stamp, writing `out` (same size, CV_32F).
+/// NaN pixels are filled with the background (so they become 0 after subtraction). A stamp with
+/// no finite pixel throws FrameError. A zero or non-finite rms falls back to 1.
+NormalisedStamp normalise_stamp(const cv::Mat& stamp, const Normalisation& norm, cv::Mat& out);
+
+/// In-place softmax of each row of a CV_32F matrix of logits divided by `temperature`.
+void softmax_rows(cv::Mat& logits, double temperature = 1.0);
+
+struct Peak {
+  int x_pix = 0;  ///< 0-based
+  int y_pix = 0;
+  float value = 0.0f;
+};
+
+/// Local maxima of a CV_32F heatmap that are >= threshold and the largest value in their
+/// (2 * radius + 1)^2 neighbourhood, strongest first; ties resolve to the first in raster order.
+[[nodiscard]] std::vector<Peak> find_peaks(const cv::Mat& heatmap, float threshold,
+                                           int radius = 1);
+
+}  // namespace astroflow

@@ -1,0 +1,469 @@
+#include "astroflow/pipeline.hpp"
+
+#include <oneapi/tbb/concurrent_queue.h>
+#include <oneapi/tbb/flow_graph.h>
+#include <oneapi/tbb/global_control.h>
+#include <oneapi/tbb/info.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <opencv2/core.hpp>
+#include <set>
+#include <thread>
+
+#include "astroflow/atomic_file.hpp"
+#include "astroflow/fits_io.hpp"
+#include "astroflow/plugin_registry.hpp"
+#include "astroflow/stitcher.hpp"
+#include "astroflow/tiler.hpp"
+
+#ifndef ASTROFLOW_VERSION
+#define ASTROFLOW_VERSION "0.0.0"
+#endif
+
+namespace astroflow {
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+/// A large image waiting for its tiles.
+struct TiledParent {
+  Frame shell;  ///< identity, header and WCS; no pixels
+  std::unique_ptr<TileGrid> grid;
+};
+
+/// What one graph message carries: up to run.batch small files, or one large file.
+struct Unit {
+  std::size_t sequence = 0;
+  std::vector<InputFile> files;
+  std::map<std::size_t, std::size_t> frames_per_file;  ///< input index -> frames read
+  std::vector<Batch> batches;
+  std::vector<TiledParent> parents;
+  std::vector<FailureRecord> read_failures;
+  std::vector<Frame> results;  ///< after stitching: every frame, in input order
+};
+using UnitPtr = std::shared_ptr<Unit>;
+
+/// The instances of one stage, one per concurrent slot. The node's concurrency equals the pool
+/// size, so a pop always finds a free instance; the retry loop only guards that invariant.
+class InstancePool {
+ public:
+  void add(std::unique_ptr<StageInstance> inst) {
+    free_.push(inst.get());
+    owned_.push_back(std::move(inst));
+  }
+  StageInstance* acquire() {
+    StageInstance* p = nullptr;
+    while (!free_.try_pop(p)) std::this_thread::yield();
+    return p;
+  }
+  void release(StageInstance* p) { free_.push(p); }
+  void close_all() {
+    for (auto& inst : owned_) inst->close();
+  }
+
+ private:
+  tbb::concurrent_queue<StageInstance*> free_;
+  std::vector<std::unique_ptr<StageInstance>> owned_;
+};
+
+struct StageRuntime {
+  std::string name;
+  std::string plugin;
+  InstancePool pool;
+  std::atomic<std::int64_t> wall_ns{0};
+  std::atomic<std::size_t> calls{0};
+};
+
+std::string hdu_text(const Frame& f) {
+  if (!f.hdu_name.empty() && f.hdu_name != "PRIMARY") {
+    return f.hdu_version > 0 ? f.hdu_name + "," + std::to_string(f.hdu_version) : f.hdu_name;
+  }
+  return std::to_string(f.hdu_index);
+}
+
+bool all_blank(const cv::Mat& science) {
+  if (science.empty()) return true;
+  cv::Mat finite;
+  cv::Mat diff = science - science;  // 0 for finite values, NaN for NaN and +-inf
+  cv::compare(diff, diff, finite, cv::CMP_EQ);
+  return cv::countNonZero(finite) == 0;
+}
+
+/// The frame's catalog with FILE and HDU as the first columns, for the merged catalog.
+Catalog with_file_columns(const Frame& f, const std::string& file) {
+  Catalog c;
+  const std::size_t n = f.catalog.rows();
+  c.add_column<std::string>("FILE", "", "input file, relative to the input folder");
+  c.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
+  c.resize(n);
+  std::fill(c.get<std::string>("FILE").begin(), c.get<std::string>("FILE").end(), file);
+  const std::string hdu = hdu_text(f);
+  std::fill(c.get<std::string>("HDU").begin(), c.get<std::string>("HDU").end(), hdu);
+  for (const Column& col : f.catalog.columns()) {
+    if (col.name == "FILE" || col.name == "HDU") continue;
+    std::visit(
+        [&](const auto& v) {
+          using T = typename std::decay_t<decltype(v)>::value_type;
+          c.add_column<T>(col.name, col.unit, col.description) = v;
+        },
+        col.values);
+  }
+  return c;
+}
+
+std::vector<std::string> history_lines(const Frame& f, const std::string& config_hash) {
+  std::vector<std::string> h;
+  h.push_back(std::string("astroflow ") + ASTROFLOW_VERSION);
+  h.push_back("astroflow config sha256 " + config_hash);
+  for (const Provenance& p : f.provenance) {
+    std::string line =
+        "astroflow stage " + p.stage + ": plugin " + p.plugin + " " + p.plugin_version;
+    if (!p.model_sha256.empty()) line += " model sha256 " + p.model_sha256;
+    h.push_back(std::move(line));
+  }
+  return h;
+}
+
+}  // namespace
+
+RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedStage>& stages,
+                       const RunOptions& options) {
+  const auto t_start = Clock::now();
+  auto log = [&](LogLevel level, const std::string& msg) {
+    if (options.log) options.log(level, msg);
+  };
+
+  // --- settings -------------------------------------------------------------------------
+  const std::string input_root =
+      options.input_override.empty() ? config.input.path : options.input_override;
+  const std::string output_dir =
+      options.output_override.empty() ? config.output.dir : options.output_override;
+  if (input_root.empty()) throw FatalError("no input: set input.path in the config or --input");
+  if (output_dir.empty()) throw FatalError("no output folder: set output.dir or --output");
+  int threads = options.threads >= 0 ? options.threads : config.run.threads;
+  if (threads <= 0) threads = tbb::info::default_concurrency();
+  const auto batch_size = static_cast<std::size_t>(std::max(1, config.run.batch));
+  const int max_in_flight = std::max(1, config.run.max_in_flight);
+  // Validates tile_size/overlap before any pixel is read.
+  (void)TileGrid(1, 1, config.run.tile_size, config.run.tile_overlap);
+  // A file larger than this may need tiling, so it travels alone (bounds memory per unit).
+  const auto large_file_bytes = static_cast<std::uintmax_t>(config.run.tile_size) *
+                                static_cast<std::uintmax_t>(config.run.tile_size);
+
+  std::error_code ec;
+  fs::create_directories(output_dir, ec);
+  if (ec || !fs::is_directory(output_dir))
+    throw FatalError("cannot create output folder '" + output_dir + "': " + ec.message());
+
+  const std::vector<InputFile> files =
+      list_input_files(input_root, config.input.pattern, config.input.recursive, output_dir);
+  const std::string config_hash = config.hash();
+
+  RunReport report;
+  report.astroflow_version = ASTROFLOW_VERSION;
+  report.config_file = config.file;
+  report.config_sha256 = config_hash;
+  report.output_dir = output_dir;
+  report.threads = threads;
+  report.files = files.size();
+
+  // --- stage instances: created and opened before any pixel is read --------------------
+  std::vector<std::unique_ptr<StageRuntime>> runtimes;
+  for (const ResolvedStage& rs : stages) {
+    auto rt = std::make_unique<StageRuntime>();
+    rt->name = rs.config->name;
+    rt->plugin = rs.plugin->name();
+    for (int slot = 0; slot < threads; ++slot) {
+      auto inst = rs.plugin->create(rt->name);
+      inst->configure(rs.options);
+      StageContext ctx;
+      ctx.stage_name = rt->name;
+      ctx.config_dir = config.directory;
+      ctx.slot = slot;
+      ctx.slot_count = threads;
+      ctx.seed = config.run.seed;
+      if (options.log) ctx.logger = StageLogger(rt->name, options.log);
+      inst->open(ctx);
+      rt->pool.add(std::move(inst));
+    }
+    bool seen = false;
+    for (const PluginInfo& p : report.plugins) seen = seen || p.path == rs.plugin->path();
+    if (!seen)
+      report.plugins.push_back(
+          PluginInfo{rs.plugin->name(), rs.plugin->version(), rs.plugin->path()});
+    runtimes.push_back(std::move(rt));
+  }
+
+  FitsReadOptions read_options;
+  read_options.hdu = config.input.hdu;
+  read_options.weight_ext = config.input.weight_ext;
+  read_options.mask_ext = config.input.mask_ext;
+  read_options.cube_plane = config.input.cube_plane;
+
+  // Writer state: touched only by the serial writer node.
+  Catalog merged;
+  merged.add_column<std::string>("FILE", "", "input file, relative to the input folder");
+  merged.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
+  std::set<std::string> failed_files;
+  ProgressSnapshot progress;
+  progress.files_total = files.size();
+
+  auto record_failure = [&](FailureRecord r) {
+    log(LogLevel::kError,
+        r.path + (r.hdu.empty() ? "" : "[" + r.hdu + "]") + ": " + r.stage + ": " + r.reason);
+    failed_files.insert(r.path);
+    report.failures.push_back(std::move(r));
+  };
+
+  // --- graph bodies --------------------------------------------------------------------
+  auto read_unit = [&](UnitPtr u) -> UnitPtr {
+    std::vector<Frame> small;
+    for (const InputFile& file : u->files) {
+      std::vector<Frame> frames;
+      try {
+        frames = read_fits_frames(file.path, read_options, file.index);
+        if (frames.empty()) throw FrameError("no image HDU selected");
+      } catch (const std::exception& e) {
+        u->read_failures.push_back(FailureRecord{file.path, "", "reader", e.what()});
+        continue;
+      }
+      u->frames_per_file[file.index] = frames.size();
+      for (Frame& f : frames) {
+        f.input_index = file.index;
+        if (all_blank(f.science)) {
+          f.flags |= kFrameAllBlank;
+          f.fail("reader", "no finite pixel (all blank or NaN)");
+        }
+        if (f.failed()) {
+          u->results.push_back(std::move(f));
+          continue;
+        }
+        auto grid = std::make_unique<TileGrid>(f.width(), f.height(), config.run.tile_size,
+                                               config.run.tile_overlap);
+        if (!grid->needs_tiling()) {
+          small.push_back(std::move(f));
+          continue;
+        }
+        Batch tiles;
+        tiles.sequence = u->sequence;
+        tiles.tiled = true;
+        for (int i = 0; i < grid->count(); ++i) {
+          tiles.frames.push_back(grid->cut(f, i));
+          if (tiles.frames.size() == batch_size) {
+            u->batches.push_back(std::move(tiles));
+            tiles = Batch{};
+            tiles.sequence = u->sequence;
+            tiles.tiled = true;
+          }
+        }
+        if (!tiles.frames.empty()) u->batches.push_back(std::move(tiles));
+        // The tiles hold the pixels now; the shell keeps identity, header and WCS.
+        f.science.release();
+        f.weight.release();
+        f.mask.release();
+        f.planes.clear();
+        u->parents.push_back(TiledParent{std::move(f), std::move(grid)});
+      }
+    }
+    for (std::size_t i = 0; i < small.size(); i += batch_size) {
+      Batch b;
+      b.sequence = u->sequence;
+      for (std::size_t j = i; j < std::min(small.size(), i + batch_size); ++j)
+        b.frames.push_back(std::move(small[j]));
+      u->batches.push_back(std::move(b));
+    }
+    return u;
+  };
+
+  auto run_stage = [](StageRuntime& rt, UnitPtr u) -> UnitPtr {
+    StageInstance* inst = rt.pool.acquire();
+    struct Release {
+      StageRuntime& rt;
+      StageInstance* inst;
+      ~Release() { rt.pool.release(inst); }
+    } release{rt, inst};
+    for (Batch& b : u->batches) {
+      const bool any_live =
+          std::any_of(b.frames.begin(), b.frames.end(), [](const Frame& f) { return !f.failed(); });
+      if (!any_live) continue;
+      const auto t0 = Clock::now();
+      try {
+        inst->process(b);
+      } catch (const std::exception& e) {
+        // A failure of the whole batch call flags each of its frames; the run goes on.
+        for (Frame& f : b.frames)
+          if (!f.failed()) f.fail(rt.name, e.what());
+      }
+      rt.wall_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+      ++rt.calls;
+    }
+    return u;
+  };
+
+  auto stitch_unit = [](UnitPtr u) -> UnitPtr {
+    for (Batch& b : u->batches) {
+      if (b.tiled) continue;
+      for (Frame& f : b.frames) u->results.push_back(std::move(f));
+    }
+    for (TiledParent& p : u->parents) {
+      std::vector<Frame> tiles;
+      for (Batch& b : u->batches) {
+        if (!b.tiled) continue;
+        for (Frame& f : b.frames) {
+          if (f.input_index == p.shell.input_index && f.hdu_index == p.shell.hdu_index)
+            tiles.push_back(std::move(f));
+        }
+      }
+      u->results.push_back(stitch_tiles(std::move(p.shell), std::move(tiles), *p.grid));
+    }
+    u->batches.clear();
+    u->parents.clear();
+    std::stable_sort(u->results.begin(), u->results.end(), [](const Frame& a, const Frame& b) {
+      return a.input_index != b.input_index ? a.input_index < b.input_index
+                                            : a.hdu_index < b.hdu_index;
+    });
+    return u;
+  };
+
+  auto write_unit = [&](UnitPtr u) {
+    for (FailureRecord& r : u->read_failures) record_failure(std::move(r));
+    std::map<std::size_t, const InputFile*> by_index;
+    for (const InputFile& f : u->files) by_index[f.index] = &f;
+    for (Frame& f : u->results) {
+      const InputFile& file = *by_index.at(f.input_index);
+      ++report.frames;
+      if (!f.failed()) {
+        try {
+          renumber_sources(f);
+          const bool several = u->frames_per_file[f.input_index] > 1;
+          const std::string stem = (fs::path(output_dir) / output_stem(file, f, several)).string();
+          const std::vector<std::string> history = history_lines(f, config_hash);
+          Header cat_header = f.header;
+          for (const std::string& h : history) cat_header.add_history(h);
+          cat_header.add_history("input " + file.relative + "[" + hdu_text(f) + "]");
+          for (const std::string& fmt : config.output.catalog) {
+            if (fmt == "fits") write_fits_catalog(stem + ".cat.fits", f.catalog, cat_header);
+            if (fmt == "csv") write_csv_catalog(stem + ".cat.csv", f.catalog);
+          }
+          for (const std::string& plane : config.output.images) {
+            const cv::Mat* pix = nullptr;
+            if (auto it = f.planes.find(plane); it != f.planes.end()) pix = &it->second;
+            if (plane == "science") pix = &f.science;
+            if (pix != nullptr && !pix->empty())
+              write_fits_image(stem + "." + plane + ".fits", *pix, f.header, history);
+          }
+          merged.append(with_file_columns(f, file.relative));
+          report.sources += f.catalog.rows();
+        } catch (const std::exception& e) {
+          f.fail("writer", e.what());
+        }
+      }
+      for (const FrameIssue& issue : f.issues)
+        record_failure(FailureRecord{f.path, hdu_text(f), issue.stage, issue.reason});
+    }
+    progress.files_done += u->files.size();
+    progress.frames_done = report.frames;
+    progress.sources = report.sources;
+    progress.failures = report.failures.size();
+    progress.elapsed_s = seconds_since(t_start);
+    if (options.on_progress) options.on_progress(progress);
+  };
+
+  // --- the graph -----------------------------------------------------------------------
+  // global_control caps every TBB user in the process (OpenCV's parallel_for included), so the
+  // stages' own parallelism does not oversubscribe the cores given by --threads.
+  tbb::global_control parallelism(tbb::global_control::max_allowed_parallelism,
+                                  static_cast<std::size_t>(threads));
+  tbb::task_arena arena(threads);
+  arena.execute([&] {
+    namespace flow = tbb::flow;
+    flow::graph g;
+    std::size_t next_file = 0;
+    std::size_t next_sequence = 0;
+    flow::input_node<UnitPtr> source(g, [&](tbb::flow_control& fc) -> UnitPtr {
+      if (next_file >= files.size()) {
+        fc.stop();
+        return {};
+      }
+      auto u = std::make_shared<Unit>();
+      u->sequence = next_sequence++;
+      while (next_file < files.size() && u->files.size() < batch_size) {
+        const InputFile& f = files[next_file];
+        std::error_code size_ec;
+        const std::uintmax_t bytes = fs::file_size(f.path, size_ec);
+        const bool large = !size_ec && bytes > large_file_bytes;
+        if (large && !u->files.empty()) break;
+        u->files.push_back(f);
+        ++next_file;
+        if (large) break;
+      }
+      return u;
+    });
+    flow::limiter_node<UnitPtr> limiter(g, static_cast<std::size_t>(max_in_flight));
+    flow::function_node<UnitPtr, UnitPtr> reader(g, static_cast<std::size_t>(threads), read_unit);
+    std::vector<std::unique_ptr<flow::function_node<UnitPtr, UnitPtr>>> stage_nodes;
+    for (auto& rt : runtimes) {
+      StageRuntime* r = rt.get();
+      stage_nodes.push_back(std::make_unique<flow::function_node<UnitPtr, UnitPtr>>(
+          g, static_cast<std::size_t>(threads),
+          [r, &run_stage](UnitPtr u) { return run_stage(*r, std::move(u)); }));
+    }
+    flow::function_node<UnitPtr, UnitPtr> stitcher(g, flow::unlimited, stitch_unit);
+    flow::sequencer_node<UnitPtr> sequencer(g, [](const UnitPtr& u) { return u->sequence; });
+    flow::function_node<UnitPtr, flow::continue_msg> writer(g, flow::serial, [&](UnitPtr u) {
+      write_unit(u);
+      return flow::continue_msg();
+    });
+
+    flow::make_edge(source, limiter);
+    flow::make_edge(limiter, reader);
+    flow::sender<UnitPtr>* last = &reader;
+    for (auto& node : stage_nodes) {
+      flow::make_edge(*last, *node);
+      last = node.get();
+    }
+    flow::make_edge(*last, stitcher);
+    flow::make_edge(stitcher, sequencer);
+    flow::make_edge(sequencer, writer);
+    flow::make_edge(writer, limiter.decrementer());
+    source.activate();
+    g.wait_for_all();
+  });
+
+  for (auto& rt : runtimes) {
+    rt->pool.close_all();
+    report.stage_timings.push_back(StageTiming{rt->name, rt->plugin, rt->calls.load(),
+                                               static_cast<double>(rt->wall_ns.load()) * 1e-9});
+  }
+
+  // --- run-level outputs ---------------------------------------------------------------
+  Header run_header;
+  run_header.add_history(std::string("astroflow ") + ASTROFLOW_VERSION);
+  run_header.add_history("astroflow config sha256 " + config_hash);
+  for (const PluginInfo& p : report.plugins)
+    run_header.add_history("astroflow plugin " + p.name + " " + p.version);
+  const fs::path out(output_dir);
+  for (const std::string& fmt : config.output.catalog) {
+    if (fmt == "fits") write_fits_catalog((out / "catalog.fits").string(), merged, run_header);
+    if (fmt == "csv") write_csv_catalog((out / "catalog.csv").string(), merged);
+  }
+  report.files_failed = failed_files.size();
+  report.exit_status = report.failures.empty() ? ExitCode::kOk : ExitCode::kCompletedWithFailures;
+  report.wall_s = seconds_since(t_start);
+  write_file_atomically((out / "summary.json").string(), report.to_json());
+  return report;
+}
+
+}  // namespace astroflow

@@ -1,0 +1,336 @@
+// classify: galaxy morphology from a CNN (models/classify), one row per cutout or per source.
+//
+// Each stamp is brought to the model card's pixel scale and size, normalised as the card says
+// (preprocess.hpp), and the whole Batch goes through the network as one tensor. Probabilities
+// are softmax(logits / T) with the card's temperature T (fitted on the validation set).
+// Behaviour on bad input is listed in README.md in this folder.
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <astroflow/onnx_model.hpp>
+#include <astroflow/plugin.hpp>
+#include <astroflow/preprocess.hpp>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using astroflow::Frame;
+using astroflow::FrameError;
+
+// Per-row CLASS_FLAGS bits.
+constexpr std::int32_t kFlagNanFilled = 1;   // some stamp pixels were blank and were filled
+constexpr std::int32_t kFlagResampled = 2;   // pixel scale or size differed from the card
+constexpr std::int32_t kFlagFailed = 4;      // no class: stamp blank, too small or off the image
+
+// A stamp that covers less than this fraction of the card's side (after rescaling to the card's
+// pixel scale) carries too little of the object to classify.
+constexpr double kMinCoverage = 0.25;
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string fmt_scale(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+class ClassifyStage final : public astroflow::Stage {
+ public:
+  void configure(const astroflow::Options& o) override {
+    model_path_ = o.get_string("model");
+    mode_ = o.get_string("mode");
+    batch_ = static_cast<int>(o.get_int("batch"));
+    refuse_mismatch_ = o.get_string("on_mismatch") == "refuse";
+    scale_tolerance_ = o.get_double("pixel_scale_tolerance");
+  }
+
+  void open(const astroflow::StageContext& ctx) override {
+    Stage::open(ctx);
+    std::filesystem::path p(model_path_);
+    if (p.is_relative() && !ctx.config_dir.empty() && !std::filesystem::exists(p)) {
+      p = std::filesystem::path(ctx.config_dir) / p;
+    }
+    // OnnxModelError / ModelCardError are FatalErrors naming the model file.
+    model_.emplace(astroflow::OnnxModel::load(p.string(), {batch_, false, true}));
+    const auto& card = model_->card();
+    if (card.output_semantics != "logits" && card.output_semantics != "probabilities") {
+      throw astroflow::FatalError(card.card_path + ": output.semantics is '" +
+                                  card.output_semantics + "', classify needs logits");
+    }
+    if (card.channels() != 1) {
+      throw astroflow::FatalError(card.card_path + ": classify supports single-band models, the "
+                                                   "card has " +
+                                  std::to_string(card.channels()) + " channels");
+    }
+    for (const auto& name : card.class_names) p_columns_.push_back("P_" + upper(name));
+  }
+
+  void process(astroflow::Batch& batch) override {
+    const auto& card = model_->card();
+    const int h = static_cast<int>(card.height_pix());
+    const int w = static_cast<int>(card.width_pix());
+
+    // Gather every stamp of the batch, then run one tensor.
+    std::vector<Job> jobs;
+    for (std::size_t fi = 0; fi < batch.frames.size(); ++fi) {
+      Frame& f = batch.frames[fi];
+      if (f.failed()) continue;
+      try {
+        gather(f, fi, jobs, w, h);
+      } catch (const std::exception& e) {
+        f.fail(context().stage_name, e.what());
+      }
+    }
+    std::vector<std::size_t> ok;
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+      if (jobs[j].error.empty()) ok.push_back(j);
+    }
+    cv::Mat probs;
+    if (!ok.empty()) {
+      const int sizes[4] = {static_cast<int>(ok.size()), 1, h, w};
+      cv::Mat blob(4, sizes, CV_32F);
+      for (std::size_t k = 0; k < ok.size(); ++k) {
+        cv::Mat dst(h, w, CV_32F, blob.ptr<float>() + k * static_cast<std::size_t>(h * w));
+        jobs[ok[k]].input.copyTo(dst);
+      }
+      probs = model_->run_rows(blob);
+      if (card.output_semantics == "logits") astroflow::softmax_rows(probs, card.temperature);
+    }
+    std::vector<int> prob_row(jobs.size(), -1);
+    for (std::size_t k = 0; k < ok.size(); ++k) prob_row[ok[k]] = static_cast<int>(k);
+
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+      Job& job = jobs[j];
+      Frame& f = batch.frames[job.frame];
+      if (f.failed()) continue;
+      write_row(f, job, prob_row[j] < 0 ? nullptr : probs.ptr<float>(prob_row[j]));
+    }
+    for (Frame& f : batch.frames) {
+      if (!f.failed()) stamp(f, card.sha256);
+    }
+  }
+
+ private:
+  struct Job {
+    std::size_t frame = 0;
+    std::size_t row = 0;
+    std::size_t row_end = 0;  // rows [row, row_end) receive this stamp's class
+    cv::Mat input;  // normalised h x w
+    double nan_fraction = 0.0;
+    bool resampled = false;
+    std::string error;  // non-empty: this row gets no class
+  };
+
+  // Rescales `src` from frame_scale to the card's pixel scale (INTER_AREA when shrinking,
+  // INTER_LINEAR when enlarging). Blank pixels are filled with the median first, because resize
+  // would spread NaN over their neighbours; the caller counts blanks before this.
+  static cv::Mat rescale(const cv::Mat& src, double factor) {
+    cv::Mat filled = src.clone();
+    const auto s = astroflow::sigma_clipped_stats(src);
+    const auto fill = static_cast<float>(s.median);
+    for (int y = 0; y < filled.rows; ++y) {
+      float* r = filled.ptr<float>(y);
+      for (int x = 0; x < filled.cols; ++x) {
+        if (!std::isfinite(r[x])) r[x] = fill;
+      }
+    }
+    const int nw = std::max(1, static_cast<int>(std::lround(src.cols * factor)));
+    const int nh = std::max(1, static_cast<int>(std::lround(src.rows * factor)));
+    cv::Mat out;
+    cv::resize(filled, out, cv::Size(nw, nh), 0, 0, factor < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    return out;
+  }
+
+  // The card's scale over the frame's (1 when the frame's scale is unknown).
+  [[nodiscard]] double scale_factor(const Frame& f) const {
+    const double card_scale = model_->card().pixel_scale_arcsec;
+    if (!(f.pixel_scale_arcsec > 0.0)) return 1.0;
+    const double factor = f.pixel_scale_arcsec / card_scale;
+    return std::abs(factor - 1.0) <= scale_tolerance_ ? 1.0 : factor;
+  }
+
+  void gather(Frame& f, std::size_t fi, std::vector<Job>& jobs, int w, int h) {
+    if (f.science.empty()) throw FrameError("no science plane");
+    const double factor = scale_factor(f);
+    const double card_scale = model_->card().pixel_scale_arcsec;
+    if (mode_ == "cutout") {
+      Job job;
+      job.frame = fi;
+      if (f.catalog.empty()) f.catalog.append_row();
+      // A cutout is one object: its class goes to every row already there (usually none).
+      job.row = 0;
+      job.row_end = f.catalog.rows();
+      const bool size_differs = f.width() != w || f.height() != h;
+      if (factor != 1.0 || size_differs) {
+        const std::string what = "cutout " + std::to_string(f.width()) + "x" +
+                                 std::to_string(f.height()) + " at " +
+                                 fmt_scale(f.pixel_scale_arcsec) + " arcsec/pix, model " +
+                                 std::to_string(w) + "x" + std::to_string(h) + " at " +
+                                 fmt_scale(card_scale) + " arcsec/pix";
+        if (refuse_mismatch_) throw FrameError(what + " (on_mismatch: refuse)");
+        const double covered_w = f.width() * factor;
+        const double covered_h = f.height() * factor;
+        if (covered_w < kMinCoverage * w || covered_h < kMinCoverage * h) {
+          throw FrameError(what + ": too small to classify (needs at least " +
+                           std::to_string(static_cast<int>(kMinCoverage * w)) + "x" +
+                           std::to_string(static_cast<int>(kMinCoverage * h)) +
+                           " pixels at the model's scale)");
+        }
+        f.flags |= astroflow::kFrameResampled;
+        log().warn(f.label() + ": " + what + "; rescaled and centre-cropped/padded");
+        job.resampled = true;
+      }
+      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, w, h, job);
+      if (!job.error.empty()) {
+        if (std::isnan(job.nan_fraction)) f.flags |= astroflow::kFrameAllBlank;
+        throw FrameError(job.error);
+      }
+      jobs.push_back(std::move(job));
+      return;
+    }
+
+    // sources mode: one stamp per catalog row, centred on (X_IMAGE, Y_IMAGE) (1-based).
+    const auto* xc = f.catalog.find("X_IMAGE");
+    const auto* yc = f.catalog.find("Y_IMAGE");
+    if (xc == nullptr || yc == nullptr) {
+      throw FrameError("mode 'sources' needs X_IMAGE and Y_IMAGE from an earlier stage");
+    }
+    if (refuse_mismatch_ && factor != 1.0) {
+      throw FrameError("pixel scale " + fmt_scale(f.pixel_scale_arcsec) +
+                       " arcsec/pix differs from the model's " + fmt_scale(card_scale) +
+                       " (on_mismatch: refuse)");
+    }
+    if (factor != 1.0) f.flags |= astroflow::kFrameResampled;
+    for (std::size_t r = 0; r < f.catalog.rows(); ++r) {
+      Job job;
+      job.frame = fi;
+      job.row = r;
+      job.row_end = r + 1;
+      job.resampled = factor != 1.0;
+      prepare(f.science, xc->as_double(r) - 1.0, yc->as_double(r) - 1.0, factor, w, h, job);
+      jobs.push_back(std::move(job));
+    }
+  }
+
+  // Cuts the model-sized stamp (in the frame's pixels: w / factor) around (x0, y0), brings it to
+  // w x h and normalises it. Problems are recorded in job.error, not thrown, so one bad source
+  // does not cost the frame.
+  void prepare(const cv::Mat& image, double x0, double y0, double factor, int w, int h,
+               Job& job) const {
+    const int src_w = std::max(1, static_cast<int>(std::lround(w / factor)));
+    const int src_h = std::max(1, static_cast<int>(std::lround(h / factor)));
+    cv::Mat stamp = astroflow::extract_stamp(image, x0, y0, std::max(src_w, src_h));
+    if (src_w != src_h) {
+      stamp = stamp(cv::Rect((stamp.cols - src_w) / 2, (stamp.rows - src_h) / 2, src_w, src_h))
+                  .clone();
+    }
+    const int finite = cv::countNonZero(stamp == stamp);  // NaN != NaN
+    if (finite == 0) {
+      job.error = "no finite pixel in the stamp";
+      job.nan_fraction = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
+    if (src_w != w || src_h != h) {
+      // Blank area outside the image stays blank after rescaling, so the fill accounts for it.
+      const cv::Mat blank = stamp != stamp;
+      stamp = rescale(stamp, factor);
+      cv::Mat blank_scaled;
+      cv::resize(blank, blank_scaled, stamp.size(), 0, 0, cv::INTER_NEAREST);
+      stamp.setTo(std::numeric_limits<float>::quiet_NaN(), blank_scaled);
+      if (stamp.cols != w || stamp.rows != h) {
+        cv::Mat fitted(h, w, CV_32F, cv::Scalar(std::numeric_limits<float>::quiet_NaN()));
+        const int cw = std::min(w, stamp.cols);
+        const int ch = std::min(h, stamp.rows);
+        stamp(cv::Rect((stamp.cols - cw) / 2, (stamp.rows - ch) / 2, cw, ch))
+            .copyTo(fitted(cv::Rect((w - cw) / 2, (h - ch) / 2, cw, ch)));
+        stamp = fitted;
+      }
+    }
+    try {
+      const auto n = astroflow::normalise_stamp(stamp, model_->card().normalisation, job.input);
+      job.nan_fraction = n.nan_fraction;
+    } catch (const std::exception& e) {
+      job.error = e.what();
+    }
+  }
+
+  void write_row(Frame& f, const Job& job, const float* p) const {
+    auto& cat = f.catalog;
+    const auto& names = model_->card().class_names;
+    auto& cls = cat.add_column<std::string>("CLASS", "", "most probable morphology class");
+    auto& id = cat.add_column<std::int32_t>("CLASS_ID", "", "index of CLASS in the model card, -1: none", -1);
+    auto& flags = cat.add_column<std::int32_t>(
+        "CLASS_FLAGS", "", "1: blank pixels filled, 2: rescaled, 4: not classified");
+    auto& fill = cat.add_column<float>("CLASS_FILL_FRAC", "",
+                                       "fraction of stamp pixels that were blank and filled",
+                                       std::numeric_limits<float>::quiet_NaN());
+    std::vector<std::vector<float>*> pcols;
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      pcols.push_back(&cat.add_column<float>(p_columns_[k], "",
+                                             "calibrated probability of class " + names[k],
+                                             std::numeric_limits<float>::quiet_NaN()));
+    }
+    for (std::size_t r = job.row; r < job.row_end; ++r) fill_row(job, p, r, cls, id, flags, fill, pcols);
+  }
+
+  void fill_row(const Job& job, const float* p, std::size_t r, std::vector<std::string>& cls,
+                std::vector<std::int32_t>& id, std::vector<std::int32_t>& flags,
+                std::vector<float>& fill, const std::vector<std::vector<float>*>& pcols) const {
+    const auto& names = model_->card().class_names;
+    std::int32_t fl = (job.resampled ? kFlagResampled : 0) |
+                      (job.nan_fraction > 0.0 ? kFlagNanFilled : 0);
+    fill[r] = static_cast<float>(job.nan_fraction);
+    if (p == nullptr) {
+      cls[r].clear();
+      id[r] = -1;
+      flags[r] = fl | kFlagFailed;
+      for (auto* c : pcols) (*c)[r] = std::numeric_limits<float>::quiet_NaN();
+      return;
+    }
+    const auto best = static_cast<std::size_t>(std::max_element(p, p + names.size()) - p);
+    cls[r] = names[best];
+    id[r] = static_cast<std::int32_t>(best);
+    flags[r] = fl;
+    for (std::size_t k = 0; k < names.size(); ++k) (*pcols[k])[r] = p[k];
+  }
+
+  std::string model_path_;
+  std::string mode_ = "cutout";
+  int batch_ = 64;
+  bool refuse_mismatch_ = false;
+  double scale_tolerance_ = 0.02;
+  std::optional<astroflow::OnnxModel> model_;
+  std::vector<std::string> p_columns_;
+};
+
+}  // namespace
+
+ASTROFLOW_PLUGIN(
+    ClassifyStage, "classify", "1.0.0", "MIT",
+    "galaxy morphology CNN: CLASS, CLASS_ID and calibrated P_<class> per cutout or source",
+    /*needs=*/"plane:science",
+    /*provides=*/
+    "column:CLASS,column:CLASS_ID,column:CLASS_FLAGS,column:CLASS_FILL_FRAC,column:P_SPHEROID,"
+    "column:P_DISK,column:P_IRREGULAR,column:P_POINT_SOURCE,column:P_ARTIFACT",
+    astroflow::OptionSchema()
+        .add_path("model", std::nullopt, "model.onnx (its model.yaml card beside it) or the card")
+        .add_string("mode", "cutout",
+                    "cutout: each frame is one stamp; sources: a stamp per X_IMAGE/Y_IMAGE row",
+                    {"cutout", "sources"})
+        .add_int("batch", 64, "stamps per forward pass", 1, 4096)
+        .add_string("on_mismatch", "resample",
+                    "pixel scale or size unlike the card: resample (flag) or refuse (frame fails)",
+                    {"resample", "refuse"})
+        .add_double("pixel_scale_tolerance", 0.02,
+                    "relative pixel-scale difference accepted as equal", 0.0, 1.0))

@@ -1,0 +1,753 @@
+// sources: SExtractor-style source detection, deblending and measurement.
+//
+// Detection: the background-subtracted image is convolved with a normalised Gaussian of the
+// PSF FWHM; pixels above threshold x RMS (RMS of the unfiltered image, like DETECT_THRESH)
+// form 8-connected components of at least min_area pixels. Each component is deblended by
+// SExtractor's multi-threshold tree, then measured on the unfiltered image. README.md in this
+// folder lists the columns, the flags and the tile ownership rule for the stitcher.
+#include <algorithm>
+#include <array>
+#include <astroflow/plugin.hpp>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+#include <string>
+#include <vector>
+
+namespace {
+
+using astroflow::Frame;
+using astroflow::FrameError;
+using astroflow::Options;
+
+// SExtractor FLAGS bits.
+constexpr std::int32_t kFlagCrowded = 1;       // neighbours inside the AUTO aperture
+constexpr std::int32_t kFlagBlended = 2;       // split from a blend by the deblender
+constexpr std::int32_t kFlagTruncated = 8;     // isophotal footprint touches the image edge
+constexpr std::int32_t kFlagApertureCut = 16;  // AUTO aperture runs off the image / blank pixels
+
+// Kron's first moment is taken within 6 isophotal radii, as SExtractor does.
+constexpr double kKronWindow = 6.0;
+constexpr double kKronFactor = 2.5;
+constexpr double kKronMinRadius = 3.5;
+constexpr double kNoMag = 99.0;  // SExtractor's value for an undefined magnitude
+
+struct Params {
+  double threshold = 1.5;
+  double filter_fwhm_pix = 3.0;
+  bool filter = true;
+  int min_area_pix = 5;
+  int deblend_nthresh = 32;
+  double deblend_mincont = 0.005;
+  double mag_zeropoint = 25.0;
+  double gain_e_per_adu = 0.0;
+};
+
+// A set of pixels (0-based linear indices into the frame) forming one object.
+struct Object {
+  std::vector<int> pix;
+  bool blended = false;
+};
+
+// The multi-threshold deblender of SExtractor (Bertin & Arnouts 1996, sect. 3.3), run on one
+// connected component of the filtered image.
+class Deblender {
+ public:
+  Deblender(const cv::Mat& filtered, int min_area_pix, int nthresh, double mincont)
+      : filt_(filtered), min_area_(min_area_pix), nthresh_(nthresh), mincont_(mincont) {}
+
+  // Splits `component` (detected above `base_threshold`) into one or more objects.
+  std::vector<Object> run(const std::vector<int>& component, double base_threshold) const {
+    std::vector<Object> out;
+    double peak = -std::numeric_limits<double>::infinity();
+    double total = 0.0;
+    for (int p : component) {
+      const double v = value(p);
+      peak = std::max(peak, v);
+      total += v;
+    }
+    if (nthresh_ <= 1 || component.size() < 2 * static_cast<std::size_t>(min_area_) ||
+        !(peak > base_threshold) || base_threshold <= 0.0 || total <= 0.0) {
+      out.push_back(Object{component, false});
+      return out;
+    }
+    levels_.resize(static_cast<std::size_t>(nthresh_));
+    for (int k = 0; k < nthresh_; ++k) {
+      levels_[static_cast<std::size_t>(k)] =
+          base_threshold * std::pow(peak / base_threshold, static_cast<double>(k) / nthresh_);
+    }
+    min_flux_ = mincont_ * total;
+    std::vector<std::vector<int>> cores;
+    split(component, 0, cores);
+    if (cores.size() < 2) {
+      out.push_back(Object{component, false});
+      return out;
+    }
+    return assign(component, cores);
+  }
+
+ private:
+  [[nodiscard]] double value(int p) const { return static_cast<double>(filt_.ptr<float>()[p]); }
+
+  // Looks for the first level above `level` at which `pix` holds two or more significant
+  // branches; recurses into each. A branch with too little flux is not an object, so a node with
+  // a single significant branch keeps climbing, as in SExtractor's tree.
+  void split(const std::vector<int>& pix, int level, std::vector<std::vector<int>>& cores) const {
+    const int w = filt_.cols;
+    int x0 = w;
+    int y0 = filt_.rows;
+    int x1 = -1;
+    int y1 = -1;
+    for (int p : pix) {
+      x0 = std::min(x0, p % w);
+      x1 = std::max(x1, p % w);
+      y0 = std::min(y0, p / w);
+      y1 = std::max(y1, p / w);
+    }
+    const cv::Rect box(x0, y0, x1 - x0 + 1, y1 - y0 + 1);
+    cv::Mat mask(box.size(), CV_8U);
+    cv::Mat labels;
+    for (int k = level + 1; k < nthresh_; ++k) {
+      const double t = levels_[static_cast<std::size_t>(k)];
+      mask.setTo(0);
+      int above = 0;
+      for (int p : pix) {
+        if (value(p) > t) {
+          mask.at<std::uint8_t>(p / w - y0, p % w - x0) = 1;
+          ++above;
+        }
+      }
+      if (above < 2 * min_area_) break;  // two branches of min_area cannot fit any more
+      const int n = cv::connectedComponents(mask, labels, 8, CV_32S);
+      if (n <= 2) continue;  // one branch (label 0 is the background)
+      std::vector<std::vector<int>> branches(static_cast<std::size_t>(n));
+      std::vector<double> flux(static_cast<std::size_t>(n), 0.0);
+      for (int p : pix) {
+        const int l = labels.at<int>(p / w - y0, p % w - x0);
+        if (l == 0) continue;
+        branches[static_cast<std::size_t>(l)].push_back(p);
+        flux[static_cast<std::size_t>(l)] += value(p);
+      }
+      std::vector<std::size_t> significant;
+      for (std::size_t l = 1; l < branches.size(); ++l) {
+        if (static_cast<int>(branches[l].size()) >= min_area_ && flux[l] >= min_flux_) {
+          significant.push_back(l);
+        }
+      }
+      if (significant.size() >= 2) {
+        for (std::size_t l : significant) split(branches[l], k, cores);
+        return;
+      }
+      if (significant.empty()) break;
+    }
+    cores.push_back(pix);
+  }
+
+  // Gives every pixel of the parent to one core: core pixels stay, the others go to the core
+  // whose bivariate Gaussian model (amplitude = core peak, covariance = core second moments) is
+  // highest there, which is how SExtractor shares the pixels below the split level.
+  std::vector<Object> assign(const std::vector<int>& component,
+                             const std::vector<std::vector<int>>& cores) const {
+    const int w = filt_.cols;
+    struct Model {
+      double xc, yc, ixx, iyy, ixy, log_amp;
+    };
+    std::vector<Model> models;
+    models.reserve(cores.size());
+    for (const auto& core : cores) {
+      double s = 0.0;
+      double sx = 0.0;
+      double sy = 0.0;
+      double peak = 0.0;
+      for (int p : core) {
+        const double v = std::max(0.0, value(p));
+        s += v;
+        sx += v * (p % w);
+        sy += v * (p / w);
+        peak = std::max(peak, v);
+      }
+      const double xc = sx / s;
+      const double yc = sy / s;
+      double xx = 0.0;
+      double yy = 0.0;
+      double xy = 0.0;
+      for (int p : core) {
+        const double v = std::max(0.0, value(p));
+        const double dx = (p % w) - xc;
+        const double dy = (p / w) - yc;
+        xx += v * dx * dx;
+        yy += v * dy * dy;
+        xy += v * dx * dy;
+      }
+      // The 1/12 px^2 of a uniform pixel keeps a compact core's covariance invertible.
+      xx = xx / s + 1.0 / 12.0;
+      yy = yy / s + 1.0 / 12.0;
+      xy /= s;
+      const double det = xx * yy - xy * xy;
+      models.push_back(Model{xc, yc, yy / det, xx / det, -xy / det, std::log(peak)});
+    }
+    std::vector<Object> out(cores.size());
+    std::vector<int> owner(component.size(), -1);
+    // Membership of core pixels: cores are disjoint.
+    std::vector<int> sorted = component;
+    std::sort(sorted.begin(), sorted.end());
+    for (std::size_t c = 0; c < cores.size(); ++c) {
+      for (int p : cores[c]) {
+        const auto it = std::lower_bound(sorted.begin(), sorted.end(), p);
+        owner[static_cast<std::size_t>(it - sorted.begin())] = static_cast<int>(c);
+      }
+    }
+    for (std::size_t i = 0; i < sorted.size(); ++i) {
+      int best = owner[i];
+      if (best < 0) {
+        const int p = sorted[i];
+        double best_score = -std::numeric_limits<double>::infinity();
+        for (std::size_t c = 0; c < models.size(); ++c) {
+          const Model& m = models[c];
+          const double dx = (p % w) - m.xc;
+          const double dy = (p / w) - m.yc;
+          const double q = m.ixx * dx * dx + m.iyy * dy * dy + 2.0 * m.ixy * dx * dy;
+          const double score = m.log_amp - 0.5 * q;
+          if (score > best_score) {
+            best_score = score;
+            best = static_cast<int>(c);
+          }
+        }
+      }
+      out[static_cast<std::size_t>(best)].pix.push_back(sorted[i]);
+    }
+    for (auto& o : out) o.blended = true;
+    return out;
+  }
+
+  const cv::Mat& filt_;
+  int min_area_;
+  int nthresh_;
+  double mincont_;
+  mutable std::vector<double> levels_;
+  mutable double min_flux_ = 0.0;
+};
+
+// Normalised (sum = 1) 1-D Gaussian of the given FWHM, sampled at pixel centres, truncated at
+// about 0.7 FWHM: 5 taps for FWHM 3, the size of SExtractor's gauss_3.0_5x5.conv.
+cv::Mat gaussian_kernel_1d(double fwhm_pix) {
+  const double sigma = fwhm_pix / (2.0 * std::sqrt(2.0 * std::log(2.0)));
+  const int half = std::max(1, static_cast<int>(std::lround(0.7 * fwhm_pix)));
+  cv::Mat k(2 * half + 1, 1, CV_32F);
+  double sum = 0.0;
+  for (int i = -half; i <= half; ++i) {
+    const double v = std::exp(-0.5 * i * i / (sigma * sigma));
+    k.at<float>(i + half) = static_cast<float>(v);
+    sum += v;
+  }
+  k /= sum;
+  return k;
+}
+
+struct Measurement {
+  double x = 0, y = 0;  // 0-based, tile-local
+  double x2 = 0, y2 = 0, xy = 0;
+  double a = 0, b = 0, theta_deg = 0;
+  double flux_iso = 0, fluxerr_iso = 0;
+  double kron_radius = 0, flux_auto = 0, fluxerr_auto = 0;
+  int xmin = 0, xmax = 0, ymin = 0, ymax = 0;
+  int area = 0;
+  std::int32_t flags = 0;
+};
+
+// Sigma-clipped (3 sigma, to convergence) median and standard deviation of the finite pixels.
+bool global_background(const cv::Mat& science, double& level, double& sigma) {
+  std::vector<float> v;
+  v.reserve(science.total());
+  for (int y = 0; y < science.rows; ++y) {
+    const float* row = science.ptr<float>(y);
+    for (int x = 0; x < science.cols; ++x) {
+      if (std::isfinite(row[x])) v.push_back(row[x]);
+    }
+  }
+  if (v.empty()) return false;
+  auto n = static_cast<std::ptrdiff_t>(v.size());
+  for (int it = 0; it < 100; ++it) {
+    std::nth_element(v.begin(), v.begin() + n / 2, v.begin() + n);
+    level = v[static_cast<std::size_t>(n / 2)];
+    double s2 = 0.0;
+    double s1 = 0.0;
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+      s1 += v[static_cast<std::size_t>(i)];
+      s2 += static_cast<double>(v[static_cast<std::size_t>(i)]) * v[static_cast<std::size_t>(i)];
+    }
+    const double mean = s1 / static_cast<double>(n);
+    sigma = std::sqrt(std::max(0.0, s2 / static_cast<double>(n) - mean * mean));
+    auto end = std::partition(v.begin(), v.begin() + n,
+                              [&](float x) { return std::fabs(x - level) <= 3.0 * sigma; });
+    if (end - v.begin() == n || end - v.begin() < 3) break;
+    n = end - v.begin();
+  }
+  return true;
+}
+
+class SourcesStage final : public astroflow::Stage {
+ public:
+  void configure(const Options& options) override {
+    p_.threshold = options.get_double("threshold");
+    p_.filter = options.get_bool("filter");
+    p_.filter_fwhm_pix = options.get_double("filter_fwhm_pix");
+    p_.min_area_pix = static_cast<int>(options.get_int("min_area"));
+    p_.deblend_nthresh = static_cast<int>(options.get_int("deblend_nthresh"));
+    p_.deblend_mincont = options.get_double("deblend_mincont");
+    p_.mag_zeropoint = options.get_double("mag_zeropoint");
+    p_.gain_e_per_adu = options.get_double("gain");
+    if (p_.filter) kernel_ = gaussian_kernel_1d(p_.filter_fwhm_pix);
+  }
+
+ protected:
+  void process_frame(Frame& frame) override {
+    const int w = frame.width();
+    const int h = frame.height();
+    if (frame.science.empty() || frame.science.type() != CV_32FC1) {
+      throw FrameError("sources: science plane is empty or not CV_32FC1");
+    }
+    cv::Mat image;
+    cv::Mat rms;
+    const auto bkg_it = frame.planes.find("background");
+    const auto rms_it = frame.planes.find("rms");
+    if (bkg_it != frame.planes.end() && rms_it != frame.planes.end()) {
+      rms = rms_it->second;
+      if (rms.size() != frame.science.size() || bkg_it->second.size() != frame.science.size()) {
+        throw FrameError("sources: background/rms planes do not match the science plane size");
+      }
+      // The background stage records in BKG_SUB whether it already subtracted.
+      const auto bkg_sub = frame.header.get_string("BKG_SUB");
+      if (bkg_sub && (*bkg_sub == "T" || *bkg_sub == "1")) {
+        image = frame.science;
+      } else {
+        cv::subtract(frame.science, bkg_it->second, image);
+      }
+    } else {
+      // Run without the background stage (e.g. by plugin-check): a flat, sigma-clipped
+      // background is better than refusing the frame.
+      double level = 0.0;
+      double sigma = 0.0;
+      if (!global_background(frame.science, level, sigma)) {
+        frame.flags |= astroflow::kFrameAllBlank;
+        throw FrameError("sources: no finite pixel");
+      }
+      log().warn(frame.label() + ": no background/rms planes, using a flat background " +
+                 std::to_string(level) + " +- " + std::to_string(sigma));
+      cv::subtract(frame.science, cv::Scalar(level), image);
+      rms = cv::Mat(frame.science.size(), CV_32F, cv::Scalar(sigma));
+    }
+    cv::Mat valid;
+    cv::compare(image, image, valid, cv::CMP_EQ);  // false for NaN only
+    cv::Mat clean = image.clone();
+    cv::patchNaNs(clean, 0.0);
+
+    cv::Mat filt;
+    if (p_.filter) {
+      cv::sepFilter2D(clean, filt, CV_32F, kernel_, kernel_, cv::Point(-1, -1), 0.0,
+                      cv::BORDER_CONSTANT);
+    } else {
+      filt = clean;
+    }
+    cv::Mat thresh = rms * p_.threshold;
+    cv::Mat mask;
+    cv::compare(filt, thresh, mask, cv::CMP_GT);
+    mask &= valid;
+
+    cv::Mat labels;
+    cv::Mat stats;
+    cv::Mat centroids;
+    const int n_comp = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+    std::vector<std::vector<int>> comps(static_cast<std::size_t>(std::max(n_comp, 1)));
+    for (int l = 1; l < n_comp; ++l) {
+      if (stats.at<int>(l, cv::CC_STAT_AREA) >= p_.min_area_pix) {
+        comps[static_cast<std::size_t>(l)].reserve(
+            static_cast<std::size_t>(stats.at<int>(l, cv::CC_STAT_AREA)));
+      }
+    }
+    for (int y = 0; y < h; ++y) {
+      const int* row = labels.ptr<int>(y);
+      for (int x = 0; x < w; ++x) {
+        const int l = row[x];
+        if (l > 0 && stats.at<int>(l, cv::CC_STAT_AREA) >= p_.min_area_pix) {
+          comps[static_cast<std::size_t>(l)].push_back(y * w + x);
+        }
+      }
+    }
+
+    const Deblender deblender(filt, p_.min_area_pix, p_.deblend_nthresh, p_.deblend_mincont);
+    std::vector<Object> objects;
+    for (auto& comp : comps) {
+      if (comp.empty()) continue;
+      double t_sum = 0.0;
+      for (int p : comp) t_sum += thresh.ptr<float>()[p];
+      auto parts = deblender.run(comp, t_sum / static_cast<double>(comp.size()));
+      for (auto& o : parts) objects.push_back(std::move(o));
+    }
+
+    // Barycentres and footprints first: they fix the numbering and the segmap, which the
+    // AUTO photometry needs to mask neighbours.
+    std::vector<Measurement> meas(objects.size());
+    for (std::size_t i = 0; i < objects.size(); ++i) {
+      measure_isophotal(objects[i], image, rms, w, h, meas[i]);
+    }
+    std::vector<std::size_t> order(objects.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      if (meas[a].y != meas[b].y) return meas[a].y < meas[b].y;
+      return meas[a].x < meas[b].x;
+    });
+    cv::Mat segmap(h, w, CV_32S, cv::Scalar(0));
+    for (std::size_t n = 0; n < order.size(); ++n) {
+      for (int p : objects[order[n]].pix) segmap.ptr<int>()[p] = static_cast<int>(n + 1);
+    }
+
+    double gain = p_.gain_e_per_adu;
+    if (gain <= 0.0) gain = frame.header.get_double("GAIN").value_or(0.0);
+    const double zp = frame.header.get_double("MAGZERO").value_or(p_.mag_zeropoint);
+
+    const std::size_t n_obj = order.size();
+    std::vector<std::int32_t> number(n_obj), flags(n_obj), area(n_obj), xmin(n_obj), xmax(n_obj),
+        ymin(n_obj), ymax(n_obj), owned(n_obj);
+    std::vector<double> xim(n_obj), yim(n_obj), ra(n_obj), dec(n_obj), x2(n_obj), y2(n_obj),
+        xy(n_obj), a(n_obj), b(n_obj), theta(n_obj), flux_iso(n_obj), fluxerr_iso(n_obj),
+        kron(n_obj), flux_auto(n_obj), fluxerr_auto(n_obj), mag_auto(n_obj), magerr_auto(n_obj),
+        snr(n_obj), edge_dist(n_obj);
+    const auto& tile = frame.tile;
+    const bool tiled = tile.count > 1 && tile.full_width_pix > 0 && tile.full_height_pix > 0;
+    for (std::size_t n = 0; n < n_obj; ++n) {
+      Measurement& m = meas[order[n]];
+      measure_auto(m, static_cast<int>(n + 1), image, rms, segmap, gain);
+      number[n] = static_cast<std::int32_t>(n + 1);
+      flags[n] = m.flags | (objects[order[n]].blended ? kFlagBlended : 0);
+      area[n] = m.area;
+      xmin[n] = m.xmin + 1 + tile.x0_pix;
+      xmax[n] = m.xmax + 1 + tile.x0_pix;
+      ymin[n] = m.ymin + 1 + tile.y0_pix;
+      ymax[n] = m.ymax + 1 + tile.y0_pix;
+      xim[n] = m.x + 1.0 + tile.x0_pix;
+      yim[n] = m.y + 1.0 + tile.y0_pix;
+      x2[n] = m.x2;
+      y2[n] = m.y2;
+      xy[n] = m.xy;
+      a[n] = m.a;
+      b[n] = m.b;
+      theta[n] = m.theta_deg;
+      flux_iso[n] = m.flux_iso;
+      fluxerr_iso[n] = m.fluxerr_iso;
+      kron[n] = m.kron_radius;
+      flux_auto[n] = m.flux_auto;
+      fluxerr_auto[n] = m.fluxerr_auto;
+      if (m.flux_auto > 0.0) {
+        mag_auto[n] = zp - 2.5 * std::log10(m.flux_auto);
+        magerr_auto[n] = 2.5 / std::log(10.0) * m.fluxerr_auto / m.flux_auto;
+      } else {
+        mag_auto[n] = kNoMag;
+        magerr_auto[n] = kNoMag;
+      }
+      snr[n] = m.fluxerr_auto > 0.0 ? m.flux_auto / m.fluxerr_auto : 0.0;
+      ra[n] = std::numeric_limits<double>::quiet_NaN();
+      dec[n] = std::numeric_limits<double>::quiet_NaN();
+      if (frame.wcs) {
+        // frame.wcs is already shifted to the tile origin: it takes tile-local coordinates.
+        const astroflow::SkyCoord s = frame.wcs->pixel_to_sky({m.x + 1.0, m.y + 1.0});
+        ra[n] = s.ra_deg;
+        dec[n] = s.dec_deg;
+      }
+      ownership(m.x, m.y, w, h, tiled, tile, owned[n], edge_dist[n]);
+    }
+
+    if (!frame.catalog.empty()) {
+      log().warn(frame.label() + ": replacing a catalog of " +
+                 std::to_string(frame.catalog.rows()) + " rows with the detected sources");
+    }
+    astroflow::Catalog& cat = frame.catalog;
+    cat = astroflow::Catalog{};
+    cat.resize(n_obj);
+    cat.add_column<std::int32_t>("NUMBER", "", "running object number (segmap value)") = number;
+    cat.add_column<double>("X_IMAGE", "pix", "barycentre x, 1-based, full image") = xim;
+    cat.add_column<double>("Y_IMAGE", "pix", "barycentre y, 1-based, full image") = yim;
+    cat.add_column<double>("ALPHA_J2000", "deg", "right ascension of the barycentre") = ra;
+    cat.add_column<double>("DELTA_J2000", "deg", "declination of the barycentre") = dec;
+    cat.add_column<double>("X2_IMAGE", "pix2", "variance along x") = x2;
+    cat.add_column<double>("Y2_IMAGE", "pix2", "variance along y") = y2;
+    cat.add_column<double>("XY_IMAGE", "pix2", "covariance between x and y") = xy;
+    cat.add_column<double>("A_IMAGE", "pix", "profile RMS along the major axis") = a;
+    cat.add_column<double>("B_IMAGE", "pix", "profile RMS along the minor axis") = b;
+    cat.add_column<double>("THETA_IMAGE", "deg", "position angle, CCW from +x") = theta;
+    cat.add_column<std::int32_t>("XMIN_IMAGE", "pix", "minimum x of the footprint") = xmin;
+    cat.add_column<std::int32_t>("XMAX_IMAGE", "pix", "maximum x of the footprint") = xmax;
+    cat.add_column<std::int32_t>("YMIN_IMAGE", "pix", "minimum y of the footprint") = ymin;
+    cat.add_column<std::int32_t>("YMAX_IMAGE", "pix", "maximum y of the footprint") = ymax;
+    cat.add_column<std::int32_t>("ISOAREA_IMAGE", "pix2", "isophotal area") = area;
+    cat.add_column<double>("FLUX_ISO", "count", "isophotal flux") = flux_iso;
+    cat.add_column<double>("FLUXERR_ISO", "count", "RMS error of FLUX_ISO") = fluxerr_iso;
+    cat.add_column<double>("KRON_RADIUS", "", "Kron radius in units of A_IMAGE, B_IMAGE") = kron;
+    cat.add_column<double>("FLUX_AUTO", "count", "flux in the Kron aperture") = flux_auto;
+    cat.add_column<double>("FLUXERR_AUTO", "count", "RMS error of FLUX_AUTO") = fluxerr_auto;
+    cat.add_column<double>("MAG_AUTO", "mag", "Kron magnitude") = mag_auto;
+    cat.add_column<double>("MAGERR_AUTO", "mag", "RMS error of MAG_AUTO") = magerr_auto;
+    cat.add_column<double>("SNR_AUTO", "", "FLUX_AUTO / FLUXERR_AUTO") = snr;
+    cat.add_column<std::int32_t>("FLAGS", "", "SExtractor flags (1,2,8,16)") = flags;
+    cat.add_column<double>("TILE_EDGE_DIST", "pix",
+                           "distance to the nearest tile edge shared with a neighbour tile, -1 "
+                           "when untiled") = edge_dist;
+    cat.add_column<std::int32_t>(
+        "TILE_OWNED", "", "1 when this tile owns the barycentre (half-overlap rule)") = owned;
+    frame.planes["segmap"] = std::move(segmap);
+    stamp(frame);
+  }
+
+ private:
+  // Footprint, isophotal flux, barycentre and second moments, all on the unfiltered image.
+  static void measure_isophotal(const Object& o, const cv::Mat& image, const cv::Mat& rms, int w,
+                                int h, Measurement& m) {
+    const float* img = image.ptr<float>();
+    const float* sig = rms.ptr<float>();
+    m.xmin = w;
+    m.ymin = h;
+    m.xmax = -1;
+    m.ymax = -1;
+    double s = 0.0;
+    double sw = 0.0;
+    double var = 0.0;
+    double sx = 0.0;
+    double sy = 0.0;
+    for (int p : o.pix) {
+      const int x = p % w;
+      const int y = p / w;
+      m.xmin = std::min(m.xmin, x);
+      m.xmax = std::max(m.xmax, x);
+      m.ymin = std::min(m.ymin, y);
+      m.ymax = std::max(m.ymax, y);
+      const double v = img[p];
+      s += v;
+      var += static_cast<double>(sig[p]) * sig[p];
+      // Negative pixels would pull the barycentre of a faint object anywhere; clip them.
+      const double wv = std::max(0.0, v);
+      sw += wv;
+      sx += wv * x;
+      sy += wv * y;
+    }
+    m.area = static_cast<int>(o.pix.size());
+    m.flux_iso = s;
+    m.fluxerr_iso = std::sqrt(var);
+    if (sw <= 0.0) {
+      sw = static_cast<double>(o.pix.size());
+      sx = 0.0;
+      sy = 0.0;
+      for (int p : o.pix) {
+        sx += p % w;
+        sy += p / w;
+      }
+    }
+    m.x = sx / sw;
+    m.y = sy / sw;
+    double xx = 0.0;
+    double yy = 0.0;
+    double xy = 0.0;
+    const bool uniform = s <= 0.0;
+    for (int p : o.pix) {
+      const double wv = uniform ? 1.0 : std::max(0.0, static_cast<double>(img[p]));
+      const double dx = p % w - m.x;
+      const double dy = p / w - m.y;
+      xx += wv * dx * dx;
+      yy += wv * dy * dy;
+      xy += wv * dx * dy;
+    }
+    xx /= sw;
+    yy /= sw;
+    xy /= sw;
+    // SExtractor's guard against a singular (e.g. one-pixel-wide) footprint.
+    if (xx * yy - xy * xy < 1.0 / 144.0) {
+      xx += 1.0 / 12.0;
+      yy += 1.0 / 12.0;
+    }
+    m.x2 = xx;
+    m.y2 = yy;
+    m.xy = xy;
+    const double mean = 0.5 * (xx + yy);
+    const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
+    m.a = std::sqrt(std::max(0.0, mean + diff));
+    m.b = std::sqrt(std::max(0.0, mean - diff));
+    m.theta_deg = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
+    if (o.pix.empty()) return;
+    if (m.xmin == 0 || m.ymin == 0 || m.xmax == w - 1 || m.ymax == h - 1) {
+      m.flags |= kFlagTruncated;
+    }
+  }
+
+  // Kron radius and AUTO flux. Pixels of other objects (and blank pixels) inside the window are
+  // replaced by their mirror image through the barycentre when that one is clean, otherwise
+  // dropped, as SExtractor does.
+  static void measure_auto(Measurement& m, int number, const cv::Mat& image, const cv::Mat& rms,
+                           const cv::Mat& segmap, double gain) {
+    const int w = image.cols;
+    const int h = image.rows;
+    const double a = std::max(m.a, 1e-3);
+    const double b = std::max(m.b, 1e-3);
+    const double th = m.theta_deg * CV_PI / 180.0;
+    const double c = std::cos(th);
+    const double s = std::sin(th);
+    const double cxx = c * c / (a * a) + s * s / (b * b);
+    const double cyy = s * s / (a * a) + c * c / (b * b);
+    const double cxy = 2.0 * c * s * (1.0 / (a * a) - 1.0 / (b * b));
+    const float* img = image.ptr<float>();
+    const float* sig = rms.ptr<float>();
+    const int* seg = segmap.ptr<int>();
+    bool crowded = false;
+    bool cut = false;
+
+    // value at (x, y) for this object: own or background pixels as they are, others mirrored.
+    auto sample = [&](int x, int y, double& v, double& var) -> bool {
+      if (x < 0 || y < 0 || x >= w || y >= h) {
+        cut = true;
+        return false;
+      }
+      const int p = y * w + x;
+      const int owner = seg[p];
+      if ((owner == 0 || owner == number) && std::isfinite(img[p])) {
+        v = img[p];
+        var = static_cast<double>(sig[p]) * sig[p];
+        return true;
+      }
+      if (owner != 0 && owner != number) crowded = true;
+      if (!std::isfinite(img[p])) cut = true;
+      const int mx = static_cast<int>(std::lround(2.0 * m.x - x));
+      const int my = static_cast<int>(std::lround(2.0 * m.y - y));
+      if (mx < 0 || my < 0 || mx >= w || my >= h) return false;
+      const int q = my * w + mx;
+      if ((seg[q] == 0 || seg[q] == number) && std::isfinite(img[q])) {
+        v = img[q];
+        var = static_cast<double>(sig[q]) * sig[q];
+        return true;
+      }
+      return false;
+    };
+    auto for_ellipse = [&](double r_max, auto&& fn) {
+      // Half-extents of the ellipse r <= r_max (r in units of A, B) along x and y.
+      const double hx = r_max * std::sqrt(a * a * c * c + b * b * s * s);
+      const double hy = r_max * std::sqrt(a * a * s * s + b * b * c * c);
+      const int x0 = static_cast<int>(std::floor(m.x - hx));
+      const int x1 = static_cast<int>(std::ceil(m.x + hx));
+      const int y0 = static_cast<int>(std::floor(m.y - hy));
+      const int y1 = static_cast<int>(std::ceil(m.y + hy));
+      const double r2max = r_max * r_max;
+      for (int y = y0; y <= y1; ++y) {
+        const double dy = y - m.y;
+        for (int x = x0; x <= x1; ++x) {
+          const double dx = x - m.x;
+          const double r2 = cxx * dx * dx + cyy * dy * dy + cxy * dx * dy;
+          if (r2 <= r2max) fn(x, y, r2);
+        }
+      }
+    };
+
+    double sr = 0.0;
+    double sv = 0.0;
+    for_ellipse(kKronWindow, [&](int x, int y, double r2) {
+      double v = 0.0;
+      double var = 0.0;
+      if (!sample(x, y, v, var)) return;
+      sr += std::sqrt(r2) * v;
+      sv += v;
+    });
+    m.kron_radius = (sv > 0.0 && sr > 0.0) ? sr / sv : 0.0;
+    const double r_ap = std::max(kKronFactor * m.kron_radius, kKronMinRadius);
+    crowded = false;
+    cut = false;
+    double flux = 0.0;
+    double var_sum = 0.0;
+    double poisson = 0.0;
+    for_ellipse(r_ap, [&](int x, int y, double) {
+      double v = 0.0;
+      double var = 0.0;
+      if (!sample(x, y, v, var)) return;
+      flux += v;
+      var_sum += var;
+      if (v > 0.0) poisson += v;
+    });
+    m.flux_auto = flux;
+    m.fluxerr_auto = std::sqrt(var_sum + (gain > 0.0 ? poisson / gain : 0.0));
+    if (crowded) m.flags |= kFlagCrowded;
+    if (cut) m.flags |= kFlagApertureCut;
+  }
+
+  // The stitcher keeps a source from the tile that owns its barycentre. Tiles overlap by
+  // overlap_pix; the shared band is split at its middle. In edge coordinates (pixel i spans
+  // [i, i+1)), a tile owns u in [O/2, w - O/2) along each axis, where a side without a neighbour
+  // tile extends to the image edge. See README.md.
+  static void ownership(double x0b, double y0b, int w, int h, bool tiled,
+                        const astroflow::TileInfo& tile, std::int32_t& owned, double& dist) {
+    if (!tiled) {
+      owned = 1;
+      dist = -1.0;
+      return;
+    }
+    const double half = 0.5 * tile.overlap_pix;
+    const double u = x0b + 0.5;  // edge coordinate inside the tile
+    const double v = y0b + 0.5;
+    const bool left = tile.x0_pix > 0;
+    const bool right = tile.x0_pix + w < tile.full_width_pix;
+    const bool bottom = tile.y0_pix > 0;
+    const bool top = tile.y0_pix + h < tile.full_height_pix;
+    bool keep = true;
+    dist = std::numeric_limits<double>::infinity();
+    if (left) {
+      keep = keep && u >= half;
+      dist = std::min(dist, u);
+    }
+    if (right) {
+      keep = keep && u < w - half;
+      dist = std::min(dist, w - u);
+    }
+    if (bottom) {
+      keep = keep && v >= half;
+      dist = std::min(dist, v);
+    }
+    if (top) {
+      keep = keep && v < h - half;
+      dist = std::min(dist, h - v);
+    }
+    if (!std::isfinite(dist)) dist = -1.0;
+    owned = keep ? 1 : 0;
+  }
+
+  Params p_;
+  cv::Mat kernel_;
+};
+
+}  // namespace
+
+ASTROFLOW_PLUGIN(
+    SourcesStage, "sources", "1.0.0", "MIT",
+    "SExtractor-style detection, deblending and photometry (catalog + segmap)",
+    /*needs=*/"plane:background,plane:rms",
+    /*provides=*/
+    "column:NUMBER,column:X_IMAGE,column:Y_IMAGE,column:ALPHA_J2000,column:DELTA_J2000,"
+    "column:X2_IMAGE,column:Y2_IMAGE,column:XY_IMAGE,column:A_IMAGE,column:B_IMAGE,"
+    "column:THETA_IMAGE,column:XMIN_IMAGE,column:XMAX_IMAGE,column:YMIN_IMAGE,column:YMAX_IMAGE,"
+    "column:ISOAREA_IMAGE,column:FLUX_ISO,column:FLUXERR_ISO,column:KRON_RADIUS,column:FLUX_AUTO,"
+    "column:FLUXERR_AUTO,column:MAG_AUTO,column:MAGERR_AUTO,column:SNR_AUTO,column:FLAGS,"
+    "column:TILE_EDGE_DIST,column:TILE_OWNED,plane:segmap",
+    astroflow::OptionSchema()
+        .add_double("threshold", 1.5,
+                    "detection threshold in units of the unfiltered background RMS "
+                    "(DETECT_THRESH)",
+                    0.01, 1e6)
+        .add_bool("filter", true, "convolve with a Gaussian before thresholding (FILTER)")
+        .add_double("filter_fwhm_pix", 3.0, "FWHM of the Gaussian detection filter", 0.5, 50.0)
+        .add_int("min_area", 5, "minimum number of pixels above threshold (DETECT_MINAREA)", 1,
+                 100000)
+        .add_int("deblend_nthresh", 32, "number of deblending sub-thresholds (DEBLEND_NTHRESH)", 1,
+                 256)
+        .add_double("deblend_mincont", 0.005,
+                    "minimum flux fraction of a branch to be split off (DEBLEND_MINCONT)", 0.0, 1.0)
+        .add_double("mag_zeropoint", 25.0,
+                    "zero point used when the header has no MAGZERO (MAG_ZEROPOINT)", -100.0, 100.0)
+        .add_double("gain", 0.0,
+                    "e-/count for the Poisson term of FLUXERR; 0 = header GAIN, none if absent",
+                    0.0, 1e9))

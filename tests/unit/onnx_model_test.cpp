@@ -1,0 +1,394 @@
+// OnnxModel, the ONNX graph reader and the pre/post-processing helpers.
+//
+// The model fixture is a tiny seeded classifier written at test time by
+//   /usr/bin/python3 models/common/make_tiny_model.py <dir>
+// (Debian's python3-torch). Without torch the model tests are skipped; the preprocessing and
+// batching tests (fake backend) always run.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <sstream>
+
+#include <unistd.h>
+
+#include <opencv2/core.hpp>
+
+#include "astroflow/onnx_model.hpp"
+#include "astroflow/preprocess.hpp"
+
+namespace fs = std::filesystem;
+using astroflow::OnnxModel;
+using astroflow::OnnxModelError;
+using astroflow::OnnxModelOptions;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_text(const fs::path& p, const std::string& s) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << s;
+}
+
+std::string replace_once(std::string s, const std::string& from, const std::string& to) {
+  const auto pos = s.find(from);
+  EXPECT_NE(pos, std::string::npos) << "fixture text lacks '" << from << "'";
+  if (pos != std::string::npos) s.replace(pos, from.size(), to);
+  return s;
+}
+
+struct RawArray {
+  std::vector<int> shape;
+  std::vector<float> values;
+};
+
+RawArray read_raw(const fs::path& dir, const nlohmann::json& entry) {
+  RawArray a;
+  for (const auto& d : entry.at("shape")) a.shape.push_back(d.get<int>());
+  std::size_t n = 1;
+  for (int d : a.shape) n *= static_cast<std::size_t>(d);
+  a.values.resize(n);
+  std::ifstream in(dir / entry.at("file").get<std::string>(), std::ios::binary);
+  in.read(reinterpret_cast<char*>(a.values.data()), static_cast<std::streamsize>(n * 4));
+  EXPECT_TRUE(in.good()) << "short read of " << entry.dump();
+  return a;
+}
+
+cv::Mat as_blob(RawArray& a) {
+  return cv::Mat(static_cast<int>(a.shape.size()), a.shape.data(), CV_32F, a.values.data());
+}
+
+class TinyModel : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() /
+                        ("astroflow-onnx-test-" + std::to_string(::getpid())));
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    const std::string cmd = "/usr/bin/python3 " ASTROFLOW_SOURCE_DIR
+                            "/models/common/make_tiny_model.py " +
+                            (*dir_ / "tiny").string() + " --size 16 --seed 7 > " +
+                            (*dir_ / "make.log").string() + " 2>&1";
+    available_ = std::system(cmd.c_str()) == 0;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  void SetUp() override {
+    if (!available_) GTEST_SKIP() << "python3-torch unavailable; see " << (*dir_ / "make.log");
+  }
+  // A fresh copy of the fixture that a test may break.
+  static fs::path copy_fixture(const std::string& name) {
+    const fs::path dst = *dir_ / name;
+    fs::remove_all(dst);
+    fs::copy(*dir_ / "tiny", dst, fs::copy_options::recursive);
+    return dst;
+  }
+  static fs::path tiny() { return *dir_ / "tiny"; }
+
+  static fs::path* dir_;
+  static bool available_;
+};
+fs::path* TinyModel::dir_ = nullptr;
+bool TinyModel::available_ = false;
+
+TEST_F(TinyModel, GraphInfoReadsDeclaredShapeAndOpset) {
+  const auto info = astroflow::read_onnx_graph_info((tiny() / "model.onnx").string());
+  EXPECT_EQ(info.input_name, "input");
+  ASSERT_EQ(info.input_shape.size(), 4u);
+  EXPECT_EQ(info.input_shape[0], -1);  // dynamic batch axis
+  EXPECT_EQ(info.input_shape[1], 1);
+  EXPECT_EQ(info.input_shape[2], 16);
+  EXPECT_EQ(info.input_shape[3], 16);
+  EXPECT_EQ(info.opset, 13);
+  ASSERT_EQ(info.output_names.size(), 1u);
+  ASSERT_EQ(info.output_shapes[0].size(), 2u);
+  EXPECT_EQ(info.output_shapes[0][1], 3);
+}
+
+TEST_F(TinyModel, MatchesTorchReferenceThroughOnnxOrCardPath) {
+  const auto ref = nlohmann::json::parse(read_text(tiny() / "reference.json"));
+  RawArray in = read_raw(tiny(), ref.at("input"));
+  RawArray expected = read_raw(tiny(), ref.at("output"));
+  for (const std::string path : {"model.onnx", "model.yaml"}) {
+    OnnxModel model = OnnxModel::load((tiny() / path).string());
+    EXPECT_EQ(model.card().class_names, (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_DOUBLE_EQ(model.card().temperature, 1.5);
+    const cv::Mat out = model.run_rows(as_blob(in));
+    ASSERT_EQ(out.rows, 5);
+    ASSERT_EQ(out.cols, 3);
+    for (int i = 0; i < 5; ++i) {
+      for (int j = 0; j < 3; ++j) {
+        EXPECT_NEAR(out.at<float>(i, j), expected.values[static_cast<std::size_t>(i * 3 + j)],
+                    1e-4)
+            << path << " row " << i;
+      }
+    }
+  }
+}
+
+TEST_F(TinyModel, ChunkedAndPaddedBatchesGiveTheSameRows) {
+  const auto ref = nlohmann::json::parse(read_text(tiny() / "reference.json"));
+  RawArray in = read_raw(tiny(), ref.at("input"));
+  OnnxModel whole = OnnxModel::load((tiny() / "model.onnx").string(), {32, false, true});
+  const cv::Mat a = whole.run_rows(as_blob(in));
+  for (const bool pad : {false, true}) {
+    OnnxModel chunked = OnnxModel::load((tiny() / "model.onnx").string(), {2, pad, true});
+    const cv::Mat b = chunked.run_rows(as_blob(in));
+    ASSERT_EQ(b.rows, a.rows);
+    EXPECT_LE(cv::norm(a, b, cv::NORM_INF), 1e-5) << "pad_last_batch=" << pad;
+  }
+}
+
+TEST_F(TinyModel, WrongSha256InCardIsFatalAndNamesTheModel) {
+  const fs::path d = copy_fixture("badsha");
+  const std::string card = read_text(d / "model.yaml");
+  const auto pos = card.find("sha256: ") + 8;
+  std::string broken = card;
+  broken.replace(pos, 64, std::string(64, '0'));
+  write_text(d / "model.yaml", broken);
+  try {
+    (void)OnnxModel::load((d / "model.onnx").string());
+    FAIL() << "expected OnnxModelError";
+  } catch (const OnnxModelError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find((d / "model.onnx").string()), std::string::npos) << msg;
+    EXPECT_NE(msg.find("sha256"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(TinyModel, ModifiedOnnxFileIsFatal) {
+  const fs::path d = copy_fixture("tampered");
+  std::ofstream(d / "model.onnx", std::ios::binary | std::ios::app) << '\0';
+  EXPECT_THROW((void)OnnxModel::load((d / "model.onnx").string()), OnnxModelError);
+}
+
+TEST_F(TinyModel, CardShapeDifferentFromGraphIsFatal) {
+  const fs::path d = copy_fixture("badshape");
+  write_text(d / "model.yaml", replace_once(read_text(d / "model.yaml"), "[-1, 1, 16, 16]",
+                                            "[-1, 1, 32, 32]"));
+  try {
+    (void)OnnxModel::load((d / "model.yaml").string());
+    FAIL() << "expected OnnxModelError";
+  } catch (const OnnxModelError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("model.onnx"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("[N, 1, 32, 32]"), std::string::npos) << msg;
+  }
+}
+
+TEST_F(TinyModel, ClassCountDifferentFromGraphIsFatal) {
+  const fs::path d = copy_fixture("badclasses");
+  write_text(d / "model.yaml",
+             replace_once(read_text(d / "model.yaml"), "[a, b, c]", "[a, b, c, d]"));
+  try {
+    (void)OnnxModel::load((d / "model.yaml").string());
+    FAIL() << "expected OnnxModelError";
+  } catch (const OnnxModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("4 classes"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(TinyModel, OpsetDifferentFromGraphIsFatal) {
+  const fs::path d = copy_fixture("badopset");
+  write_text(d / "model.yaml", replace_once(read_text(d / "model.yaml"), "opset: 13", "opset: 11"));
+  EXPECT_THROW((void)OnnxModel::load((d / "model.yaml").string()), OnnxModelError);
+}
+
+TEST_F(TinyModel, MissingOnnxFileIsFatal) {
+  const fs::path d = copy_fixture("missing");
+  fs::remove(d / "model.onnx");
+  try {
+    (void)OnnxModel::load((d / "model.yaml").string());
+    FAIL() << "expected OnnxModelError";
+  } catch (const OnnxModelError& e) {
+    EXPECT_NE(std::string(e.what()).find("not found"), std::string::npos) << e.what();
+  }
+}
+
+TEST(OnnxGraphInfo, NonOnnxFileIsFatalNamingIt) {
+  const fs::path p = fs::temp_directory_path() / ("astroflow-not-onnx-" + std::to_string(::getpid()));
+  write_text(p, "name: this is YAML, not protobuf\n");
+  try {
+    (void)astroflow::read_onnx_graph_info(p.string());
+    ADD_FAILURE() << "expected OnnxModelError";
+  } catch (const OnnxModelError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos) << e.what();
+  }
+  fs::remove(p);
+}
+
+// --- batching through the backend interface, without any runtime ------------------------------
+
+// Output row i = {sum of sample i, batch size of the call that computed it}.
+class RecordingBackend : public astroflow::InferenceBackend {
+ public:
+  explicit RecordingBackend(std::vector<int>* calls) : calls_(calls) {}
+  std::vector<cv::Mat> run(const cv::Mat& blob) override {
+    const int n = blob.size[0];
+    calls_->push_back(n);
+    const std::size_t per = blob.total() / static_cast<std::size_t>(n);
+    cv::Mat out(n, 2, CV_32F);
+    for (int i = 0; i < n; ++i) {
+      const float* p = blob.ptr<float>() + static_cast<std::size_t>(i) * per;
+      double s = 0;
+      for (std::size_t k = 0; k < per; ++k) s += p[k];
+      out.at<float>(i, 0) = static_cast<float>(s);
+      out.at<float>(i, 1) = static_cast<float>(n);
+    }
+    return {out};
+  }
+  [[nodiscard]] std::string name() const override { return "recording"; }
+
+ private:
+  std::vector<int>* calls_;
+};
+
+astroflow::ModelCard fake_card() {
+  astroflow::ModelCard c;
+  c.input_shape = {-1, 1, 2, 2};
+  c.class_names = {"x", "y"};
+  c.output_semantics = "logits";
+  return c;
+}
+
+TEST(OnnxModelBatching, SplitsIntoBatchSizeChunksAndKeepsRowOrder) {
+  for (const bool pad : {false, true}) {
+    std::vector<int> calls;
+    OnnxModel m(fake_card(), std::make_unique<RecordingBackend>(&calls), {4, pad, true});
+    const int sizes[4] = {10, 1, 2, 2};
+    cv::Mat blob(4, sizes, CV_32F);
+    for (int i = 0; i < 10; ++i) {
+      for (int k = 0; k < 4; ++k) blob.ptr<float>()[i * 4 + k] = static_cast<float>(i);
+    }
+    const cv::Mat out = m.run_rows(blob);
+    ASSERT_EQ(out.rows, 10);
+    for (int i = 0; i < 10; ++i) EXPECT_FLOAT_EQ(out.at<float>(i, 0), 4.0f * i) << i;
+    EXPECT_EQ(calls, (pad ? std::vector<int>{4, 4, 4} : std::vector<int>{4, 4, 2}));
+  }
+}
+
+TEST(OnnxModelBatching, RejectsBlobOfWrongShape) {
+  std::vector<int> calls;
+  OnnxModel m(fake_card(), std::make_unique<RecordingBackend>(&calls), {});
+  const int sizes[4] = {3, 1, 3, 3};
+  const cv::Mat blob(4, sizes, CV_32F, cv::Scalar(0));
+  EXPECT_THROW((void)m.run(blob), std::invalid_argument);
+  EXPECT_TRUE(calls.empty());
+}
+
+// --- preprocessing ---------------------------------------------------------------------------
+
+TEST(Preprocess, SigmaClipRemovesOutlierExactly) {
+  cv::Mat img(10, 10, CV_32F, cv::Scalar(10.0f));
+  img.at<float>(3, 4) = 1000.0f;
+  img.at<float>(0, 0) = std::numeric_limits<float>::quiet_NaN();
+  const auto s = astroflow::sigma_clipped_stats(img, 3.0, 5);
+  EXPECT_DOUBLE_EQ(s.median, 10.0);
+  EXPECT_DOUBLE_EQ(s.stddev, 0.0);
+  EXPECT_EQ(s.n_used, 98u);  // 100 - NaN - outlier
+}
+
+TEST(Preprocess, SigmaClipRecoversGaussianNoise) {
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> noise(50.0f, 4.0f);
+  cv::Mat img(128, 128, CV_32F);
+  for (int y = 0; y < img.rows; ++y) {
+    for (int x = 0; x < img.cols; ++x) img.at<float>(y, x) = noise(rng);
+  }
+  // A bright source covering 2% of the pixels must not bias the background.
+  img(cv::Rect(60, 60, 18, 18)) += 500.0f;
+  const auto s = astroflow::sigma_clipped_stats(img);
+  EXPECT_NEAR(s.median, 50.0, 0.1);  // 3 sigma/sqrt(n) is 0.1
+  EXPECT_NEAR(s.stddev, 4.0, 0.2);   // clipping at 3 sigma trims the std by ~1.4%
+}
+
+TEST(Preprocess, NormaliseWithoutBackgroundIsPlainAsinhAndFillsNaN) {
+  cv::Mat img = (cv::Mat_<float>(2, 2) << 0.0f, 6.0f, -30.0f,
+                 std::numeric_limits<float>::quiet_NaN());
+  astroflow::Normalisation n;
+  n.background = "none";
+  n.scale = 3.0;
+  cv::Mat out;
+  const auto r = astroflow::normalise_stamp(img, n, out);
+  EXPECT_DOUBLE_EQ(r.nan_fraction, 0.25);
+  EXPECT_FLOAT_EQ(out.at<float>(0, 0), 0.0f);
+  EXPECT_FLOAT_EQ(out.at<float>(0, 1), static_cast<float>(std::log(2.0 + std::sqrt(5.0))));
+  EXPECT_FLOAT_EQ(out.at<float>(1, 0), static_cast<float>(-std::asinh(10.0)));
+  EXPECT_FLOAT_EQ(out.at<float>(1, 1), 0.0f);
+}
+
+TEST(Preprocess, AllNaNStampIsAFrameError) {
+  cv::Mat img(8, 8, CV_32F, cv::Scalar(std::numeric_limits<float>::quiet_NaN()));
+  cv::Mat out;
+  EXPECT_THROW(astroflow::normalise_stamp(img, {}, out), astroflow::FrameError);
+}
+
+TEST(Preprocess, SoftmaxWithTemperature) {
+  cv::Mat l = (cv::Mat_<float>(2, 3) << 0.0f, static_cast<float>(std::log(2.0)),
+               static_cast<float>(std::log(3.0)), 0.0f, static_cast<float>(2 * std::log(2.0)),
+               static_cast<float>(2 * std::log(3.0)));
+  cv::Mat row0 = l.row(0).clone();
+  astroflow::softmax_rows(row0, 1.0);
+  cv::Mat row1 = l.row(1).clone();
+  astroflow::softmax_rows(row1, 2.0);
+  for (const cv::Mat* r : {&row0, &row1}) {
+    EXPECT_NEAR(r->at<float>(0, 0), 1.0 / 6, 1e-6);
+    EXPECT_NEAR(r->at<float>(0, 1), 2.0 / 6, 1e-6);
+    EXPECT_NEAR(r->at<float>(0, 2), 3.0 / 6, 1e-6);
+  }
+}
+
+TEST(Preprocess, ExtractStampPadsWithNaNAtEdges) {
+  cv::Mat img(6, 8, CV_32F);
+  for (int y = 0; y < 6; ++y) {
+    for (int x = 0; x < 8; ++x) img.at<float>(y, x) = static_cast<float>(100 * y + x);
+  }
+  const cv::Mat s = astroflow::extract_stamp(img, 0.2, 1.0, 4);  // centre (0,1) -> pixel (2,2)
+  EXPECT_TRUE(std::isnan(s.at<float>(0, 0)));
+  EXPECT_TRUE(std::isnan(s.at<float>(3, 1)));
+  EXPECT_FLOAT_EQ(s.at<float>(2, 2), 100.0f);
+  EXPECT_TRUE(std::isnan(s.at<float>(0, 3)));  // row above the image
+  EXPECT_FLOAT_EQ(s.at<float>(1, 2), 0.0f);
+  EXPECT_FLOAT_EQ(s.at<float>(3, 3), 201.0f);
+  const cv::Mat outside = astroflow::extract_stamp(img, 100.0, 100.0, 4);
+  EXPECT_EQ(cv::countNonZero(outside == outside), 0);  // every pixel NaN
+}
+
+TEST(Preprocess, FindPeaksReturnsSeparatedMaximaStrongestFirst) {
+  cv::Mat h(20, 30, CV_32F, cv::Scalar(0));
+  auto blob = [&](int cx, int cy, float amp) {
+    for (int y = 0; y < h.rows; ++y) {
+      for (int x = 0; x < h.cols; ++x) {
+        h.at<float>(y, x) += amp * std::exp(-((x - cx) * (x - cx) + (y - cy) * (y - cy)) / 4.0f);
+      }
+    }
+  };
+  blob(5, 6, 0.6f);
+  blob(22, 14, 0.9f);
+  blob(15, 3, 0.2f);  // below the threshold
+  h.at<float>(10, 10) = 0.5f;
+  h.at<float>(10, 11) = 0.5f;  // two adjacent maxima within the radius give one peak
+  const auto peaks = astroflow::find_peaks(h, 0.3f, 2);
+  ASSERT_EQ(peaks.size(), 3u);
+  EXPECT_EQ(peaks[0].x_pix, 22);
+  EXPECT_EQ(peaks[0].y_pix, 14);
+  EXPECT_EQ(peaks[1].x_pix, 5);
+  EXPECT_EQ(peaks[1].y_pix, 6);
+  EXPECT_EQ(peaks[2].x_pix, 10);
+  EXPECT_EQ(peaks[2].y_pix, 10);
+}
+
+}  // namespace
