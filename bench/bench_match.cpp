@@ -112,7 +112,8 @@ std::vector<int> match(const std::vector<double>& tx, const std::vector<double>&
            static_cast<long long>(static_cast<unsigned>(std::floor(y / radius)));
   };
   std::unordered_map<long long, std::vector<int>> grid;
-  for (std::size_t i = 0; i < tx.size(); ++i) grid[key(tx[i], ty[i])].push_back(static_cast<int>(i));
+  for (std::size_t i = 0; i < tx.size(); ++i)
+    grid[key(tx[i], ty[i])].push_back(static_cast<int>(i));
   struct Pair {
     double d;
     int det;
@@ -141,7 +142,8 @@ std::vector<int> match(const std::vector<double>& tx, const std::vector<double>&
   std::vector<int> det_match(dx.size(), -1);
   std::vector<char> truth_used(tx.size(), 0);
   for (const Pair& p : pairs) {
-    if (det_match[static_cast<std::size_t>(p.det)] >= 0 || truth_used[static_cast<std::size_t>(p.tru)]) {
+    if (det_match[static_cast<std::size_t>(p.det)] >= 0 ||
+        truth_used[static_cast<std::size_t>(p.tru)]) {
       continue;
     }
     det_match[static_cast<std::size_t>(p.det)] = p.tru;
@@ -241,7 +243,8 @@ int main(int argc, char** argv) {
         if (t < 0) continue;
         ++r.n_matched;
         const double mag = tmag[static_cast<std::size_t>(t)];
-        if (std::isfinite(mag)) ++r.found[static_cast<std::size_t>(std::floor((mag - first) / bin))];
+        if (std::isfinite(mag))
+          ++r.found[static_cast<std::size_t>(std::floor((mag - first) / bin))];
       }
       results.push_back(std::move(r));
     }

@@ -80,7 +80,7 @@ CLEAN            Y
 CLEAN_PARAM      1.0
 MASK_TYPE        CORRECT
 PHOT_AUTOPARAMS  2.5, 3.5
-SATUR_LEVEL      1e30
+SATUR_LEVEL      1e29
 MAG_ZEROPOINT    25.0
 GAIN             $gain
 BACK_SIZE        64

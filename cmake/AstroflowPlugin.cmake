@@ -27,6 +27,8 @@ function(astroflow_add_plugin name)
     target_compile_options(${target} PRIVATE ${ASTROFLOW_WARNINGS})
   endif()
   target_link_libraries(${target} PRIVATE astroflow::sdk ${ARG_LIBS})
+  # Lets the in-tree test suite depend on every built-in plugin.
+  set_property(GLOBAL APPEND PROPERTY ASTROFLOW_PLUGIN_TARGETS ${target})
   if(DEFINED ASTROFLOW_PLUGIN_INSTALL_DIR)
     install(TARGETS ${target} LIBRARY DESTINATION ${ASTROFLOW_PLUGIN_INSTALL_DIR})
   endif()

@@ -38,17 +38,23 @@ def block(cin, cout):
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
+# Widths chosen for speed: 2 shared CPU cores must train it in minutes and run > 1,000
+# stamps/s at inference (docs/models.md has the measurements).
+WIDTHS = (8, 16, 32, 64)
+
+
 class MorphologyNet(nn.Module):
-    def __init__(self, n_classes=len(CLASS_NAMES), dropout=0.3):
+    def __init__(self, n_classes=len(CLASS_NAMES), dropout=0.2, widths=WIDTHS):
         super().__init__()
+        w1, w2, w3, w4 = widths
         self.features = nn.Sequential(
-            *block(1, 16), nn.MaxPool2d(2),    # 32x32
-            *block(16, 24), nn.MaxPool2d(2),   # 16x16
-            *block(24, 48), nn.MaxPool2d(2),   # 8x8
-            *block(48, 96),
+            *block(1, w1), nn.MaxPool2d(2),    # 32x32
+            *block(w1, w2), nn.MaxPool2d(2),   # 16x16
+            *block(w2, w3), nn.MaxPool2d(2),   # 8x8
+            *block(w3, w4),
             nn.AdaptiveAvgPool2d(1))
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(96, n_classes)
+        self.head = nn.Linear(w4, n_classes)
 
     def forward(self, x):
         return self.head(self.dropout(torch.flatten(self.features(x), 1)))
@@ -79,10 +85,11 @@ def main():
     ap.add_argument("--out", default=HERE)
     ap.add_argument("--seed", type=int, default=42, help="torch seed (init, shuffling, dropout)")
     ap.add_argument("--data-seeds", default="", help="train,val,test simulator seeds, recorded")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--limit-train", type=int, default=0, help="use only the first N train stamps")
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe", default="models/classify/train.sh")
     a = ap.parse_args()
@@ -93,6 +100,8 @@ def main():
     np.random.seed(a.seed)
 
     raw_tr, y_tr, _, _ = load_cutout_set(a.train)
+    if a.limit_train:
+        raw_tr, y_tr = raw_tr[:a.limit_train], y_tr[:a.limit_train]
     raw_va, y_va, _, _ = load_cutout_set(a.val)
     x_tr = normalise_batch(raw_tr, NORM)
     x_va = normalise_batch(raw_va, NORM)

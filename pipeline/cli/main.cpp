@@ -18,6 +18,7 @@
 #include "astroflow/plugin_check.hpp"
 #include "astroflow/plugin_registry.hpp"
 #include "cli_commands.hpp"
+#include "new_plugin_command.hpp"
 
 #ifndef ASTROFLOW_VERSION
 #define ASTROFLOW_VERSION "0.0.0"
@@ -212,6 +213,9 @@ int main_impl(int argc, char** argv) {
   SimulateArgs sim;
   auto* sim_cmd = add_simulate_command(app, sim);
 
+  NewPluginArgs new_plugin;
+  auto* new_plugin_cmd = add_new_plugin_command(app, new_plugin);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -231,6 +235,7 @@ int main_impl(int argc, char** argv) {
     if (plugins_cmd->parsed()) return cmd_plugins(verbose, plugin_paths);
     if (check_cmd->parsed()) return print_plugin_check(check_path, std::cout);
     if (sim_cmd->parsed()) return run_simulate(sim);
+    if (new_plugin_cmd->parsed()) return run_new_plugin(new_plugin);
   } catch (const std::exception& e) {
     // ConfigError's message already starts with file:line:col: key.path.
     std::fprintf(stderr, "astroflow: error: %s\n", e.what());

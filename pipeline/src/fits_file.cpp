@@ -17,7 +17,7 @@ FitsFile FitsFile::open_read(const std::string& path) {
   FitsFile f(fptr, path);
   if (status != 0) {
     f.fptr_ = nullptr;  // CFITSIO frees the handle itself when the open fails
-    f.check(status, "cannot open as a FITS file");
+    f.check(status, "cannot open as a FITS file (not FITS, or a damaged header)");
   }
   return f;
 }
@@ -81,8 +81,7 @@ void FitsFile::check(int status, std::string_view what, std::source_location whe
   if (status == 0) return;
   const std::string file = std::filesystem::path(where.file_name()).filename().string();
   throw FrameError(label() + ": " + std::string(what) + ": " + cfitsio_message(status) + " [" +
-                   where.function_name() + " at " + file + ":" + std::to_string(where.line()) +
-                   "]");
+                   file + ":" + std::to_string(where.line()) + "]");
 }
 
 int FitsFile::move_to(int hdu_index0, std::source_location where) {

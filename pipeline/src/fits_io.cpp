@@ -37,7 +37,7 @@ std::string card_key(std::string_view card) {
 
 /// What the reader needs to know about one HDU to select it.
 struct HduInfo {
-  int index = 0;      ///< 0-based
+  int index = 0;  ///< 0-based
   int type = IMAGE_HDU;
   int bitpix = 0;
   std::vector<long> naxes;  ///< trailing axes of length 1 beyond the second removed
@@ -130,8 +130,9 @@ std::string list_hdus(const std::vector<HduInfo>& hdus) {
 }
 
 bool all_digits(std::string_view s) {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isdigit(static_cast<unsigned char>(c)) != 0;
+  });
 }
 
 std::vector<const HduInfo*> select_hdus(const std::string& path, const std::vector<HduInfo>& hdus,
@@ -182,8 +183,8 @@ std::vector<const HduInfo*> select_hdus(const std::string& path, const std::vect
     }
   }
   throw FrameError(path + "[" + sel + "]: no HDU with EXTNAME=" + name +
-                   (extver >= 0 ? " and EXTVER=" + std::to_string(extver) : std::string()) +
-                   " (" + list_hdus(hdus) + ")");
+                   (extver >= 0 ? " and EXTVER=" + std::to_string(extver) : std::string()) + " (" +
+                   list_hdus(hdus) + ")");
 }
 
 /// The current HDU's header cards, as the uncompressed image would have them.
@@ -242,8 +243,7 @@ cv::Mat read_plane(FitsFile& f, const HduInfo& info, long plane, int datatype, i
     int nul = 0;
     fits_read_pix(f.get(), TINT, first, n, &nul, out.ptr<int>(), &anynul, &status);
   }
-  f.check(status, std::string("cannot read the ") + what +
-                      " pixels (file damaged or truncated?)");
+  f.check(status, std::string("cannot read the ") + what + " pixels (file damaged or truncated?)");
   return out;
 }
 
@@ -284,8 +284,8 @@ bool is_weight_name(const std::string& name) {
 }
 
 cv::Mat read_companion(FitsFile& f, const std::string& path, const std::vector<HduInfo>& hdus,
-                       const std::string& ext_name, const HduInfo& sci, long plane,
-                       int datatype, int cv_type, const char* what) {
+                       const std::string& ext_name, const HduInfo& sci, long plane, int datatype,
+                       int cv_type, const char* what) {
   const std::string label = path + "[" + sci.label() + "]";
   const HduInfo* comp = find_companion(hdus, ext_name, sci);
   if (comp == nullptr) {
@@ -348,8 +348,8 @@ Frame read_one(FitsFile& f, const std::string& path, const std::vector<HduInfo>&
   }
 
   if (!trim(options.weight_ext).empty()) {
-    cv::Mat plane_in = read_companion(f, path, hdus, options.weight_ext, info, plane, TFLOAT,
-                                      CV_32FC1, "weight");
+    cv::Mat plane_in =
+        read_companion(f, path, hdus, options.weight_ext, info, plane, TFLOAT, CV_32FC1, "weight");
     const bool already_weight = is_weight_name(upper(trim(options.weight_ext)));
     for (int r = 0; r < plane_in.rows; ++r) {
       auto* row = plane_in.ptr<float>(r);
@@ -368,8 +368,8 @@ Frame read_one(FitsFile& f, const std::string& path, const std::vector<HduInfo>&
     frame.weight = plane_in;
   }
   if (!trim(options.mask_ext).empty()) {
-    frame.mask = read_companion(f, path, hdus, options.mask_ext, info, plane, TINT, CV_32SC1,
-                                "mask");
+    frame.mask =
+        read_companion(f, path, hdus, options.mask_ext, info, plane, TINT, CV_32SC1, "mask");
   }
 
   try {
@@ -440,9 +440,9 @@ std::vector<Frame> read_fits_frames(const std::string& path, const FitsReadOptio
 void write_fits_image(const std::string& path, const cv::Mat& pixels, const Header& header,
                       const std::vector<std::string>& history) {
   if (pixels.channels() != 1 || pixels.dims != 2) {
-    throw FrameError(path + "[0]: cannot write an image with " +
-                     std::to_string(pixels.channels()) + " channels / " +
-                     std::to_string(pixels.dims) + " dimensions (need one 2-D plane)");
+    throw FrameError(path + "[0]: cannot write an image with " + std::to_string(pixels.channels()) +
+                     " channels / " + std::to_string(pixels.dims) +
+                     " dimensions (need one 2-D plane)");
   }
   int bitpix = 0;
   int datatype = 0;
@@ -544,8 +544,8 @@ void write_fits_catalog(const std::string& path, const Catalog& catalog,
     std::string ext = extname;
     f.set_hdu_label(extname);
     fits_create_tbl(f.get(), BINARY_TBL, static_cast<LONGLONG>(catalog.rows()),
-                    static_cast<int>(cols.size()), ttype_p.data(), tform_p.data(),
-                    tunit_p.data(), ext.data(), &status);
+                    static_cast<int>(cols.size()), ttype_p.data(), tform_p.data(), tunit_p.data(),
+                    ext.data(), &status);
     f.check(status, "cannot create the catalog table");
 
     const auto nrows = static_cast<LONGLONG>(catalog.rows());
@@ -572,7 +572,7 @@ void write_fits_catalog(const std::string& path, const Catalog& catalog,
                                     : std::is_same_v<T, std::int64_t> ? TLONGLONG
                                     : std::is_same_v<T, float>        ? TFLOAT
                                                                       : TDOUBLE;
-              static_assert(sizeof(T) == (kType == TINT ? sizeof(int)
+              static_assert(sizeof(T) == (kType == TINT        ? sizeof(int)
                                           : kType == TLONGLONG ? sizeof(long long)
                                           : kType == TFLOAT    ? sizeof(float)
                                                                : sizeof(double)));
@@ -656,7 +656,8 @@ Catalog read_fits_catalog(const std::string& path, int hdu) {
     if (repeat <= 0) continue;  // zero-width column: nothing to read
 
     if (std::abs(typecode) == TSTRING) {
-      std::vector<std::vector<char>> bufs(n, std::vector<char>(static_cast<std::size_t>(repeat) + 1));
+      std::vector<std::vector<char>> bufs(n,
+                                          std::vector<char>(static_cast<std::size_t>(repeat) + 1));
       std::vector<char*> p;
       for (auto& b : bufs) p.push_back(b.data());
       int anynul = 0;

@@ -131,10 +131,9 @@ void add_commentary(std::vector<std::string>& cards, std::string_view key, std::
 bool Header::is_structural(std::string_view key_in) {
   const std::string key = upper(trim(key_in));
   static constexpr std::array<std::string_view, 30> kExact = {
-      "SIMPLE",   "XTENSION", "BITPIX",   "NAXIS",    "PCOUNT",   "GCOUNT",
-      "EXTEND",   "BSCALE",   "BZERO",    "BLANK",    "CHECKSUM", "DATASUM",
-      "END",      "ZIMAGE",   "ZCMPTYPE", "ZBITPIX",  "ZNAXIS",   "ZSIMPLE",
-      "ZTENSION", "ZEXTEND",  "ZBLOCKED", "ZPCOUNT",  "ZGCOUNT",  "ZHECKSUM",
+      "SIMPLE",   "XTENSION", "BITPIX",   "NAXIS",    "PCOUNT",   "GCOUNT",  "EXTEND",   "BSCALE",
+      "BZERO",    "BLANK",    "CHECKSUM", "DATASUM",  "END",      "ZIMAGE",  "ZCMPTYPE", "ZBITPIX",
+      "ZNAXIS",   "ZSIMPLE",  "ZTENSION", "ZEXTEND",  "ZBLOCKED", "ZPCOUNT", "ZGCOUNT",  "ZHECKSUM",
       "ZDATASUM", "ZQUANTIZ", "ZDITHER0", "ZMASKCMP", "TFIELDS",  "THEAP"};
   if (std::find(kExact.begin(), kExact.end(), key) != kExact.end()) return true;
   // Indexed layout keywords; the T* ones describe a table's columns, which never carry over to
@@ -217,8 +216,7 @@ void Header::set(std::string_view key, long long value, std::string_view comment
 void Header::set(std::string_view key, bool value, std::string_view comment) {
   const std::string k = upper(trim(key));
   if (is_structural(k)) return;
-  const std::string card =
-      with_comment(fixed_value(key_prefix(key), value ? "T" : "F"), comment);
+  const std::string card = with_comment(fixed_value(key_prefix(key), value ? "T" : "F"), comment);
   for (auto& c : cards_) {
     if (card_key(c) == k) {
       c = pad_card(card);
@@ -228,9 +226,13 @@ void Header::set(std::string_view key, bool value, std::string_view comment) {
   cards_.push_back(pad_card(card));
 }
 
-void Header::add_history(std::string_view text) { add_commentary(cards_, "HISTORY", text); }
+void Header::add_history(std::string_view text) {
+  add_commentary(cards_, "HISTORY", text);
+}
 
-void Header::add_comment(std::string_view text) { add_commentary(cards_, "COMMENT", text); }
+void Header::add_comment(std::string_view text) {
+  add_commentary(cards_, "COMMENT", text);
+}
 
 std::optional<std::string> Header::get_string(std::string_view key) const {
   const std::string k = upper(trim(key));
@@ -248,7 +250,8 @@ std::optional<double> Header::get_double(std::string_view key) const {
   auto text = get_string(key);
   if (!text || text->empty()) return std::nullopt;
   // Fortran-style exponents (1.0D+03) are legal FITS.
-  std::replace_if(text->begin(), text->end(), [](char c) { return c == 'D' || c == 'd'; }, 'E');
+  std::replace_if(
+      text->begin(), text->end(), [](char c) { return c == 'D' || c == 'd'; }, 'E');
   const char* begin = text->c_str();
   char* end = nullptr;
   const double v = std::strtod(begin, &end);

@@ -337,37 +337,60 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     return u;
   };
 
+  // Per-input outputs are written here, in parallel: each file is fsynced by write_atomically,
+  // and a serial writer would make those waits add up.
+  auto write_frame_outputs = [&](Unit& u, Frame& f) {
+    const InputFile& file = *std::find_if(u.files.begin(), u.files.end(), [&](const InputFile& i) {
+      return i.index == f.input_index;
+    });
+    if (f.failed()) return;
+    try {
+      renumber_sources(f);
+      const bool several = u.frames_per_file[f.input_index] > 1;
+      const std::string stem = (fs::path(output_dir) / output_stem(file, f, several)).string();
+      const std::vector<std::string> history = history_lines(f, config_hash);
+      Header cat_header = f.header;
+      for (const std::string& h : history) cat_header.add_history(h);
+      cat_header.add_history("input " + file.relative + "[" + hdu_text(f) + "]");
+      for (const std::string& fmt : config.output.catalog) {
+        if (fmt == "fits") write_fits_catalog(stem + ".cat.fits", f.catalog, cat_header);
+        if (fmt == "csv") write_csv_catalog(stem + ".cat.csv", f.catalog);
+      }
+      for (const std::string& plane : config.output.images) {
+        const cv::Mat* pix = nullptr;
+        if (auto it = f.planes.find(plane); it != f.planes.end()) pix = &it->second;
+        if (plane == "science") pix = &f.science;
+        if (pix != nullptr && !pix->empty())
+          write_fits_image(stem + "." + plane + ".fits", *pix, f.header, history);
+      }
+      f.catalog = with_file_columns(f, file.relative);
+    } catch (const std::exception& e) {
+      f.fail("writer", e.what());
+    }
+    // Pixels are no longer needed; free them before the unit waits in the sequencer.
+    f.science.release();
+    f.weight.release();
+    f.mask.release();
+    f.planes.clear();
+  };
+
+  auto finish_unit = [&](UnitPtr u) -> UnitPtr {
+    u = stitch_unit(std::move(u));
+    for (Frame& f : u->results) write_frame_outputs(*u, f);
+    return u;
+  };
+
+  // Serial, in input order: the merged catalog, failure lines and counts.
   auto write_unit = [&](UnitPtr u) {
     for (FailureRecord& r : u->read_failures) record_failure(std::move(r));
-    std::map<std::size_t, const InputFile*> by_index;
-    for (const InputFile& f : u->files) by_index[f.index] = &f;
     for (Frame& f : u->results) {
-      const InputFile& file = *by_index.at(f.input_index);
       ++report.frames;
       if (!f.failed()) {
         try {
-          renumber_sources(f);
-          const bool several = u->frames_per_file[f.input_index] > 1;
-          const std::string stem = (fs::path(output_dir) / output_stem(file, f, several)).string();
-          const std::vector<std::string> history = history_lines(f, config_hash);
-          Header cat_header = f.header;
-          for (const std::string& h : history) cat_header.add_history(h);
-          cat_header.add_history("input " + file.relative + "[" + hdu_text(f) + "]");
-          for (const std::string& fmt : config.output.catalog) {
-            if (fmt == "fits") write_fits_catalog(stem + ".cat.fits", f.catalog, cat_header);
-            if (fmt == "csv") write_csv_catalog(stem + ".cat.csv", f.catalog);
-          }
-          for (const std::string& plane : config.output.images) {
-            const cv::Mat* pix = nullptr;
-            if (auto it = f.planes.find(plane); it != f.planes.end()) pix = &it->second;
-            if (plane == "science") pix = &f.science;
-            if (pix != nullptr && !pix->empty())
-              write_fits_image(stem + "." + plane + ".fits", *pix, f.header, history);
-          }
-          merged.append(with_file_columns(f, file.relative));
+          merged.append(f.catalog);
           report.sources += f.catalog.rows();
         } catch (const std::exception& e) {
-          f.fail("writer", e.what());
+          f.fail("writer", std::string("merged catalog: ") + e.what());
         }
       }
       for (const FrameIssue& issue : f.issues)
@@ -420,7 +443,8 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
           g, static_cast<std::size_t>(threads),
           [r, &run_stage](UnitPtr u) { return run_stage(*r, std::move(u)); }));
     }
-    flow::function_node<UnitPtr, UnitPtr> stitcher(g, flow::unlimited, stitch_unit);
+    flow::function_node<UnitPtr, UnitPtr> stitcher(g, static_cast<std::size_t>(threads),
+                                                   finish_unit);
     flow::sequencer_node<UnitPtr> sequencer(g, [](const UnitPtr& u) { return u->sequence; });
     flow::function_node<UnitPtr, flow::continue_msg> writer(g, flow::serial, [&](UnitPtr u) {
       write_unit(u);

@@ -425,62 +425,51 @@ CutoutStamp render_cutout(const CutoutOptions& o, int index, CutoutClass cls) {
 
 Catalog cutout_labels_catalog(const std::vector<CutoutLabel>& labels) {
   Catalog cat;
-  auto& file = cat.add_column<std::string>("FILE", "", "stamp file (or cube file)");
-  auto& plane = cat.add_column<std::int32_t>("PLANE", "", "0-based stamp index (cube plane)");
-  auto& cls = cat.add_column<std::string>("CLASS", "", "morphology class name");
-  auto& cid = cat.add_column<std::int32_t>(
-      "CLASS_ID", "", "0 spheroid, 1 disk, 2 irregular, 3 point_source, 4 artifact");
-  auto& sub = cat.add_column<std::string>("SUBTYPE", "", "variant within the class");
-  auto& snr = cat.add_column<double>("SNR", "", "integrated S/N (docs/simulator.md)");
-  auto& flux = cat.add_column<double>("FLUX", "count", "total flux of the central object");
-  auto& mag = cat.add_column<double>("MAG", "mag", "MAGZERO - 2.5 log10(FLUX)");
-  auto& re = cat.add_column<double>("R_EFF", "pix", "main component half-light radius");
-  auto& n = cat.add_column<double>("N", "", "main component Sersic index");
-  auto& q = cat.add_column<double>("AXIS_RATIO", "", "main component b/a");
-  auto& th = cat.add_column<double>("THETA", "deg", "main component angle, CCW from +x");
-  auto& bulge = cat.add_column<double>("BULGE_FRAC", "", "disk: bulge share of the flux");
-  auto& clump = cat.add_column<double>("CLUMP_FRAC", "", "clumpy irregular: clump share");
-  auto& nclump = cat.add_column<std::int32_t>("N_CLUMPS", "", "clumpy irregular: clumps");
-  auto& arms = cat.add_column<std::int32_t>("SPIRAL_ARMS", "", "disk: 1 with spiral arms");
-  auto& ratio = cat.add_column<double>("COMP_FLUX_RATIO", "", "merger: secondary/primary flux");
-  auto& sep = cat.add_column<double>("COMP_SEP", "pix", "merger: nucleus separation");
-  auto& fwhm = cat.add_column<double>("PSF_FWHM", "pix", "Moffat FWHM");
-  auto& beta = cat.add_column<double>("PSF_BETA", "", "Moffat beta");
-  auto& sky = cat.add_column<double>("SKY", "count", "sky level per pixel");
-  auto& x = cat.add_column<double>("X_IMAGE", "pix", "object centre, FITS 1-based");
-  auto& y = cat.add_column<double>("Y_IMAGE", "pix", "object centre, FITS 1-based");
-  auto& ra = cat.add_column<double>("ALPHA_J2000", "deg", "stamp centre RA (CRVAL1)");
-  auto& dec = cat.add_column<double>("DELTA_J2000", "deg", "stamp centre Dec (CRVAL2)");
-  auto& nb = cat.add_column<std::int32_t>("N_NEIGHBOURS", "", "other sources in the stamp");
-  for (const auto& l : labels) {
-    cat.append_row();
-    file.back() = l.file;
-    plane.back() = l.index;
-    cls.back() = std::string(to_string(l.cls));
-    cid.back() = static_cast<std::int32_t>(l.cls);
-    sub.back() = l.subtype;
-    snr.back() = l.snr;
-    flux.back() = l.flux_counts;
-    mag.back() = l.mag;
-    re.back() = l.r_eff_pix;
-    n.back() = l.sersic_n;
-    q.back() = l.axis_ratio;
-    th.back() = l.theta_deg;
-    bulge.back() = l.bulge_fraction;
-    clump.back() = l.clump_fraction;
-    nclump.back() = l.n_clumps;
-    arms.back() = l.spiral_arms ? 1 : 0;
-    ratio.back() = l.companion_flux_ratio;
-    sep.back() = l.companion_sep_pix;
-    fwhm.back() = l.psf_fwhm_pix;
-    beta.back() = l.psf_beta;
-    sky.back() = l.sky_counts;
-    x.back() = l.x_pix + 1.0;
-    y.back() = l.y_pix + 1.0;
-    ra.back() = l.ra_deg;
-    dec.back() = l.dec_deg;
-    nb.back() = l.n_neighbours;
-  }
+  cat.resize(labels.size());
+  // Each column is added and filled before the next: references into a Catalog's columns are
+  // invalidated when another column is added.
+  const auto num = [&](std::string_view name, std::string_view unit, std::string_view doc,
+                       auto get) {
+    auto& v = cat.add_column<double>(name, unit, doc);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = get(labels[i]);
+  };
+  const auto integer = [&](std::string_view name, std::string_view doc, auto get) {
+    auto& v = cat.add_column<std::int32_t>(name, "", doc);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int32_t>(get(labels[i]));
+  };
+  const auto text = [&](std::string_view name, std::string_view doc, auto get) {
+    auto& v = cat.add_column<std::string>(name, "", doc);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = std::string(get(labels[i]));
+  };
+  using L = const CutoutLabel&;
+  text("FILE", "stamp file (or cube file)", [](L l) { return l.file; });
+  integer("PLANE", "0-based stamp index (cube plane)", [](L l) { return l.index; });
+  text("CLASS", "morphology class name", [](L l) { return to_string(l.cls); });
+  integer("CLASS_ID", "0 spheroid, 1 disk, 2 irregular, 3 point_source, 4 artifact",
+          [](L l) { return static_cast<int>(l.cls); });
+  text("SUBTYPE", "variant within the class", [](L l) { return l.subtype; });
+  num("SNR", "", "integrated S/N (docs/simulator.md)", [](L l) { return l.snr; });
+  num("FLUX", "count", "total flux of the central object", [](L l) { return l.flux_counts; });
+  num("MAG", "mag", "MAGZERO - 2.5 log10(FLUX)", [](L l) { return l.mag; });
+  num("R_EFF", "pix", "main component half-light radius", [](L l) { return l.r_eff_pix; });
+  num("N", "", "main component Sersic index", [](L l) { return l.sersic_n; });
+  num("AXIS_RATIO", "", "main component b/a", [](L l) { return l.axis_ratio; });
+  num("THETA", "deg", "main component angle, CCW from +x", [](L l) { return l.theta_deg; });
+  num("BULGE_FRAC", "", "disk: bulge share of the flux", [](L l) { return l.bulge_fraction; });
+  num("CLUMP_FRAC", "", "clumpy irregular: clump share", [](L l) { return l.clump_fraction; });
+  integer("N_CLUMPS", "clumpy irregular: clumps", [](L l) { return l.n_clumps; });
+  integer("SPIRAL_ARMS", "disk: 1 with spiral arms", [](L l) { return l.spiral_arms ? 1 : 0; });
+  num("COMP_FLUX_RATIO", "", "merger: secondary/primary flux",
+      [](L l) { return l.companion_flux_ratio; });
+  num("COMP_SEP", "pix", "merger: nucleus separation", [](L l) { return l.companion_sep_pix; });
+  num("PSF_FWHM", "pix", "Moffat FWHM", [](L l) { return l.psf_fwhm_pix; });
+  num("PSF_BETA", "", "Moffat beta", [](L l) { return l.psf_beta; });
+  num("SKY", "count", "sky level per pixel", [](L l) { return l.sky_counts; });
+  num("X_IMAGE", "pix", "object centre, FITS 1-based", [](L l) { return l.x_pix + 1.0; });
+  num("Y_IMAGE", "pix", "object centre, FITS 1-based", [](L l) { return l.y_pix + 1.0; });
+  num("ALPHA_J2000", "deg", "stamp centre RA (CRVAL1)", [](L l) { return l.ra_deg; });
+  num("DELTA_J2000", "deg", "stamp centre Dec (CRVAL2)", [](L l) { return l.dec_deg; });
+  integer("N_NEIGHBOURS", "other sources in the stamp", [](L l) { return l.n_neighbours; });
   return cat;
 }
 

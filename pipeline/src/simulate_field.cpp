@@ -154,40 +154,72 @@ Stamp render_source(const Source& s, const MoffatPsf& psf, const FieldOptions& o
   return st;
 }
 
-Catalog truth_catalog(const std::vector<TruthSource>& sources) {
+// Adds a column and fills it at once: Catalog keeps columns in a vector, so a reference to one
+// column is only valid until the next column is added.
+template <typename T, typename Get>
+void fill_column(Catalog& cat, std::string_view name, std::string_view unit,
+                 std::string_view description, const Get& get) {
+  auto& values = cat.add_column<T>(name, unit, description);
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = get(i);
+}
+
+Catalog truth_catalog(const std::vector<TruthSource>& src) {
   Catalog cat;
-  auto& id = cat.add_column<std::int32_t>("ID", "", "truth id = value in the truth segmentation");
-  auto& x = cat.add_column<double>("X_IMAGE", "pix", "centre, FITS 1-based");
-  auto& y = cat.add_column<double>("Y_IMAGE", "pix", "centre, FITS 1-based");
-  auto& ra = cat.add_column<double>("ALPHA_J2000", "deg", "right ascension (ICRS) from the WCS");
-  auto& dec = cat.add_column<double>("DELTA_J2000", "deg", "declination (ICRS) from the WCS");
-  auto& flux = cat.add_column<double>("FLUX", "count", "total model flux");
-  auto& mag = cat.add_column<double>("MAG", "mag", "MAGZERO - 2.5 log10(FLUX)");
-  auto& type = cat.add_column<std::string>("TYPE", "", "galaxy or star");
-  auto& n = cat.add_column<double>("SERSIC_N", "", "Sersic index (NaN for stars)");
-  auto& re = cat.add_column<double>("R_EFF", "pix", "semi-major half-light radius");
-  auto& q = cat.add_column<double>("AXIS_RATIO", "", "b/a");
-  auto& th = cat.add_column<double>("THETA", "deg", "position angle, CCW from +x");
-  auto& snr = cat.add_column<double>("SNR", "", "integrated S/N in 1.5 R_EFF (stars 1.5 FWHM)");
-  auto& blend = cat.add_column<std::int32_t>("BLEND_PARENT", "",
-                                             "ID of the galaxy this one was placed next to");
-  for (const auto& s : sources) {
-    cat.append_row();
-    id.back() = s.id;
-    x.back() = s.x_pix + 1.0;
-    y.back() = s.y_pix + 1.0;
-    ra.back() = s.ra_deg;
-    dec.back() = s.dec_deg;
-    flux.back() = s.flux_counts;
-    mag.back() = s.mag;
-    type.back() = s.is_star ? "star" : "galaxy";
-    n.back() = s.sersic_n;
-    re.back() = s.r_eff_pix;
-    q.back() = s.axis_ratio;
-    th.back() = s.theta_deg;
-    snr.back() = s.snr;
-    blend.back() = s.blend_parent;
-  }
+  cat.resize(src.size());
+  fill_column<std::int32_t>(cat, "ID", "", "truth id = value in the truth segmentation",
+                            [&](std::size_t i) { return src[i].id; });
+  fill_column<double>(cat, "X_IMAGE", "pix", "centre, FITS 1-based",
+                      [&](std::size_t i) { return src[i].x_pix + 1.0; });
+  fill_column<double>(cat, "Y_IMAGE", "pix", "centre, FITS 1-based",
+                      [&](std::size_t i) { return src[i].y_pix + 1.0; });
+  fill_column<double>(cat, "ALPHA_J2000", "deg", "right ascension (ICRS) from the WCS",
+                      [&](std::size_t i) { return src[i].ra_deg; });
+  fill_column<double>(cat, "DELTA_J2000", "deg", "declination (ICRS) from the WCS",
+                      [&](std::size_t i) { return src[i].dec_deg; });
+  fill_column<double>(cat, "FLUX", "count", "total model flux",
+                      [&](std::size_t i) { return src[i].flux_counts; });
+  fill_column<double>(cat, "MAG", "mag", "MAGZERO - 2.5 log10(FLUX)",
+                      [&](std::size_t i) { return src[i].mag; });
+  fill_column<std::string>(cat, "TYPE", "", "galaxy or star", [&](std::size_t i) {
+    return std::string(src[i].is_star ? "star" : "galaxy");
+  });
+  fill_column<double>(cat, "SERSIC_N", "", "Sersic index (NaN for stars)",
+                      [&](std::size_t i) { return src[i].sersic_n; });
+  fill_column<double>(cat, "R_EFF", "pix", "semi-major half-light radius (NaN for stars)",
+                      [&](std::size_t i) { return src[i].r_eff_pix; });
+  fill_column<double>(cat, "AXIS_RATIO", "", "b/a",
+                      [&](std::size_t i) { return src[i].axis_ratio; });
+  fill_column<double>(cat, "THETA", "deg", "position angle, CCW from +x",
+                      [&](std::size_t i) { return src[i].theta_deg; });
+  fill_column<double>(cat, "SNR", "", "integrated S/N in 1.5 R_EFF (stars 1.5 FWHM)",
+                      [&](std::size_t i) { return src[i].snr; });
+  fill_column<std::int32_t>(cat, "BLEND_PARENT", "", "ID of the galaxy this one was placed next to",
+                            [&](std::size_t i) { return src[i].blend_parent; });
+  return cat;
+}
+
+struct ArtifactRow {
+  std::string type;
+  double x0, y0, x1, y1, flux;  // 0-based
+};
+
+Catalog artifact_catalog(const std::vector<ArtifactRow>& rows) {
+  Catalog cat;
+  cat.resize(rows.size());
+  fill_column<std::int32_t>(cat, "ID", "", "artifact number",
+                            [&](std::size_t i) { return static_cast<std::int32_t>(i + 1); });
+  fill_column<std::string>(cat, "TYPE", "", "cosmic_ray or hot_pixel",
+                           [&](std::size_t i) { return rows[i].type; });
+  fill_column<double>(cat, "X_IMAGE", "pix", "track start / pixel, FITS 1-based",
+                      [&](std::size_t i) { return rows[i].x0 + 1.0; });
+  fill_column<double>(cat, "Y_IMAGE", "pix", "track start / pixel, FITS 1-based",
+                      [&](std::size_t i) { return rows[i].y0 + 1.0; });
+  fill_column<double>(cat, "X_END", "pix", "track end, FITS 1-based",
+                      [&](std::size_t i) { return rows[i].x1 + 1.0; });
+  fill_column<double>(cat, "Y_END", "pix", "track end, FITS 1-based",
+                      [&](std::size_t i) { return rows[i].y1 + 1.0; });
+  fill_column<double>(cat, "FLUX", "count", "counts deposited",
+                      [&](std::size_t i) { return rows[i].flux; });
   return cat;
 }
 
@@ -325,14 +357,7 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   // --- Cosmic rays (sharp, after the optics: not PSF-convolved) and hot pixels.
   SimRng art = SimRng::stream(o.seed, kStreamArtifacts, 0);
   cv::Mat hits(h, w, CV_32F, cv::Scalar(0));
-  Catalog& arts = out.artifacts;
-  auto& a_id = arts.add_column<std::int32_t>("ID", "", "artifact number");
-  auto& a_type = arts.add_column<std::string>("TYPE", "", "cosmic_ray or hot_pixel");
-  auto& a_x0 = arts.add_column<double>("X_IMAGE", "pix", "track start / pixel, FITS 1-based");
-  auto& a_y0 = arts.add_column<double>("Y_IMAGE", "pix", "track start / pixel, FITS 1-based");
-  auto& a_x1 = arts.add_column<double>("X_END", "pix", "track end, FITS 1-based");
-  auto& a_y1 = arts.add_column<double>("Y_END", "pix", "track end, FITS 1-based");
-  auto& a_flux = arts.add_column<double>("FLUX", "count", "counts deposited");
+  std::vector<ArtifactRow> arts;
   for (int i = 0; i < o.n_cosmic_rays; ++i) {
     const double x0 = art.uniform(-0.5, w - 0.5);
     const double y0 = art.uniform(-0.5, h - 0.5);
@@ -344,29 +369,16 @@ FieldSimulation simulate_field(const FieldOptions& o) {
     // 300-3000 electrons per pixel of track.
     const double flux = art.uniform(300.0, 3000.0) * len / o.gain_e_per_count;
     add_sharp_track(hits, x0, y0, x1, y1, flux);
-    arts.append_row();
-    a_id.back() = static_cast<std::int32_t>(arts.rows());
-    a_type.back() = "cosmic_ray";
-    a_x0.back() = x0 + 1;
-    a_y0.back() = y0 + 1;
-    a_x1.back() = x1 + 1;
-    a_y1.back() = y1 + 1;
-    a_flux.back() = flux;
+    arts.push_back({"cosmic_ray", x0, y0, x1, y1, flux});
   }
   for (int i = 0; i < o.n_hot_pixels; ++i) {
     const int x = static_cast<int>(art.below(static_cast<std::uint64_t>(w)));
     const int y = static_cast<int>(art.below(static_cast<std::uint64_t>(h)));
     const double flux = art.log_uniform(20.0, 500.0) * out.noise_rms_counts;
     hits.at<float>(y, x) += static_cast<float>(flux);
-    arts.append_row();
-    a_id.back() = static_cast<std::int32_t>(arts.rows());
-    a_type.back() = "hot_pixel";
-    a_x0.back() = x + 1;
-    a_y0.back() = y + 1;
-    a_x1.back() = x + 1;
-    a_y1.back() = y + 1;
-    a_flux.back() = flux;
+    arts.push_back({"hot_pixel", double(x), double(y), double(x), double(y), flux});
   }
+  out.artifacts = artifact_catalog(arts);
   out.image += hits;
   out.artifact_mask = hits > 0.0F;
   out.artifact_mask /= 255;

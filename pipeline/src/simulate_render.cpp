@@ -373,6 +373,11 @@ void add_moffat(cv::Mat& image, const MoffatPsf& psf, double x_pix, double y_pix
   const int y1 = std::min(image.rows - 1, static_cast<int>(std::ceil(y_pix + radius)));
   // The core is sampled 5x5 per pixel; beyond 2 FWHM the profile is smooth enough for 2x2.
   const double core2 = std::pow(2.0 * psf.fwhm_pix + 1.0, 2);
+  // intensity() recomputes its normalisation; hoist it out of the sample loop.
+  const double peak = psf.intensity(0.0);
+  const double inv_alpha2 = 1.0 / (psf.alpha_pix() * psf.alpha_pix());
+  const double trunc2 = psf.truncation_radius_pix() * psf.truncation_radius_pix();
+  const double beta = psf.beta;
   for (int y = y0; y <= y1; ++y) {
     auto* row = image.ptr<float>(y);
     for (int x = x0; x <= x1; ++x) {
@@ -383,10 +388,11 @@ void add_moffat(cv::Mat& image, const MoffatPsf& psf, double x_pix, double y_pix
         const double dy = y - 0.5 + (b + 0.5) / k - y_pix;
         for (int a = 0; a < k; ++a) {
           const double dx = x - 0.5 + (a + 0.5) / k - x_pix;
-          sum += psf.intensity(std::sqrt(dx * dx + dy * dy));
+          const double r2 = dx * dx + dy * dy;
+          if (r2 <= trunc2) sum += std::exp(-beta * std::log1p(r2 * inv_alpha2));
         }
       }
-      row[x] += static_cast<float>(flux_counts * sum / (k * k));
+      row[x] += static_cast<float>(flux_counts * peak * sum / (k * k));
     }
   }
 }

@@ -57,7 +57,8 @@ void Wcs::Deleter::operator()(wcsprm* p) const noexcept {
 
 bool Wcs::is_wcs_keyword(std::string_view key) {
   static const std::regex kPattern(
-      "^((CTYPE|CUNIT|CRVAL|CDELT|CRPIX|CROTA|CRDER|CSYER|CNAME|CPDIS|CQDIS|CPERR|CQERR|DVERR)[0-9]+"
+      "^((CTYPE|CUNIT|CRVAL|CDELT|CRPIX|CROTA|CRDER|CSYER|CNAME|CPDIS|CQDIS|CPERR|CQERR|DVERR)[0-9]"
+      "+"
       "[A-Z]?"
       "|(PC|CD|PV|PS)[0-9]+_[0-9]+[A-Z]?"
       "|(A|B|AP|BP)_[0-9]+_[0-9]+"
@@ -87,15 +88,16 @@ std::optional<Wcs> Wcs::from_header(const Header& header) {
   const int status = wcspih(text.data(), static_cast<int>(cards.size()), WCSHDR_all, 0, &nreject,
                             &parsed.nwcs, &parsed.wcs);
   if (status != 0) {
-    throw FrameError(std::string("WCS header rejected by WCSLIB wcspih: ") +
-                     wcshdr_errmsg[status]);
+    throw FrameError(std::string("WCS header rejected by WCSLIB wcspih: ") + wcshdr_errmsg[status]);
   }
 
   // The primary description (alt == ' ') first, then the alternates in header order.
   std::vector<int> order;
   for (int i = 0; i < parsed.nwcs; ++i) {
-    if (parsed.wcs[i].alt[0] == ' ' || parsed.wcs[i].alt[0] == '\0') order.insert(order.begin(), i);
-    else order.push_back(i);
+    if (parsed.wcs[i].alt[0] == ' ' || parsed.wcs[i].alt[0] == '\0')
+      order.insert(order.begin(), i);
+    else
+      order.push_back(i);
   }
   std::string first_error;
   for (int i : order) {
@@ -121,7 +123,13 @@ std::optional<Wcs> Wcs::from_header(const Header& header) {
       continue;
     }
     if (sub->lng < 0 || sub->lat < 0) continue;
-    return Wcs(std::move(sub), std::move(cards));
+    Wcs out(std::move(sub), std::move(cards));
+    // WCSLIB 7.12 accepts a singular matrix at wcsset and fails only in sky-to-pixel; a WCS
+    // without an area per pixel is useless, so reject it here with the reason.
+    if (!(out.pixel_scale_arcsec() > 0.0)) {
+      throw FrameError("WCS header rejected: the CD (or PC x CDELT) matrix is singular");
+    }
+    return out;
   }
   if (!first_error.empty()) {
     throw FrameError("WCS header rejected by WCSLIB " + first_error);
@@ -209,8 +217,8 @@ void Wcs::pixel_to_sky(const std::vector<PixelCoord>& in, std::vector<SkyCoord>&
   int s = 0;
   {
     std::lock_guard lock(*transform_mutex_);
-    s = wcsp2s(prm_.get(), static_cast<int>(n), 2, pix.data(), img.data(), phi.data(),
-               theta.data(), world.data(), stat.data());
+    s = wcsp2s(prm_.get(), static_cast<int>(n), 2, pix.data(), img.data(), phi.data(), theta.data(),
+               world.data(), stat.data());
   }
   // Status 8 (some pixels invalid) still fills the valid ones; stat[] marks the rest.
   if (s != 0 && s != WCSERR_BAD_PIX) return;

@@ -210,9 +210,10 @@ TEST(CliRun, TiledImageGivesTheSameSourcesAsUntiledWithoutDuplicates) {
       if (d < best_d) best_d = d, best = q;
     }
     EXPECT_LT(best_d, 0.05) << "untiled row " << r;
-    // The stitched catalog keeps the input WCS: sky positions agree with the untiled run.
-    EXPECT_NEAR(ta[best], ua[r], 1e-6) << "untiled row " << r;
-    EXPECT_NEAR(td[best], ud[r], 1e-6) << "untiled row " << r;
+    // The stitched catalog keeps the input WCS: sky positions agree with the untiled run
+    // (5e-6 deg is the 0.05 px position tolerance at 0.3 arcsec/px).
+    EXPECT_NEAR(ta[best], ua[r], 5e-6) << "untiled row " << r;
+    EXPECT_NEAR(td[best], ud[r], 5e-6) << "untiled row " << r;
     EXPECT_NEAR(tf[best], uf[r], 0.02 * std::abs(uf[r]) + 20.0) << "untiled row " << r;
   }
   // The stitched segmap has full size and its labels are exactly the catalog's NUMBERs.

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <sstream>
 #include <string>
 
@@ -161,6 +162,21 @@ TEST(PluginCheck, ACrashFailsTheCheckItHappenedInAndTheCallerGoesOn) {
   EXPECT_TRUE(result(results, "determinism").skipped);
   // This process is still alive and can check another plugin.
   EXPECT_EQ(failed_names(check_plugin(plugin_file("good"))), "");
+}
+
+// The conformance suite over the built-in plugins of this build (lib/astroflow/plugins).
+TEST(PluginCheck, EveryBuiltInPluginPassesOrSkips) {
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(ASTROFLOW_PLUGIN_DIR, ec)) {
+    if (entry.path().extension() == ".so") files.push_back(entry.path().string());
+  }
+  if (files.empty()) GTEST_SKIP() << "no built-in plugin built in " << ASTROFLOW_PLUGIN_DIR;
+  for (const std::string& file : files) {
+    for (const CheckResult& r : check_plugin(file)) {
+      EXPECT_TRUE(r.passed) << file << ": " << r.name << ": " << r.detail;
+    }
+  }
 }
 
 }  // namespace

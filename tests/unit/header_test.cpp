@@ -36,9 +36,10 @@ TEST(Header, AddCardDropsStructuralKeywords) {
 }
 
 TEST(Header, IsStructural) {
-  for (const char* k : {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS3", "PCOUNT", "GCOUNT",
-                        "EXTEND", "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM", "END",
-                        "ZIMAGE", "ZBITPIX", "ZNAXIS2", "ZQUANTIZ", "ZNAME1", "ZVAL1"}) {
+  for (const char* k :
+       {"SIMPLE", "XTENSION", "BITPIX",  "NAXIS",    "NAXIS3",   "PCOUNT",  "GCOUNT",
+        "EXTEND", "BSCALE",   "BZERO",   "BLANK",    "CHECKSUM", "DATASUM", "END",
+        "ZIMAGE", "ZBITPIX",  "ZNAXIS2", "ZQUANTIZ", "ZNAME1",   "ZVAL1"}) {
     EXPECT_TRUE(Header::is_structural(k)) << k;
   }
   for (const char* k : {"OBJECT", "CRPIX1", "EXPTIME", "NAXISX", "ZP", "EXTNAME", "HISTORY"}) {
@@ -99,6 +100,15 @@ TEST(Header, IntegersBoolsAndFortranExponents) {
   EXPECT_FALSE(h.get_double("BAD").has_value());
   EXPECT_FALSE(h.get_int("BAD").has_value());
   EXPECT_FALSE(h.get_double("MISSING").has_value());
+}
+
+TEST(Header, LiteralsAndPlainIntsPickTheRightOverload) {
+  Header h;
+  h.set("FILTER", "F814W");  // must not become the logical T
+  h.set("NEXP", 3);
+  EXPECT_EQ(h.get_string("FILTER").value(), "F814W");
+  EXPECT_EQ(h.cards()[0].substr(0, 20), "FILTER  = 'F814W   '");
+  EXPECT_EQ(h.get_int("NEXP").value(), 3);
 }
 
 TEST(Header, HistoryAndCommentWrapAt72Characters) {

@@ -193,21 +193,25 @@ TEST(SimRender, GalaxyFluxAndCentreAreExact) {
       }
 }
 
-TEST(SimRender, PixelGridConvolutionAgreesWithOversampledGrid) {
-  // Why cutouts default to oversample 1: for PSF FWHM >= 2.5 px the two agree to 2% of the peak.
+TEST(SimRender, CoarseGridsAgreeWithAFineGrid) {
+  // The cost/accuracy trade-off of --oversample, for the smallest, cuspiest galaxies on the
+  // narrowest PSF: measured max |difference| / peak against oversample 7 was 0.5% (n = 1),
+  // 4.8% (n = 4), 6.9% (n = 6) at oversample 1 and below 1.6% for all at oversample 2.
   MoffatPsf psf{2.5, 3.0, 4.0};
-  for (double n : {1.0, 4.0}) {
+  for (double n : {1.0, 4.0, 6.0}) {
     SersicComponent c;
     c.sersic_n = n;
     c.r_eff_pix = 2.0;
     c.axis_ratio = 0.6;
     c.x_pix = 31.2;
     c.y_pix = 32.4;
-    const cv::Mat a = render_galaxy({c}, psf, 64, 64, 1);
-    const cv::Mat b = render_galaxy({c}, psf, 64, 64, 5);
+    const cv::Mat fine = render_galaxy({c}, psf, 64, 64, 7);
     double peak = 0.0;
-    cv::minMaxLoc(b, nullptr, &peak);
-    EXPECT_LT(cv::norm(a, b, cv::NORM_INF) / peak, 0.02) << "n=" << n;
+    cv::minMaxLoc(fine, nullptr, &peak);
+    EXPECT_LT(cv::norm(render_galaxy({c}, psf, 64, 64, 2), fine, cv::NORM_INF) / peak, 0.02)
+        << "n=" << n;
+    EXPECT_LT(cv::norm(render_galaxy({c}, psf, 64, 64, 1), fine, cv::NORM_INF) / peak, 0.08)
+        << "n=" << n;
   }
 }
 
@@ -317,16 +321,37 @@ FieldOptions small_field(std::uint64_t seed) {
   return o;
 }
 
+// Few sources on a larger image, so that most are isolated: for the centroid and flux tests.
+FieldOptions sparse_field(std::uint64_t seed) {
+  FieldOptions o = small_field(seed);
+  o.width_pix = 800;
+  o.height_pix = 800;
+  o.galaxy_density_arcmin2 = 12.0;  // ~8 galaxies
+  o.galaxy_mag_bright = 19.0;
+  o.galaxy_mag_faint = 23.0;
+  o.n_stars = 5;
+  o.spike_mag = 15.0;
+  o.blend_fraction = 0.0;
+  return o;
+}
+
 class SimField : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { field_ = new FieldSimulation(simulate_field(small_field(11))); }
+  static void SetUpTestSuite() {
+    field_ = new FieldSimulation(simulate_field(small_field(11)));
+    sparse_ = new FieldSimulation(simulate_field(sparse_field(5)));
+  }
   static void TearDownTestSuite() {
     delete field_;
     field_ = nullptr;
+    delete sparse_;
+    sparse_ = nullptr;
   }
   static FieldSimulation* field_;
+  static FieldSimulation* sparse_;
 };
 FieldSimulation* SimField::field_ = nullptr;
+FieldSimulation* SimField::sparse_ = nullptr;
 
 // Sources whose light does not reach within `margin` px of source i's window.
 std::vector<std::size_t> isolated(const FieldSimulation& f, double window_of_reff, double min_snr) {
@@ -420,9 +445,9 @@ TEST_F(SimField, ContentsLookLikeTheOptionsAsked) {
 }
 
 TEST_F(SimField, TruthPositionsMatchModelCentroids) {
-  const FieldSimulation& f = *field_;
+  const FieldSimulation& f = *sparse_;
   const auto chosen = isolated(f, 2.0, 30.0);
-  ASSERT_GE(chosen.size(), 4U) << "too few isolated bright sources to test";
+  ASSERT_GE(chosen.size(), 2U) << "too few isolated bright sources to test";
   for (std::size_t i : chosen) {
     const TruthSource& s = f.sources[i];
     // Start from the nearest pixel, not the truth, and iterate the window onto the source.
@@ -435,7 +460,7 @@ TEST_F(SimField, TruthPositionsMatchModelCentroids) {
 }
 
 TEST_F(SimField, IsolatedGalaxyModelFluxMatchesTruthFlux) {
-  const FieldSimulation& f = *field_;
+  const FieldSimulation& f = *sparse_;
   int tested = 0;
   for (std::size_t i : isolated(f, 8.0, 0.0)) {
     const TruthSource& s = f.sources[i];
@@ -498,7 +523,9 @@ TEST_F(SimField, TruthSegmentationFollowsTheModel) {
       ASSERT_GE(id, 0);
       ASSERT_LE(id, max_id);
       // A label needs one source above the threshold, so the summed model is above it too.
-      if (f.model.at<float>(y, x) <= thr) ASSERT_EQ(id, 0) << x << "," << y;
+      if (f.model.at<float>(y, x) <= thr) {
+        ASSERT_EQ(id, 0) << x << "," << y;
+      }
       labelled += id > 0 ? 1 : 0;
     }
   EXPECT_GT(labelled, 100);

@@ -7,6 +7,8 @@
 // Writing: every file is written under a temporary name in the destination folder, then
 // renamed, so a reader never sees a half-written output (see atomic_file.hpp).
 //
+// Pixel layout: rows are not flipped; FITS pixel (x, y) (1-based) is science.at<float>(y-1, x-1).
+//
 // Errors: a file that cannot be read throws FrameError whose message starts with
 // "path[HDU]: " and gives CFITSIO's reason.
 #pragma once
@@ -26,6 +28,8 @@ struct FitsReadOptions {
   std::string hdu = "auto";
   /// Optional companion extensions attached to each SCI HDU of the same EXTVER:
   /// e.g. weight_ext = "ERR" (stored as inverse variance 1/ERR^2), mask_ext = "DQ".
+  /// An extension named WHT, WEIGHT, IVAR or INVVAR is taken as a weight map as it is.
+  /// Unusable errors/weights (<= 0, NaN) give weight 0. A missing companion is a FrameError.
   std::string weight_ext;
   std::string mask_ext;
   /// For 3-D cubes: the 0-based plane to take. -1: a cube is a per-file error.

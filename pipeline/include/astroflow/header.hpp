@@ -27,6 +27,13 @@ class Header {
   void set(std::string_view key, double value, std::string_view comment = {});
   void set(std::string_view key, long long value, std::string_view comment = {});
   void set(std::string_view key, bool value, std::string_view comment = {});
+  /// Without these two, a string literal would convert to bool and an int would be ambiguous.
+  void set(std::string_view key, const char* value, std::string_view comment = {}) {
+    set(key, std::string_view(value), comment);
+  }
+  void set(std::string_view key, int value, std::string_view comment = {}) {
+    set(key, static_cast<long long>(value), comment);
+  }
 
   void add_history(std::string_view text);
   void add_comment(std::string_view text);

@@ -4,7 +4,12 @@
 //   input_node (file list, grouped into units) -> limiter_node (run.max_in_flight)
 //   -> reader (parallel: reads pixels, cuts large images into tiles, forms batches of run.batch)
 //   -> one function_node per stage (concurrency = threads, one StageInstance per slot)
-//   -> stitcher (parallel) -> sequencer_node (input order) -> writer (serial) -> limiter.
+//   -> finisher (parallel: stitches tiles, renumbers sources, writes the per-input outputs)
+//   -> sequencer_node (input order) -> writer (serial: merged catalog, failure lines, progress)
+//   -> limiter.
+// Per-input outputs are written in parallel because every file is fsynced (atomic_file.hpp);
+// a serial writer made those waits add up (measured: 200 cutouts, 22 files/s with a serial
+// writer on 2 threads).
 // A unit is either up to run.batch small files or one large file, so memory is bounded by
 // max_in_flight units whatever the number of files.
 //

@@ -1,0 +1,216 @@
+#include "astroflow/catalog_merge.hpp"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "astroflow/atomic_file.hpp"
+#include "astroflow/error.hpp"
+#include "astroflow/fits_io.hpp"
+
+namespace astroflow {
+namespace fs = std::filesystem;
+
+namespace {
+
+Catalog with_file_and_hdu(const Catalog& frame_catalog, const std::string& file,
+                          const std::string& hdu) {
+  Catalog c;
+  const std::size_t n = frame_catalog.rows();
+  auto& files = c.add_column<std::string>("FILE", "", "input file, relative to the input folder");
+  auto& hdus = c.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
+  files.assign(n, file);
+  hdus.assign(n, hdu);
+  c.resize(n);
+  for (const Column& col : frame_catalog.columns()) {
+    if (col.name == "FILE" || col.name == "HDU") continue;
+    std::visit(
+        [&](const auto& v) {
+          using T = typename std::decay_t<decltype(v)>::value_type;
+          c.add_column<T>(col.name, col.unit, col.description) = v;
+        },
+        col.values);
+  }
+  return c;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FatalError(path + ": cannot open (is this an astroflow output folder?)");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw FatalError(path + ": not valid JSON: " + e.what());
+  }
+}
+
+}  // namespace
+
+Header merged_catalog_header(const std::string& astroflow_version,
+                             const std::string& config_sha256,
+                             const std::vector<PluginInfo>& plugins) {
+  Header h;
+  h.add_history("astroflow " + astroflow_version);
+  h.add_history("astroflow config sha256 " + config_sha256);
+  for (const PluginInfo& p : plugins) h.add_history("astroflow plugin " + p.name + " " + p.version);
+  return h;
+}
+
+void sort_entries_by_path(std::vector<ManifestEntry>& entries) {
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const ManifestEntry& a, const ManifestEntry& b) { return a.path < b.path; });
+}
+
+Catalog rebuild_merged_catalog(const std::vector<ManifestEntry>& entries,
+                               const std::vector<std::string>& output_dir_of_entry) {
+  if (output_dir_of_entry.size() != entries.size())
+    throw std::invalid_argument("rebuild_merged_catalog: one output folder per entry expected");
+  Catalog merged;
+  merged.add_column<std::string>("FILE", "", "input file, relative to the input folder");
+  merged.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    for (const ManifestFrame& f : entries[i].frames) {
+      if (f.failed || f.catalog.empty()) continue;
+      const std::string path = (fs::path(output_dir_of_entry[i]) / f.catalog).string();
+      Catalog frame_catalog;
+      try {
+        frame_catalog = read_fits_catalog(path, 1);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(path + ": cannot read per-frame catalog: " + e.what());
+      }
+      merged.append(with_file_and_hdu(frame_catalog, entries[i].path, f.hdu));
+    }
+  }
+  return merged;
+}
+
+MergedRowImages merged_row_images(const Catalog& merged,
+                                  const std::vector<ManifestEntry>& entries) {
+  MergedRowImages out;
+  out.image_of_row = image_ids_from_columns(merged);
+  std::map<std::pair<std::string, std::string>, std::pair<int, int>> sizes;
+  for (const ManifestEntry& e : entries)
+    for (const ManifestFrame& f : e.frames) sizes[{e.path, f.hdu}] = {f.width_pix, f.height_pix};
+  const Column* file = merged.find("FILE");
+  const Column* hdu = merged.find("HDU");
+  const Column* x = merged.find("X_IMAGE");
+  const Column* y = merged.find("Y_IMAGE");
+  if (file == nullptr || hdu == nullptr || x == nullptr || y == nullptr) return out;
+  std::vector<double> dist(merged.rows());
+  for (std::size_t i = 0; i < merged.rows(); ++i) {
+    const auto it = sizes.find({file->as_text(i), hdu->as_text(i)});
+    if (it == sizes.end() || it->second.first <= 0 || it->second.second <= 0) return out;
+    dist[i] = edge_distance_pix(x->as_double(i), y->as_double(i), it->second.first,
+                                it->second.second);
+  }
+  out.edge_distance_pix = std::move(dist);
+  return out;
+}
+
+void write_merged_catalog(const std::string& dir, const Catalog& merged,
+                          const std::vector<std::string>& formats, const Header& header) {
+  const fs::path out(dir);
+  for (const std::string& fmt : formats) {
+    if (fmt == "fits") write_fits_catalog((out / "catalog.fits").string(), merged, header);
+    if (fmt == "csv") write_csv_catalog((out / "catalog.csv").string(), merged);
+  }
+}
+
+RunReport merge_shard_outputs(const MergeOptions& options) {
+  if (options.shard_dirs.empty()) throw FatalError("merge: no shard output folders given");
+  if (options.output_dir.empty()) throw FatalError("merge: no --output folder given");
+
+  RunReport report;
+  std::vector<ManifestEntry> entries;
+  std::vector<std::string> dir_of_entry;
+  std::map<std::string, std::string> shard_of_path;
+  std::string first_dir;
+  for (const std::string& dir : options.shard_dirs) {
+    const nlohmann::json s = read_json_file((fs::path(dir) / "summary.json").string());
+    const std::string config = s.value("config_sha256", std::string());
+    if (first_dir.empty()) {
+      first_dir = dir;
+      report.astroflow_version = s.value("astroflow_version", std::string());
+      report.config_file = s.value("config_file", std::string());
+      report.config_sha256 = config;
+      report.threads = s.value("threads", 0);
+      for (const auto& p : s.value("plugins", nlohmann::json::array()))
+        report.plugins.push_back({p.value("name", ""), p.value("version", ""), p.value("path", "")});
+    } else if (config != report.config_sha256) {
+      throw FatalError("merge: " + dir + " was made with config sha256 " + config + ", but " +
+                       first_dir + " with " + report.config_sha256 +
+                       "; shards must share one config");
+    }
+    const auto& counts = s.value("counts", nlohmann::json::object());
+    report.files += counts.value("files", std::size_t{0});
+    report.frames += counts.value("frames", std::size_t{0});
+    report.sources += counts.value("sources", std::size_t{0});
+    report.files_failed += counts.value("files_failed", std::size_t{0});
+    report.wall_s = std::max(report.wall_s, s.value("wall_s", 0.0));
+    for (const auto& f : s.value("failures", nlohmann::json::array()))
+      report.failures.push_back({f.value("path", ""), f.value("hdu", ""), f.value("stage", ""),
+                                 f.value("reason", "")});
+    for (const auto& t : s.value("stage_timings", nlohmann::json::array())) {
+      const std::string stage = t.value("stage", "");
+      auto it = std::find_if(report.stage_timings.begin(), report.stage_timings.end(),
+                             [&](const StageTiming& x) { return x.stage == stage; });
+      if (it == report.stage_timings.end()) {
+        report.stage_timings.push_back({stage, t.value("plugin", ""), 0, 0.0});
+        it = std::prev(report.stage_timings.end());
+      }
+      it->calls += t.value("calls", std::size_t{0});
+      it->wall_s += t.value("wall_s", 0.0);
+    }
+
+    const std::string manifest = (fs::path(dir) / "manifest.jsonl").string();
+    if (!fs::exists(manifest)) throw FatalError("merge: " + manifest + " is missing");
+    for (ManifestEntry& e : read_manifest(manifest)) {
+      if (e.config_sha256 != report.config_sha256) continue;  // left over from an older config
+      if (auto [it, fresh] = shard_of_path.emplace(e.path, dir); !fresh) {
+        throw FatalError("merge: input '" + e.path + "' appears in both " + it->second + " and " +
+                         dir + "; were the shards run with different --shard counts?");
+      }
+      entries.push_back(std::move(e));
+      dir_of_entry.push_back(dir);
+    }
+  }
+
+  // Sort entries and their folders together by input path, as one run over all files orders them.
+  std::vector<std::size_t> order(entries.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return entries[a].path < entries[b].path;
+  });
+  std::vector<ManifestEntry> sorted;
+  std::vector<std::string> sorted_dirs;
+  for (std::size_t i : order) {
+    sorted.push_back(std::move(entries[i]));
+    sorted_dirs.push_back(dir_of_entry[i]);
+  }
+
+  Catalog merged = rebuild_merged_catalog(sorted, sorted_dirs);
+  if (options.sky_match) {
+    const MergedRowImages rows = merged_row_images(merged, sorted);
+    flag_sky_duplicates(merged, *options.sky_match, rows.image_of_row, rows.edge_distance_pix);
+  }
+  std::stable_sort(report.failures.begin(), report.failures.end(),
+                   [](const FailureRecord& a, const FailureRecord& b) { return a.path < b.path; });
+  report.output_dir = options.output_dir;
+  report.exit_status = report.failures.empty() ? ExitCode::kOk : ExitCode::kCompletedWithFailures;
+
+  std::error_code ec;
+  fs::create_directories(options.output_dir, ec);
+  if (ec) throw FatalError("merge: cannot create " + options.output_dir + ": " + ec.message());
+  write_merged_catalog(options.output_dir, merged, options.formats,
+                       merged_catalog_header(report.astroflow_version, report.config_sha256,
+                                             report.plugins));
+  write_file_atomically((fs::path(options.output_dir) / "summary.json").string(),
+                        report.to_json());
+  return report;
+}
+
+}  // namespace astroflow

@@ -1,0 +1,294 @@
+// Tests of the classify plugin, loaded through the host's PluginRegistry as in a run.
+//
+// Mechanics use a tiny seeded 16x16, 3-class model written at test time by
+//   /usr/bin/python3 models/common/make_tiny_model.py <dir>
+// whose saved torch outputs are the golden values (skipped without python3-torch). The
+// behaviour test runs the shipped models/classify on stamps from the simulator with a seed that
+// no training, validation or test set used.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include <astroflow/plugin_registry.hpp>
+#include <astroflow/preprocess.hpp>
+#include <astroflow/simulate.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using astroflow::Batch;
+using astroflow::Frame;
+using astroflow::OptionValue;
+
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+std::unique_ptr<astroflow::StageInstance> make_stage(
+    astroflow::PluginRegistry& registry, const std::map<std::string, OptionValue>& overrides) {
+  const std::string path = std::string(ASTROFLOW_PLUGIN_DIR) + "/libastroflow-classify.so";
+  const astroflow::LoadedPlugin& plugin = registry.load_file(path);
+  astroflow::Options options;
+  for (const auto& spec : plugin.schema().specs()) {
+    if (spec.default_value) options.set(spec.name, *spec.default_value);
+  }
+  for (const auto& [key, value] : overrides) options.set(key, value);
+  auto stage = plugin.create("classify");
+  stage->configure(options);
+  astroflow::StageContext context;
+  context.stage_name = "classify";
+  stage->open(context);
+  return stage;
+}
+
+std::vector<float> read_f32(const fs::path& p, std::size_t n) {
+  std::vector<float> v(n);
+  std::ifstream in(p, std::ios::binary);
+  in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * 4));
+  EXPECT_TRUE(in.good()) << p;
+  return v;
+}
+
+Frame cutout_frame(const cv::Mat& pixels, double pixel_scale_arcsec = 0.06) {
+  Frame f;
+  f.path = "stamp.fits";
+  f.science = pixels.clone();
+  f.pixel_scale_arcsec = pixel_scale_arcsec;
+  return f;
+}
+
+class TinyClassify : public ::testing::Test {
+ protected:
+  static constexpr int kSize = 16;
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() /
+                        ("astroflow-classify-test-" + std::to_string(::getpid())));
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    const std::string cmd = "/usr/bin/python3 " ASTROFLOW_SOURCE_DIR
+                            "/models/common/make_tiny_model.py " +
+                            (*dir_ / "tiny").string() + " --size 16 --seed 3 > " +
+                            (*dir_ / "make.log").string() + " 2>&1";
+    available_ = std::system(cmd.c_str()) == 0;
+  }
+  static void TearDownTestSuite() {
+    fs::remove_all(*dir_);
+    delete dir_;
+  }
+  void SetUp() override {
+    if (!available_) GTEST_SKIP() << "python3-torch unavailable; see " << (*dir_ / "make.log");
+    raw_ = read_f32(*dir_ / "tiny" / "reference_raw.f32", 5 * kSize * kSize);
+    logits_ = read_f32(*dir_ / "tiny" / "reference_output.f32", 5 * 3);
+  }
+  std::unique_ptr<astroflow::StageInstance> stage(std::map<std::string, OptionValue> o = {}) {
+    o.emplace("model", (*dir_ / "tiny" / "model.onnx").string());
+    return make_stage(registry_, o);
+  }
+  cv::Mat raw(int k) {
+    return cv::Mat(kSize, kSize, CV_32F, raw_.data() + static_cast<std::size_t>(k) * kSize * kSize)
+        .clone();
+  }
+  // softmax(torch logits / T) for reference stamp k, with the card's T = 1.5.
+  std::vector<double> expected_probs(int k) const {
+    std::vector<double> p(3);
+    double sum = 0.0;
+    for (int j = 0; j < 3; ++j) {
+      p[static_cast<std::size_t>(j)] = std::exp(logits_[static_cast<std::size_t>(k * 3 + j)] / 1.5);
+      sum += p[static_cast<std::size_t>(j)];
+    }
+    for (double& v : p) v /= sum;
+    return p;
+  }
+
+  static fs::path* dir_;
+  static bool available_;
+  astroflow::PluginRegistry registry_;
+  std::vector<float> raw_;
+  std::vector<float> logits_;
+};
+fs::path* TinyClassify::dir_ = nullptr;
+bool TinyClassify::available_ = false;
+
+TEST_F(TinyClassify, CutoutModeGivesCalibratedTorchProbabilities) {
+  auto s = stage();
+  Batch b;
+  for (int k = 0; k < 5; ++k) b.frames.push_back(cutout_frame(raw(k)));
+  s->process(b);
+  const char* names[] = {"a", "b", "c"};
+  for (int k = 0; k < 5; ++k) {
+    const Frame& f = b.frames[static_cast<std::size_t>(k)];
+    ASSERT_FALSE(f.failed()) << f.issues.front().reason;
+    ASSERT_EQ(f.catalog.rows(), 1u);
+    const auto want = expected_probs(k);
+    std::size_t best = 0;
+    for (std::size_t j = 0; j < 3; ++j) {
+      EXPECT_NEAR(f.catalog.get<float>(std::string("P_") + static_cast<char>('A' + j))[0], want[j],
+                  1e-4)
+          << "stamp " << k;
+      if (want[j] > want[best]) best = j;
+    }
+    EXPECT_EQ(f.catalog.get<std::string>("CLASS")[0], names[best]);
+    EXPECT_EQ(f.catalog.get<std::int32_t>("CLASS_ID")[0], static_cast<std::int32_t>(best));
+    ASSERT_FALSE(f.provenance.empty());
+    EXPECT_EQ(f.provenance.back().model_sha256.size(), 64u);
+  }
+  // Stamp 2 has its 3 top rows blank (make_tiny_model.py): filled and flagged.
+  EXPECT_NEAR(b.frames[2].catalog.get<float>("CLASS_FILL_FRAC")[0], 3.0 / kSize, 1e-6);
+  EXPECT_EQ(b.frames[2].catalog.get<std::int32_t>("CLASS_FLAGS")[0] & 1, 1);
+  EXPECT_EQ(b.frames[0].catalog.get<std::int32_t>("CLASS_FLAGS")[0], 0);
+}
+
+TEST_F(TinyClassify, BatchSizeDoesNotChangeResults) {
+  auto one = stage({{"batch", std::int64_t{1}}});
+  auto many = stage({{"batch", std::int64_t{64}}});
+  Batch a;
+  Batch b;
+  for (int k = 0; k < 5; ++k) {
+    a.frames.push_back(cutout_frame(raw(k)));
+    b.frames.push_back(cutout_frame(raw(k)));
+  }
+  one->process(a);
+  many->process(b);
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_NEAR(a.frames[static_cast<std::size_t>(k)].catalog.get<float>("P_B")[0],
+                b.frames[static_cast<std::size_t>(k)].catalog.get<float>("P_B")[0], 1e-6);
+  }
+}
+
+TEST_F(TinyClassify, AllBlankAndTinyCutoutsFailWithReasonOthersGoOn) {
+  auto s = stage();
+  Batch b;
+  b.frames.push_back(cutout_frame(cv::Mat(kSize, kSize, CV_32F, cv::Scalar(kNaN))));
+  b.frames.push_back(cutout_frame(cv::Mat(3, 3, CV_32F, cv::Scalar(1.0f))));
+  b.frames.push_back(cutout_frame(raw(0)));
+  s->process(b);
+  ASSERT_TRUE(b.frames[0].failed());
+  EXPECT_NE(b.frames[0].flags & astroflow::kFrameAllBlank, 0u);
+  EXPECT_NE(b.frames[0].issues.back().reason.find("no finite pixel"), std::string::npos);
+  ASSERT_TRUE(b.frames[1].failed());
+  EXPECT_NE(b.frames[1].issues.back().reason.find("too small"), std::string::npos)
+      << b.frames[1].issues.back().reason;
+  EXPECT_FALSE(b.frames[2].failed());
+  EXPECT_EQ(b.frames[2].catalog.rows(), 1u);
+}
+
+TEST_F(TinyClassify, OtherPixelScaleIsResampledOrRefused) {
+  // The same scene at half the pixel size: 32x32 pixels of 0.03".
+  cv::Mat fine;
+  cv::resize(raw(1), fine, cv::Size(2 * kSize, 2 * kSize), 0, 0, cv::INTER_NEAREST);
+  {
+    auto s = stage();
+    Batch b;
+    b.frames.push_back(cutout_frame(fine, 0.03));
+    s->process(b);
+    const Frame& f = b.frames[0];
+    ASSERT_FALSE(f.failed()) << f.issues.front().reason;
+    EXPECT_NE(f.flags & astroflow::kFrameResampled, 0u);
+    EXPECT_EQ(f.catalog.get<std::int32_t>("CLASS_FLAGS")[0] & 2, 2);
+    // INTER_AREA of a 2x nearest-neighbour enlargement restores the original stamp exactly.
+    const auto want = expected_probs(1);
+    EXPECT_NEAR(f.catalog.get<float>("P_B")[0], want[1], 1e-4);
+  }
+  {
+    auto s = stage({{"on_mismatch", std::string("refuse")}});
+    Batch b;
+    b.frames.push_back(cutout_frame(fine, 0.03));
+    s->process(b);
+    ASSERT_TRUE(b.frames[0].failed());
+    EXPECT_NE(b.frames[0].issues.back().reason.find("refuse"), std::string::npos);
+  }
+}
+
+TEST_F(TinyClassify, SourcesModeStampsEachSourceAndFlagsOffImageOnes) {
+  // A 40x40 image whose 16x16 block at (10..25, 12..27) is reference stamp 0.
+  cv::Mat img(40, 40, CV_32F, cv::Scalar(100.0f));
+  raw(0).copyTo(img(cv::Rect(10, 12, kSize, kSize)));
+  Frame f = cutout_frame(img);
+  auto& x = f.catalog.add_column<double>("X_IMAGE", "pix");
+  auto& y = f.catalog.add_column<double>("Y_IMAGE", "pix");
+  f.catalog.resize(2);
+  // Stamp centre pixel (8, 8) of the block is image pixel (18, 20), FITS (19, 21).
+  x[0] = 19.0;
+  y[0] = 21.0;
+  x[1] = -500.0;
+  y[1] = 10.0;
+  auto s = stage({{"mode", std::string("sources")}});
+  Batch b;
+  b.frames.push_back(std::move(f));
+  s->process(b);
+  const Frame& out = b.frames[0];
+  ASSERT_FALSE(out.failed());
+  ASSERT_EQ(out.catalog.rows(), 2u);
+  EXPECT_NEAR(out.catalog.get<float>("P_A")[0], expected_probs(0)[0], 1e-4);
+  EXPECT_EQ(out.catalog.get<std::int32_t>("CLASS_ID")[1], -1);
+  EXPECT_EQ(out.catalog.get<std::int32_t>("CLASS_FLAGS")[1] & 4, 4);
+  EXPECT_TRUE(std::isnan(out.catalog.get<float>("P_A")[1]));
+}
+
+TEST_F(TinyClassify, SourcesModeWithoutPositionsFailsTheFrame) {
+  auto s = stage({{"mode", std::string("sources")}});
+  Batch b;
+  b.frames.push_back(cutout_frame(raw(0)));
+  s->process(b);
+  ASSERT_TRUE(b.frames[0].failed());
+  EXPECT_NE(b.frames[0].issues.back().reason.find("X_IMAGE"), std::string::npos);
+}
+
+TEST_F(TinyClassify, WrongSha256StopsAtOpenNamingTheModel) {
+  const fs::path d = *dir_ / "badsha";
+  fs::remove_all(d);
+  fs::copy(*dir_ / "tiny", d, fs::copy_options::recursive);
+  std::ifstream in(d / "model.yaml");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string card = ss.str();
+  card.replace(card.find("sha256: ") + 8, 64, std::string(64, 'f'));
+  std::ofstream(d / "model.yaml", std::ios::trunc) << card;
+  try {
+    (void)make_stage(registry_, {{"model", (d / "model.onnx").string()}});
+    FAIL() << "expected a FatalError";
+  } catch (const astroflow::FatalError& e) {
+    EXPECT_NE(std::string(e.what()).find((d / "model.onnx").string()), std::string::npos)
+        << e.what();
+  }
+}
+
+// --- the shipped model on fresh simulated stamps ------------------------------------------
+
+TEST(ShippedClassifier, ClassifiesFreshSimulatedStamps) {
+  const fs::path model = fs::path(ASTROFLOW_SOURCE_DIR) / "models" / "classify" / "model.onnx";
+  if (!fs::exists(model)) GTEST_SKIP() << "models/classify not trained yet";
+  astroflow::PluginRegistry registry;
+  auto s = make_stage(registry, {{"model", model.string()}});
+  astroflow::CutoutOptions o;
+  o.seed = 987654;  // not one of the train/val/test seeds in model.yaml
+  o.n = 150;
+  const auto plan = astroflow::cutout_class_plan(o);
+  Batch b;
+  std::vector<int> truth;
+  for (int i = 0; i < o.n; ++i) {
+    const auto st = astroflow::render_cutout(o, i, plan[static_cast<std::size_t>(i)]);
+    b.frames.push_back(cutout_frame(st.image));
+    truth.push_back(static_cast<int>(plan[static_cast<std::size_t>(i)]));
+  }
+  s->process(b);
+  int correct = 0;
+  for (int i = 0; i < o.n; ++i) {
+    const Frame& f = b.frames[static_cast<std::size_t>(i)];
+    ASSERT_FALSE(f.failed());
+    correct += f.catalog.get<std::int32_t>("CLASS_ID")[0] == truth[static_cast<std::size_t>(i)];
+  }
+  // The card's held-out accuracy is >= 0.95; 150 stamps leave a binomial margin.
+  EXPECT_GE(correct, 135) << correct << " of " << o.n;
+}
+
+}  // namespace
