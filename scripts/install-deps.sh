@@ -12,6 +12,8 @@ pkgs=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libgmock-dev
   source-extractor
+  time
+  chromium  # tests/integration/report_test.cpp renders report.html headless
 )
 for arg in "$@"; do
   case "$arg" in

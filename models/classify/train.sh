@@ -7,7 +7,7 @@
 #   4. evaluates the test set (never used for any choice) and prints the report.
 # Usage: models/classify/train.sh            (defaults below; ~20 min on 2 cores)
 #   Environment: BUILD (build folder), DATA (scratch folder), N_TRAIN, N_VAL, N_TEST,
-#   THREADS, EPOCHS, PATIENCE.
+#   LIMIT_TRAIN, THREADS, EPOCHS, PATIENCE.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
@@ -16,7 +16,8 @@ N_TRAIN=${N_TRAIN:-15000}
 N_VAL=${N_VAL:-3000}
 N_TEST=${N_TEST:-10000}
 THREADS=${THREADS:-2}
-EPOCHS=${EPOCHS:-10}
+LIMIT_TRAIN=${LIMIT_TRAIN:-8000}  # stamps of the train set used (CPU time)
+EPOCHS=${EPOCHS:-6}
 PATIENCE=${PATIENCE:-3}
 SEED_TRAIN=1101
 SEED_VAL=2202
@@ -43,4 +44,5 @@ echo "simulated in $(( $(date +%s) - start )) s"
 /usr/bin/python3 "$ROOT/models/classify/train.py" \
   --train "$DATA/train" --val "$DATA/val" --test "$DATA/test" --out "$ROOT/models/classify" \
   --data-seeds "$SEED_TRAIN,$SEED_VAL,$SEED_TEST" --threads "$THREADS" --epochs "$EPOCHS" --patience "$PATIENCE" \
-  --recipe "models/classify/train.sh  (N_TRAIN=$N_TRAIN N_VAL=$N_VAL N_TEST=$N_TEST EPOCHS=$EPOCHS)"
+  --limit-train "$LIMIT_TRAIN" \
+  --recipe "models/classify/train.sh  (N_TRAIN=$N_TRAIN LIMIT_TRAIN=$LIMIT_TRAIN N_VAL=$N_VAL N_TEST=$N_TEST EPOCHS=$EPOCHS)"

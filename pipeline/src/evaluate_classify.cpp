@@ -1,7 +1,5 @@
 #include "astroflow/evaluate_classify.hpp"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -10,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "astroflow/error.hpp"
@@ -212,9 +211,8 @@ ClassifyEvaluation evaluate_classify(const Catalog& predictions, const Catalog& 
     e.recall.push_back(per_class[c] == 0 ? 0.0
                                          : static_cast<double>(e.confusion[c][c]) /
                                                static_cast<double>(per_class[c]));
-    e.precision.push_back(col_sum == 0 ? 0.0
-                                       : static_cast<double>(e.confusion[c][c]) /
-                                             static_cast<double>(col_sum));
+    e.precision.push_back(
+        col_sum == 0 ? 0.0 : static_cast<double>(e.confusion[c][c]) / static_cast<double>(col_sum));
   }
   for (std::size_t b = 0; b < nbins; ++b) {
     if (bin_n[b] == 0) continue;
@@ -243,8 +241,9 @@ ClassifyEvaluation evaluate_classify_files(const std::string& catalog_path,
 std::string to_text(const ClassifyEvaluation& e) {
   std::ostringstream os;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "labels %zu, unclassified %zu\naccuracy %.4f   ECE(%d bins) %.4f\n",
-                e.labels, e.unclassified, e.accuracy, e.ece_bins, e.ece);
+  std::snprintf(buf, sizeof buf,
+                "labels %zu, unclassified %zu\naccuracy %.4f   ECE(%d bins) %.4f\n", e.labels,
+                e.unclassified, e.accuracy, e.ece_bins, e.ece);
   os << buf << "\nclass            recall  precision\n";
   for (std::size_t c = 0; c < e.class_names.size(); ++c) {
     std::snprintf(buf, sizeof buf, "%-15s %7.4f %10.4f\n", e.class_names[c].c_str(), e.recall[c],
@@ -268,9 +267,10 @@ std::string to_text(const ClassifyEvaluation& e) {
   }
   os << "\nS/N bin        count  accuracy\n";
   for (const auto& b : e.snr_bins) {
-    std::snprintf(buf, sizeof buf, "[%4.0f, %4s) %7zu %9.4f\n", b.snr_min,
-                  std::isinf(b.snr_max) ? "inf" : std::to_string(static_cast<int>(b.snr_max)).c_str(),
-                  b.count, b.accuracy);
+    std::snprintf(
+        buf, sizeof buf, "[%4.0f, %4s) %7zu %9.4f\n", b.snr_min,
+        std::isinf(b.snr_max) ? "inf" : std::to_string(static_cast<int>(b.snr_max)).c_str(),
+        b.count, b.accuracy);
     os << buf;
   }
   return os.str();
@@ -291,11 +291,11 @@ std::string to_json(const ClassifyEvaluation& e) {
   }
   j["accuracy_vs_snr"] = nlohmann::json::array();
   for (const auto& b : e.snr_bins) {
-    j["accuracy_vs_snr"].push_back({{"snr_min", b.snr_min},
-                                    {"snr_max", std::isinf(b.snr_max) ? nlohmann::json(nullptr)
-                                                                      : nlohmann::json(b.snr_max)},
-                                    {"count", b.count},
-                                    {"accuracy", b.accuracy}});
+    j["accuracy_vs_snr"].push_back(
+        {{"snr_min", b.snr_min},
+         {"snr_max", std::isinf(b.snr_max) ? nlohmann::json(nullptr) : nlohmann::json(b.snr_max)},
+         {"count", b.count},
+         {"accuracy", b.accuracy}});
   }
   return j.dump(2) + "\n";
 }

@@ -553,7 +553,8 @@ void write_fits_catalog(const std::string& path, const Catalog& catalog,
       const Column& c = cols[i];
       const int colnum = static_cast<int>(i) + 1;
       if (!c.description.empty()) {
-        // SExtractor's convention: the column description is the TTYPEn comment.
+        // SExtractor's convention: the column description is the TTYPEn comment. 47
+        // characters is what fits after a short fixed-format name on an 80-character card.
         const std::string key = "TTYPE" + std::to_string(colnum);
         fits_modify_comment(f.get(), key.c_str(), c.description.substr(0, 47).c_str(), &status);
         f.check(status, "cannot write the description of column " + c.name);

@@ -22,7 +22,8 @@ class CardReader {
                          const std::string& what) const {
     std::string where = path_;
     if (at.IsDefined() && at.Mark().line >= 0) {
-      where += ":" + std::to_string(at.Mark().line + 1) + ":" + std::to_string(at.Mark().column + 1);
+      where +=
+          ":" + std::to_string(at.Mark().line + 1) + ":" + std::to_string(at.Mark().column + 1);
     }
     throw ModelCardError(where + ": " + key + ": " + what);
   }
@@ -188,7 +189,8 @@ ModelCard ModelCard::load(const std::string& card_path) {
   n.clip_sigma = r.get_or<double>("normalisation.clip_sigma", 3.0, "number");
   n.clip_iterations = r.get_or<int>("normalisation.clip_iterations", 5, "integer");
   if (!(n.clip_sigma > 0.0) || n.clip_iterations < 1) {
-    r.fail(r.node("normalisation"), "normalisation", "clip_sigma must be > 0, clip_iterations >= 1");
+    r.fail(r.node("normalisation"), "normalisation",
+           "clip_sigma must be > 0, clip_iterations >= 1");
   }
 
   c.output_semantics = r.get<std::string>("output.semantics", "string");

@@ -1,11 +1,10 @@
 #include "astroflow/onnx_model.hpp"
 
-#include <opencv2/dnn.hpp>
-
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <opencv2/dnn.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string_view>

@@ -1,11 +1,10 @@
 #include "astroflow/preprocess.hpp"
 
-#include <opencv2/imgproc.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <opencv2/imgproc.hpp>
 #include <stdexcept>
 
 #include "astroflow/error.hpp"
@@ -42,8 +41,8 @@ ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterat
   for (int it = 0; it <= iterations; ++it) {
     scratch = kept;
     s.median = median_of(scratch);
-    const double mean = std::accumulate(kept.begin(), kept.end(), 0.0) /
-                        static_cast<double>(kept.size());
+    const double mean =
+        std::accumulate(kept.begin(), kept.end(), 0.0) / static_cast<double>(kept.size());
     double ss = 0.0;
     for (double v : kept) ss += (v - mean) * (v - mean);
     s.stddev = std::sqrt(ss / static_cast<double>(kept.size()));
@@ -75,8 +74,8 @@ cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix, int si
   const long x_hi = std::min(static_cast<long>(image.cols), left + size);
   const long y_hi = std::min(static_cast<long>(image.rows), top + size);
   if (x_lo >= x_hi || y_lo >= y_hi) return stamp;
-  const cv::Rect src(static_cast<int>(x_lo), static_cast<int>(y_lo),
-                     static_cast<int>(x_hi - x_lo), static_cast<int>(y_hi - y_lo));
+  const cv::Rect src(static_cast<int>(x_lo), static_cast<int>(y_lo), static_cast<int>(x_hi - x_lo),
+                     static_cast<int>(y_hi - y_lo));
   const cv::Rect dst(static_cast<int>(x_lo - left), static_cast<int>(y_lo - top), src.width,
                      src.height);
   image(src).copyTo(stamp(dst));

@@ -47,6 +47,37 @@ wcsprm* new_blank_wcsprm() {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+bool is_distortion_record_key(const std::string& key) {
+  static const std::regex kPattern("^((CPDIS|CQDIS|CPERR|CQERR|DVERR)[0-9]+[A-Z]?|(DP|DQ)[0-9]+)$");
+  return std::regex_match(key, kPattern);
+}
+
+/// HST flt/flc headers combine SIP with CPDISj = 'Lookup' and DPj records that point to
+/// WCSDVARR image extensions. WCSLIB 7.12 has no lookup-table distortions, and given SIP plus
+/// CPDISj/DPj its wcssub overflows a heap buffer (measured with AddressSanitizer). Those cards
+/// are therefore dropped when SIP is present or when the distortion is a lookup table; SIP alone
+/// is the standard approximation astropy and DS9 also fall back to.
+void drop_unusable_distortion_cards(Header& cards) {
+  bool sip = false;
+  bool lookup = false;
+  for (const auto& c : cards.cards()) {
+    const std::string key = card_key(c);
+    if (key.rfind("CTYPE", 0) == 0 && c.find("-SIP") != std::string::npos) sip = true;
+    if ((key.rfind("CPDIS", 0) == 0 || key.rfind("CQDIS", 0) == 0)) {
+      std::string v = cards.get_string(key).value_or("");
+      for (char& ch : v) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      if (v == "LOOKUP") lookup = true;
+    }
+  }
+  if (!sip && !lookup) return;
+  std::set<std::string> drop;
+  for (const auto& c : cards.cards()) {
+    std::string key = card_key(c);
+    if (is_distortion_record_key(key)) drop.insert(std::move(key));
+  }
+  for (const auto& k : drop) cards.erase(k);
+}
+
 }  // namespace
 
 void Wcs::Deleter::operator()(wcsprm* p) const noexcept {
@@ -81,6 +112,7 @@ std::optional<Wcs> Wcs::from_header(const Header& header) {
     if (is_wcs_keyword(card_key(c))) cards.add_card(c);
   }
   if (cards.size() == 0) return std::nullopt;
+  drop_unusable_distortion_cards(cards);
 
   std::string text = cards.to_fits_string();
   int nreject = 0;

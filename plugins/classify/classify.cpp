@@ -4,9 +4,6 @@
 // (preprocess.hpp), and the whole Batch goes through the network as one tensor. Probabilities
 // are softmax(logits / T) with the card's temperature T (fitted on the validation set).
 // Behaviour on bad input is listed in README.md in this folder.
-#include <opencv2/core.hpp>
-#include <opencv2/imgproc.hpp>
-
 #include <algorithm>
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/plugin.hpp>
@@ -16,6 +13,8 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,9 +25,9 @@ using astroflow::Frame;
 using astroflow::FrameError;
 
 // Per-row CLASS_FLAGS bits.
-constexpr std::int32_t kFlagNanFilled = 1;   // some stamp pixels were blank and were filled
-constexpr std::int32_t kFlagResampled = 2;   // pixel scale or size differed from the card
-constexpr std::int32_t kFlagFailed = 4;      // no class: stamp blank, too small or off the image
+constexpr std::int32_t kFlagNanFilled = 1;  // some stamp pixels were blank and were filled
+constexpr std::int32_t kFlagResampled = 2;  // pixel scale or size differed from the card
+constexpr std::int32_t kFlagFailed = 4;     // no class: stamp blank, too small or off the image
 
 // A stamp that covers less than this fraction of the card's side (after rescaling to the card's
 // pixel scale) carries too little of the object to classify.
@@ -69,8 +68,9 @@ class ClassifyStage final : public astroflow::Stage {
                                   card.output_semantics + "', classify needs logits");
     }
     if (card.channels() != 1) {
-      throw astroflow::FatalError(card.card_path + ": classify supports single-band models, the "
-                                                   "card has " +
+      throw astroflow::FatalError(card.card_path +
+                                  ": classify supports single-band models, the "
+                                  "card has " +
                                   std::to_string(card.channels()) + " channels");
     }
     for (const auto& name : card.class_names) p_columns_.push_back("P_" + upper(name));
@@ -126,7 +126,7 @@ class ClassifyStage final : public astroflow::Stage {
     std::size_t frame = 0;
     std::size_t row = 0;
     std::size_t row_end = 0;  // rows [row, row_end) receive this stamp's class
-    cv::Mat input;  // normalised h x w
+    cv::Mat input;            // normalised h x w
     double nan_fraction = 0.0;
     bool resampled = false;
     std::string error;  // non-empty: this row gets no class
@@ -148,7 +148,8 @@ class ClassifyStage final : public astroflow::Stage {
     const int nw = std::max(1, static_cast<int>(std::lround(src.cols * factor)));
     const int nh = std::max(1, static_cast<int>(std::lround(src.rows * factor)));
     cv::Mat out;
-    cv::resize(filled, out, cv::Size(nw, nh), 0, 0, factor < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    cv::resize(filled, out, cv::Size(nw, nh), 0, 0,
+               factor < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
     return out;
   }
 
@@ -173,11 +174,10 @@ class ClassifyStage final : public astroflow::Stage {
       job.row_end = f.catalog.rows();
       const bool size_differs = f.width() != w || f.height() != h;
       if (factor != 1.0 || size_differs) {
-        const std::string what = "cutout " + std::to_string(f.width()) + "x" +
-                                 std::to_string(f.height()) + " at " +
-                                 fmt_scale(f.pixel_scale_arcsec) + " arcsec/pix, model " +
-                                 std::to_string(w) + "x" + std::to_string(h) + " at " +
-                                 fmt_scale(card_scale) + " arcsec/pix";
+        const std::string what =
+            "cutout " + std::to_string(f.width()) + "x" + std::to_string(f.height()) + " at " +
+            fmt_scale(f.pixel_scale_arcsec) + " arcsec/pix, model " + std::to_string(w) + "x" +
+            std::to_string(h) + " at " + fmt_scale(card_scale) + " arcsec/pix";
         if (refuse_mismatch_) throw FrameError(what + " (on_mismatch: refuse)");
         const double covered_w = f.width() * factor;
         const double covered_h = f.height() * factor;
@@ -232,8 +232,8 @@ class ClassifyStage final : public astroflow::Stage {
     const int src_h = std::max(1, static_cast<int>(std::lround(h / factor)));
     cv::Mat stamp = astroflow::extract_stamp(image, x0, y0, std::max(src_w, src_h));
     if (src_w != src_h) {
-      stamp = stamp(cv::Rect((stamp.cols - src_w) / 2, (stamp.rows - src_h) / 2, src_w, src_h))
-                  .clone();
+      stamp =
+          stamp(cv::Rect((stamp.cols - src_w) / 2, (stamp.rows - src_h) / 2, src_w, src_h)).clone();
     }
     const int finite = cv::countNonZero(stamp == stamp);  // NaN != NaN
     if (finite == 0) {
@@ -269,7 +269,8 @@ class ClassifyStage final : public astroflow::Stage {
     auto& cat = f.catalog;
     const auto& names = model_->card().class_names;
     auto& cls = cat.add_column<std::string>("CLASS", "", "most probable morphology class");
-    auto& id = cat.add_column<std::int32_t>("CLASS_ID", "", "index of CLASS in the model card, -1: none", -1);
+    auto& id = cat.add_column<std::int32_t>("CLASS_ID", "",
+                                            "index of CLASS in the model card, -1: none", -1);
     auto& flags = cat.add_column<std::int32_t>(
         "CLASS_FLAGS", "", "1: blank pixels filled, 2: rescaled, 4: not classified");
     auto& fill = cat.add_column<float>("CLASS_FILL_FRAC", "",
@@ -281,15 +282,16 @@ class ClassifyStage final : public astroflow::Stage {
                                              "calibrated probability of class " + names[k],
                                              std::numeric_limits<float>::quiet_NaN()));
     }
-    for (std::size_t r = job.row; r < job.row_end; ++r) fill_row(job, p, r, cls, id, flags, fill, pcols);
+    for (std::size_t r = job.row; r < job.row_end; ++r)
+      fill_row(job, p, r, cls, id, flags, fill, pcols);
   }
 
   void fill_row(const Job& job, const float* p, std::size_t r, std::vector<std::string>& cls,
                 std::vector<std::int32_t>& id, std::vector<std::int32_t>& flags,
                 std::vector<float>& fill, const std::vector<std::vector<float>*>& pcols) const {
     const auto& names = model_->card().class_names;
-    std::int32_t fl = (job.resampled ? kFlagResampled : 0) |
-                      (job.nan_fraction > 0.0 ? kFlagNanFilled : 0);
+    std::int32_t fl =
+        (job.resampled ? kFlagResampled : 0) | (job.nan_fraction > 0.0 ? kFlagNanFilled : 0);
     fill[r] = static_cast<float>(job.nan_fraction);
     if (p == nullptr) {
       cls[r].clear();

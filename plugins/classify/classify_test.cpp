@@ -6,8 +6,7 @@
 // behaviour test runs the shipped models/classify on stamps from the simulator with a seed that
 // no training, validation or test set used.
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
-#include <opencv2/core.hpp>
+#include <unistd.h>
 
 #include <astroflow/plugin_registry.hpp>
 #include <astroflow/preprocess.hpp>
@@ -19,10 +18,10 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 #include <sstream>
 #include <string>
-
-#include <unistd.h>
 
 namespace fs = std::filesystem;
 using astroflow::Batch;

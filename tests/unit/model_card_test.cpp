@@ -1,13 +1,12 @@
 // ModelCard parsing: every field of the card, and errors that name file, line, column and key.
+#include "astroflow/model_card.hpp"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
-
-#include <unistd.h>
-
-#include "astroflow/model_card.hpp"
 
 namespace fs = std::filesystem;
 using astroflow::ModelCard;
@@ -43,8 +42,9 @@ test_metrics:
 class CardFile : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("astroflow-card-test-" + std::to_string(::getpid()) +
-                                        "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("astroflow-card-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -106,8 +106,8 @@ TEST_F(CardFile, ParsesEveryField) {
 }
 
 TEST_F(CardFile, MissingShaNamesKeyAndEnclosingLine) {
-  const std::string msg = error_of(edit(
-      "sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", ""));
+  const std::string msg = error_of(
+      edit("sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", ""));
   EXPECT_NE(msg.find("sha256: required field is missing"), std::string::npos) << msg;
 }
 
@@ -125,8 +125,7 @@ TEST_F(CardFile, WrongTypeGivesLineAndColumn) {
 }
 
 TEST_F(CardFile, RejectsInconsistentOrImpossibleValues) {
-  EXPECT_NE(error_of(edit("[-1, 1, 64, 64]", "[-1, 1, 64]")).find("4 entries"),
-            std::string::npos);
+  EXPECT_NE(error_of(edit("[-1, 1, 64, 64]", "[-1, 1, 64]")).find("4 entries"), std::string::npos);
   EXPECT_NE(error_of(edit("[-1, 1, 64, 64]", "[-1, 2, 64, 64]")).find("input.bands"),
             std::string::npos);
   EXPECT_NE(error_of(edit("[-1, 1, 64, 64]", "[0, 1, 64, 64]")).find("batch entry"),

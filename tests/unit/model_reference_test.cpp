@@ -6,12 +6,12 @@
 // Tolerance: the reference's "tolerance" (1e-4 absolute, scaled by max(1, |value|)). This guards
 // against OpenCV fusions that are silently wrong (ONNX-NOTES.md: `x**2 + c`, OpenCV issue 22649).
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "astroflow/onnx_model.hpp"
@@ -93,13 +93,13 @@ TEST(ModelReference, OpenCvMatchesTorchForEveryShippedModel) {
           << "single-band models only";
       double worst_norm = 0.0;
       for (int k = 0; k < n; ++k) {
-        const cv::Mat stamp(h, w, CV_32F,
-                            raw.values.data() + static_cast<std::size_t>(k) * h * w);
+        const cv::Mat stamp(h, w, CV_32F, raw.values.data() + static_cast<std::size_t>(k) * h * w);
         cv::Mat norm;
         (void)astroflow::normalise_stamp(stamp, model.card().normalisation, norm);
         const float* want = input.values.data() + static_cast<std::size_t>(k) * h * w;
         for (int p = 0; p < h * w; ++p) {
-          const double d = std::abs(norm.ptr<float>()[p] - want[p]) / std::max(1.0f, std::abs(want[p]));
+          const double d =
+              std::abs(norm.ptr<float>()[p] - want[p]) / std::max(1.0f, std::abs(want[p]));
           worst_norm = std::max(worst_norm, d);
         }
       }

@@ -4,22 +4,21 @@
 //   /usr/bin/python3 models/common/make_tiny_model.py <dir>
 // (Debian's python3-torch). Without torch the model tests are skipped; the preprocessing and
 // batching tests (fake backend) always run.
+#include "astroflow/onnx_model.hpp"
+
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 #include <random>
 #include <sstream>
 
-#include <unistd.h>
-
-#include <opencv2/core.hpp>
-
-#include "astroflow/onnx_model.hpp"
 #include "astroflow/preprocess.hpp"
 
 namespace fs = std::filesystem;
@@ -131,8 +130,7 @@ TEST_F(TinyModel, MatchesTorchReferenceThroughOnnxOrCardPath) {
     ASSERT_EQ(out.cols, 3);
     for (int i = 0; i < 5; ++i) {
       for (int j = 0; j < 3; ++j) {
-        EXPECT_NEAR(out.at<float>(i, j), expected.values[static_cast<std::size_t>(i * 3 + j)],
-                    1e-4)
+        EXPECT_NEAR(out.at<float>(i, j), expected.values[static_cast<std::size_t>(i * 3 + j)], 1e-4)
             << path << " row " << i;
       }
     }
@@ -177,8 +175,8 @@ TEST_F(TinyModel, ModifiedOnnxFileIsFatal) {
 
 TEST_F(TinyModel, CardShapeDifferentFromGraphIsFatal) {
   const fs::path d = copy_fixture("badshape");
-  write_text(d / "model.yaml", replace_once(read_text(d / "model.yaml"), "[-1, 1, 16, 16]",
-                                            "[-1, 1, 32, 32]"));
+  write_text(d / "model.yaml",
+             replace_once(read_text(d / "model.yaml"), "[-1, 1, 16, 16]", "[-1, 1, 32, 32]"));
   try {
     (void)OnnxModel::load((d / "model.yaml").string());
     FAIL() << "expected OnnxModelError";
@@ -219,7 +217,8 @@ TEST_F(TinyModel, MissingOnnxFileIsFatal) {
 }
 
 TEST(OnnxGraphInfo, NonOnnxFileIsFatalNamingIt) {
-  const fs::path p = fs::temp_directory_path() / ("astroflow-not-onnx-" + std::to_string(::getpid()));
+  const fs::path p =
+      fs::temp_directory_path() / ("astroflow-not-onnx-" + std::to_string(::getpid()));
   write_text(p, "name: this is YAML, not protobuf\n");
   try {
     (void)astroflow::read_onnx_graph_info(p.string());
@@ -316,8 +315,8 @@ TEST(Preprocess, SigmaClipRecoversGaussianNoise) {
 }
 
 TEST(Preprocess, NormaliseWithoutBackgroundIsPlainAsinhAndFillsNaN) {
-  cv::Mat img = (cv::Mat_<float>(2, 2) << 0.0f, 6.0f, -30.0f,
-                 std::numeric_limits<float>::quiet_NaN());
+  cv::Mat img =
+      (cv::Mat_<float>(2, 2) << 0.0f, 6.0f, -30.0f, std::numeric_limits<float>::quiet_NaN());
   astroflow::Normalisation n;
   n.background = "none";
   n.scale = 3.0;

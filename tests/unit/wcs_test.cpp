@@ -206,6 +206,26 @@ TEST(Wcs, SipPolynomialIsApplied) {
   }
 }
 
+TEST(Wcs, HstStyleLookupTableCardsAreIgnoredAndSipStillApplies) {
+  // HST flt headers: SIP plus CPDISj = 'Lookup' and DPj records naming WCSDVARR extensions.
+  const TanParams p = sip_field();
+  Header h = make_header(p);
+  h.set("CPDIS1", "Lookup");
+  h.set("CPDIS2", "Lookup");
+  for (const char* card : {"DP1     = 'EXTVER: 1'", "DP1     = 'NAXES: 2'", "DP1     = 'AXIS.1: 1'",
+                           "DP1     = 'AXIS.2: 2'", "DP2     = 'EXTVER: 2'", "DP2     = 'NAXES: 2'",
+                           "DP2     = 'AXIS.1: 1'", "DP2     = 'AXIS.2: 2'"}) {
+    h.add_card(card);
+  }
+  const auto wcs = Wcs::from_header(h);
+  ASSERT_TRUE(wcs.has_value());
+  EXPECT_TRUE(wcs->has_distortion());
+  EXPECT_FALSE(wcs->cards().contains("CPDIS1"));
+  for (const auto& px : kPixels) {
+    EXPECT_LT(separation_mas(wcs->pixel_to_sky(px), expected_sky(p, px.x, px.y)), 1.0);
+  }
+}
+
 TEST(Wcs, SipRoundTripsThroughSkyToPixel) {
   const auto wcs = Wcs::from_header(make_header(sip_field()));
   ASSERT_TRUE(wcs.has_value());

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -60,10 +61,12 @@ class Catalog {
  public:
   [[nodiscard]] std::size_t rows() const { return rows_; }
   [[nodiscard]] bool empty() const { return rows_ == 0; }
-  [[nodiscard]] const std::vector<Column>& columns() const { return columns_; }
+  [[nodiscard]] const std::deque<Column>& columns() const { return columns_; }
 
   /// Adds a column filled with `fill` for existing rows, or returns the existing one if a column
   /// of that name and type exists. Throws std::invalid_argument on a type clash.
+  /// The returned reference stays valid when further columns are added, but not across
+  /// resize()/append_row()/append()/filter(), which may reallocate the values.
   template <typename T>
   std::vector<T>& add_column(std::string_view name, std::string_view unit = {},
                              std::string_view description = {}, T fill = T{}) {
@@ -103,7 +106,7 @@ class Catalog {
   Column& add_column_impl(std::string_view name, std::string_view unit,
                           std::string_view description, ColumnType type);
   Column& require(std::string_view name, ColumnType type);
-  std::vector<Column> columns_;
+  std::deque<Column> columns_;  ///< a deque, so adding a column keeps references to others valid
   std::size_t rows_ = 0;
 };
 

@@ -39,18 +39,16 @@ struct ClassifyEvaluation {
   std::vector<double> recall;     ///< per true class, over all labels of that class
   std::vector<double> precision;  ///< per predicted class
   std::vector<SnrBinAccuracy> snr_bins;
-  double ece = 0.0;            ///< over classified rows with probabilities
+  double ece = 0.0;  ///< over classified rows with probabilities
   int ece_bins = 15;
 };
 
 /// S/N bin edges used by default (the last bin is open-ended); same as models/common/metrics.py.
 [[nodiscard]] std::vector<double> default_snr_edges();
 
-[[nodiscard]] ClassifyEvaluation evaluate_classify(const Catalog& predictions,
-                                                   const Catalog& labels,
-                                                   const std::vector<double>& snr_edges =
-                                                       default_snr_edges(),
-                                                   int ece_bins = 15);
+[[nodiscard]] ClassifyEvaluation evaluate_classify(
+    const Catalog& predictions, const Catalog& labels,
+    const std::vector<double>& snr_edges = default_snr_edges(), int ece_bins = 15);
 
 /// Reads a catalog from .csv (every column as text; numbers are parsed where needed) or from a
 /// FITS table (read_fits_catalog). Throws FatalError naming the file.

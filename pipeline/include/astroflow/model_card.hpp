@@ -34,8 +34,8 @@ struct Normalisation {
   /// "median_clip": background and rms are the sigma-clipped median and standard deviation of
   /// the finite pixels of each stamp (see sigma_clipped_stats); "none": background 0, rms 1.
   std::string background = "median_clip";
-  double scale = 3.0;        ///< softening in units of the clipped rms
-  double clip_sigma = 3.0;   ///< clipping threshold in units of the clipped rms
+  double scale = 3.0;       ///< softening in units of the clipped rms
+  double clip_sigma = 3.0;  ///< clipping threshold in units of the clipped rms
   int clip_iterations = 5;
 };
 
@@ -49,8 +49,8 @@ struct ModelCard {
 
   /// NCHW; the batch entry is -1 (dynamic) or a fixed batch size.
   std::vector<std::int64_t> input_shape;
-  std::vector<std::string> bands;      ///< one per input channel, e.g. ["F814W"] or ["any"]
-  double pixel_scale_arcsec = 0.0;     ///< scale of the training images
+  std::vector<std::string> bands;   ///< one per input channel, e.g. ["F814W"] or ["any"]
+  double pixel_scale_arcsec = 0.0;  ///< scale of the training images
   Normalisation normalisation;
 
   /// "logits" (softmax applied by the stage), "probabilities", "heatmap", "image", "mask".

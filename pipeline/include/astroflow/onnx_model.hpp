@@ -14,8 +14,8 @@
 // batch_size and the padding rows are dropped). docs/models.md gives the measured trade-off.
 #pragma once
 
-#include <opencv2/core/mat.hpp>
 #include <memory>
+#include <opencv2/core/mat.hpp>
 #include <string>
 #include <vector>
 

@@ -16,8 +16,8 @@ namespace astroflow {
 
 struct ClippedStats {
   double median = 0.0;
-  double stddev = 0.0;      ///< population standard deviation of the kept pixels
-  std::size_t n_used = 0;   ///< finite pixels kept after clipping (0: no finite pixel)
+  double stddev = 0.0;     ///< population standard deviation of the kept pixels
+  std::size_t n_used = 0;  ///< finite pixels kept after clipping (0: no finite pixel)
 };
 
 /// Iterative sigma clipping over the finite pixels of a CV_32F image: start from all finite
@@ -29,8 +29,7 @@ struct ClippedStats {
 
 /// A size x size CV_32F stamp whose centre pixel (size/2, size/2), 0-based, is at the 0-based
 /// image position (round(x0_pix), round(y0_pix)). Pixels outside the image are NaN.
-[[nodiscard]] cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix,
-                                    int size);
+[[nodiscard]] cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix, int size);
 
 struct NormalisedStamp {
   double background = 0.0;
@@ -54,7 +53,6 @@ struct Peak {
 
 /// Local maxima of a CV_32F heatmap that are >= threshold and the largest value in their
 /// (2 * radius + 1)^2 neighbourhood, strongest first; ties resolve to the first in raster order.
-[[nodiscard]] std::vector<Peak> find_peaks(const cv::Mat& heatmap, float threshold,
-                                           int radius = 1);
+[[nodiscard]] std::vector<Peak> find_peaks(const cv::Mat& heatmap, float threshold, int radius = 1);
 
 }  // namespace astroflow

@@ -1,0 +1,61 @@
+// Bare inference throughput of a classifier card (bench/classify_throughput.sh builds and runs
+// this). Prints one table row per batch size: stamps/s for the forward pass alone, and for
+// normalisation + forward pass, on the same N simulated stamps.
+//   classify_bench MODEL.onnx N THREADS BATCH...
+#include <astroflow/onnx_model.hpp>
+#include <astroflow/preprocess.hpp>
+#include <astroflow/simulate.hpp>
+#include <chrono>
+#include <cstdio>
+#include <opencv2/core.hpp>
+#include <string>
+#include <vector>
+
+int main(int argc, char** argv) {
+  if (argc < 5) {
+    std::fprintf(stderr, "usage: %s MODEL N THREADS BATCH...\n", argv[0]);
+    return 2;
+  }
+  const std::string model_path = argv[1];
+  const int n = std::stoi(argv[2]);
+  cv::setNumThreads(std::stoi(argv[3]));
+  astroflow::CutoutOptions o;
+  o.seed = 777;
+  o.n = n;
+  const auto plan = astroflow::cutout_class_plan(o);
+  std::vector<cv::Mat> stamps;
+  for (int i = 0; i < n; ++i) {
+    stamps.push_back(astroflow::render_cutout(o, i, plan[static_cast<std::size_t>(i)]).image);
+  }
+  using clock = std::chrono::steady_clock;
+  std::printf("%-6s %14s %20s\n", "batch", "forward/s", "normalise+forward/s");
+  for (int a = 4; a < argc; ++a) {
+    const int batch = std::stoi(argv[a]);
+    auto model = astroflow::OnnxModel::load(model_path, {batch, false, true});
+    const auto& card = model.card();
+    const int h = static_cast<int>(card.height_pix());
+    const int w = static_cast<int>(card.width_pix());
+    const int sizes[4] = {n, 1, h, w};
+    cv::Mat blob(4, sizes, CV_32F);
+    auto fill = [&] {
+      for (int i = 0; i < n; ++i) {
+        cv::Mat dst(h, w, CV_32F, blob.ptr<float>() + static_cast<std::size_t>(i) * h * w);
+        cv::Mat norm;
+        (void)astroflow::normalise_stamp(stamps[static_cast<std::size_t>(i)], card.normalisation,
+                                         norm);
+        norm.copyTo(dst);
+      }
+    };
+    fill();
+    (void)model.run(blob);  // warm-up: first call allocates
+    auto t0 = clock::now();
+    (void)model.run(blob);
+    const double fwd = std::chrono::duration<double>(clock::now() - t0).count();
+    t0 = clock::now();
+    fill();
+    (void)model.run(blob);
+    const double all = std::chrono::duration<double>(clock::now() - t0).count();
+    std::printf("%-6d %14.0f %20.0f\n", batch, n / fwd, n / all);
+  }
+  return 0;
+}

@@ -1,0 +1,26 @@
+// `astroflow evaluate classify`: scores a run's catalog against simulator labels
+// (evaluate_classify.hpp). Wired in main.cpp like the other subcommands:
+//   EvaluateArgs eval;  auto* eval_cmd = add_evaluate_command(app, eval);
+//   ...  if (eval_cmd->parsed()) return run_evaluate(eval);
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+namespace astroflow::cli {
+
+struct EvaluateArgs {
+  std::string catalog;  ///< the run's catalog (.csv or FITS)
+  std::string labels;   ///< labels.csv or labels.fits from `astroflow simulate cutouts`
+  std::string json;     ///< optional: also write the report as JSON here
+  CLI::App* classify_cmd = nullptr;
+};
+
+/// Adds `evaluate classify` to `app`, bound to `args`. Returns the evaluate subcommand.
+CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& args);
+
+/// Runs the parsed evaluate subcommand; prints the report; returns the exit code (0). Errors
+/// (missing file or column) throw FatalError for main's handler.
+int run_evaluate(EvaluateArgs& args);
+
+}  // namespace astroflow::cli
