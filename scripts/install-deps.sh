@@ -17,7 +17,7 @@ pkgs=(
 )
 for arg in "$@"; do
   case "$arg" in
-    --train) pkgs+=(python3-torch python3-numpy) ;;
+    --train) pkgs+=(python3-torch python3-numpy python3-yaml) ;;
     --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
     *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac

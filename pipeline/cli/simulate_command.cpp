@@ -44,6 +44,8 @@ CLI::App* add_simulate_command(CLI::App& app, SimulateArgs& a) {
   fc->add_option("--hot-pixels", f.n_hot_pixels, "hot pixels")->capture_default_str();
   fc->add_option("--oversample", f.oversample, "galaxy rendering grid factor")
       ->capture_default_str();
+  fc->add_option("--noise-seed", f.noise_seed, "seed of the pixel noise only (0: --seed)")
+      ->capture_default_str();
   a.field_cmd = fc;
 
   CutoutOptions& c = a.cutouts;

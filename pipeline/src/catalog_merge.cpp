@@ -50,8 +50,7 @@ nlohmann::json read_json_file(const std::string& path) {
 
 }  // namespace
 
-Header merged_catalog_header(const std::string& astroflow_version,
-                             const std::string& config_sha256,
+Header merged_catalog_header(const std::string& astroflow_version, const std::string& config_sha256,
                              const std::vector<PluginInfo>& plugins) {
   Header h;
   h.add_history("astroflow " + astroflow_version);
@@ -104,8 +103,8 @@ MergedRowImages merged_row_images(const Catalog& merged,
   for (std::size_t i = 0; i < merged.rows(); ++i) {
     const auto it = sizes.find({file->as_text(i), hdu->as_text(i)});
     if (it == sizes.end() || it->second.first <= 0 || it->second.second <= 0) return out;
-    dist[i] = edge_distance_pix(x->as_double(i), y->as_double(i), it->second.first,
-                                it->second.second);
+    dist[i] =
+        edge_distance_pix(x->as_double(i), y->as_double(i), it->second.first, it->second.second);
   }
   out.edge_distance_pix = std::move(dist);
   return out;
@@ -139,7 +138,8 @@ RunReport merge_shard_outputs(const MergeOptions& options) {
       report.config_sha256 = config;
       report.threads = s.value("threads", 0);
       for (const auto& p : s.value("plugins", nlohmann::json::array()))
-        report.plugins.push_back({p.value("name", ""), p.value("version", ""), p.value("path", "")});
+        report.plugins.push_back(
+            {p.value("name", ""), p.value("version", ""), p.value("path", "")});
     } else if (config != report.config_sha256) {
       throw FatalError("merge: " + dir + " was made with config sha256 " + config + ", but " +
                        first_dir + " with " + report.config_sha256 +
@@ -152,8 +152,8 @@ RunReport merge_shard_outputs(const MergeOptions& options) {
     report.files_failed += counts.value("files_failed", std::size_t{0});
     report.wall_s = std::max(report.wall_s, s.value("wall_s", 0.0));
     for (const auto& f : s.value("failures", nlohmann::json::array()))
-      report.failures.push_back({f.value("path", ""), f.value("hdu", ""), f.value("stage", ""),
-                                 f.value("reason", "")});
+      report.failures.push_back(
+          {f.value("path", ""), f.value("hdu", ""), f.value("stage", ""), f.value("reason", "")});
     for (const auto& t : s.value("stage_timings", nlohmann::json::array())) {
       const std::string stage = t.value("stage", "");
       auto it = std::find_if(report.stage_timings.begin(), report.stage_timings.end(),
@@ -182,9 +182,8 @@ RunReport merge_shard_outputs(const MergeOptions& options) {
   // Sort entries and their folders together by input path, as one run over all files orders them.
   std::vector<std::size_t> order(entries.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return entries[a].path < entries[b].path;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return entries[a].path < entries[b].path; });
   std::vector<ManifestEntry> sorted;
   std::vector<std::string> sorted_dirs;
   for (std::size_t i : order) {
@@ -205,11 +204,10 @@ RunReport merge_shard_outputs(const MergeOptions& options) {
   std::error_code ec;
   fs::create_directories(options.output_dir, ec);
   if (ec) throw FatalError("merge: cannot create " + options.output_dir + ": " + ec.message());
-  write_merged_catalog(options.output_dir, merged, options.formats,
-                       merged_catalog_header(report.astroflow_version, report.config_sha256,
-                                             report.plugins));
-  write_file_atomically((fs::path(options.output_dir) / "summary.json").string(),
-                        report.to_json());
+  write_merged_catalog(
+      options.output_dir, merged, options.formats,
+      merged_catalog_header(report.astroflow_version, report.config_sha256, report.plugins));
+  write_file_atomically((fs::path(options.output_dir) / "summary.json").string(), report.to_json());
   return report;
 }
 

@@ -84,7 +84,8 @@ ManifestEntry ManifestEntry::from_json_line(const std::string& line) {
     e.mtime_ns = j.at("mtime_ns").get<std::int64_t>();
     e.sha256 = j.value("sha256", std::string());
     e.config_sha256 = j.at("config_sha256").get<std::string>();
-    for (const auto& [k, v] : j.at("model_sha256").items()) e.model_sha256[k] = v.get<std::string>();
+    for (const auto& [k, v] : j.at("model_sha256").items())
+      e.model_sha256[k] = v.get<std::string>();
     for (const auto& o : j.at("outputs"))
       e.outputs.push_back({o.at("path").get<std::string>(), o.at("sha256").get<std::string>()});
     for (const auto& f : j.at("frames")) {

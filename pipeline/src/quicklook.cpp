@@ -34,8 +34,8 @@ cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const c
   std::vector<float> sample;
   sample.reserve(total / step + 1);
   for (std::size_t i = 0; i < total; i += step) {
-    const float v = science.at<float>(static_cast<int>(i / science.cols),
-                                      static_cast<int>(i % science.cols));
+    const float v =
+        science.at<float>(static_cast<int>(i / science.cols), static_cast<int>(i % science.cols));
     if (std::isfinite(v)) sample.push_back(v);
   }
   const double median = quantile(sample, 0.5);
@@ -107,8 +107,7 @@ cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const c
       const double a = options.ellipse_scale * ac->as_double(i) * sx;
       const double b = options.ellipse_scale * bc->as_double(i) * sy;
       const double theta = tc->as_double(i);
-      if (!std::isfinite(x) || !std::isfinite(y) || !(a > 0) || !(b > 0) ||
-          !std::isfinite(theta))
+      if (!std::isfinite(x) || !std::isfinite(y) || !(a > 0) || !(b > 0) || !std::isfinite(theta))
         continue;
       // Array rows grow with FITS y, so THETA (CCW from +x with y up) is the angle from +x
       // towards +row here; the vertical flip below turns it into the on-sky orientation.
@@ -129,8 +128,8 @@ void write_png(const std::string& path, const cv::Mat& image) {
   std::vector<unsigned char> bytes;
   if (!cv::imencode(".png", image, bytes))
     throw std::runtime_error(path + ": PNG encoding failed (OpenCV imencode)");
-  write_file_atomically(path, std::string_view(reinterpret_cast<const char*>(bytes.data()),
-                                               bytes.size()));
+  write_file_atomically(
+      path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }
 
 }  // namespace astroflow

@@ -182,9 +182,9 @@ std::string render_report_html(const RunReport& r, const Catalog& merged,
   }
 
   std::string hists;
-  for (const auto& [col, label] : {std::pair{"MAG_AUTO", "MAG_AUTO (mag)"},
-                                   std::pair{"DET_SCORE", "DET_SCORE"},
-                                   std::pair{"A_IMAGE", "A_IMAGE (pix)"}}) {
+  for (const auto& [col, label] :
+       {std::pair{"MAG_AUTO", "MAG_AUTO (mag)"}, std::pair{"DET_SCORE", "DET_SCORE"},
+        std::pair{"A_IMAGE", "A_IMAGE (pix)"}}) {
     if (!merged.has(col)) continue;
     hists += "<figure>" + histogram_svg(make_histogram(column_doubles(merged, col), 30), label) +
              "</figure>";
@@ -198,8 +198,7 @@ std::string render_report_html(const RunReport& r, const Catalog& merged,
     h += "<table><tr><th>file</th><th>HDU</th><th>stage</th><th>reason</th></tr>";
     for (const FailureRecord& f : r.failures) {
       h += "<tr><td>" + html_escape(f.path) + "</td><td>" + html_escape(f.hdu) + "</td><td>" +
-           html_escape(f.stage) + "</td><td class=\"bad\">" + html_escape(f.reason) +
-           "</td></tr>";
+           html_escape(f.stage) + "</td><td class=\"bad\">" + html_escape(f.reason) + "</td></tr>";
     }
     h += "</table>\n";
   }

@@ -35,6 +35,8 @@ Shard Shard::parse(std::string_view text) {
   return s;
 }
 
-std::string Shard::str() const { return std::to_string(index) + "/" + std::to_string(count); }
+std::string Shard::str() const {
+  return std::to_string(index) + "/" + std::to_string(count);
+}
 
 }  // namespace astroflow

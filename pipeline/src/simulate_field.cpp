@@ -351,8 +351,8 @@ FieldSimulation simulate_field(const FieldOptions& o) {
     }
   }
   out.image = out.model.clone();
-  add_noise(out.image, out.sky, o.sky_counts, o.gain_e_per_count, o.read_noise_e, o.seed,
-            kStreamNoise);
+  add_noise(out.image, out.sky, o.sky_counts, o.gain_e_per_count, o.read_noise_e,
+            o.noise_seed != 0 ? o.noise_seed : o.seed, kStreamNoise);
 
   // --- Cosmic rays (sharp, after the optics: not PSF-convolved) and hot pixels.
   SimRng art = SimRng::stream(o.seed, kStreamArtifacts, 0);
@@ -399,6 +399,9 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   hd.set("PIXSCALE", o.pixel_scale_arcsec, "[arcsec/pix]");
   hd.set("NOISERMS", out.noise_rms_counts, "[count] sqrt(SKY GAIN + RDNOISE^2) / GAIN");
   hd.set("SIMSEED", static_cast<long long>(o.seed), "astroflow simulate field --seed");
+  if (o.noise_seed != 0) {
+    hd.set("NOISSEED", static_cast<long long>(o.noise_seed), "astroflow simulate --noise-seed");
+  }
   hd.set("ORIGIN", std::string_view("astroflow simulate field"), "");
 
   for (auto& s : sources) out.sources.push_back(s.truth);

@@ -64,8 +64,8 @@ std::string_view to_string(KeepRule rule) {
 
 double edge_distance_pix(double x_image, double y_image, int width_pix, int height_pix) {
   // Pixel i (1-based) covers [i - 0.5, i + 0.5], so the image spans [0.5, N + 0.5].
-  return std::min({x_image - 0.5, width_pix + 0.5 - x_image, y_image - 0.5,
-                   height_pix + 0.5 - y_image});
+  return std::min(
+      {x_image - 0.5, width_pix + 0.5 - x_image, y_image - 0.5, height_pix + 0.5 - y_image});
 }
 
 std::vector<std::size_t> image_ids_from_columns(const Catalog& catalog) {
@@ -96,7 +96,8 @@ SkyMatchResult flag_sky_duplicates(Catalog& catalog, const SkyMatchOptions& opti
   if (ra == nullptr || dec == nullptr)
     throw std::invalid_argument("sky match needs the ALPHA_J2000 and DELTA_J2000 columns");
   if (options.keep == KeepRule::kFarthestFromEdge && edge_distance.size() != n)
-    throw std::invalid_argument("sky match: keep farthest_from_edge needs one edge distance per row");
+    throw std::invalid_argument(
+        "sky match: keep farthest_from_edge needs one edge distance per row");
 
   // Unit vectors; a chord of 2 sin(r/2) corresponds to an angular separation r.
   const double r_rad = options.radius_arcsec / 3600.0 * kPi / 180.0;
@@ -150,9 +151,8 @@ SkyMatchResult flag_sky_duplicates(Catalog& catalog, const SkyMatchOptions& opti
     throw std::invalid_argument("sky match: keep best_snr needs FLUX_AUTO and FLUXERR_AUTO");
   std::vector<double> score(n);
   for (std::size_t i = 0; i < n; ++i) {
-    double s = options.keep == KeepRule::kBestSnr
-                   ? column_value(flux, i) / column_value(fluxerr, i)
-                   : edge_distance[i];
+    double s = options.keep == KeepRule::kBestSnr ? column_value(flux, i) / column_value(fluxerr, i)
+                                                  : edge_distance[i];
     score[i] = std::isfinite(s) ? s : -HUGE_VAL;
   }
 

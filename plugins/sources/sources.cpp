@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
@@ -44,13 +45,180 @@ struct Params {
   double deblend_mincont = 0.005;
   double mag_zeropoint = 25.0;
   double gain_e_per_adu = 0.0;
+  bool clean = true;
+  double clean_param = 1.0;
 };
 
 // A set of pixels (0-based linear indices into the frame) forming one object.
 struct Object {
   std::vector<int> pix;
   bool blended = false;
+  // Pixels of fainter detections merged in by CLEAN: they belong to this object in the segmap,
+  // ISOAREA, FLUX_ISO and the footprint box, but not in the barycentre and moments, which stay
+  // those of the object's own pixels as in SExtractor's clean_merge().
+  std::vector<int> cleaned;
 };
+
+// SExtractor's CLEAN zone: pairs farther apart than 10 x (A1 + A2) are never compared.
+constexpr double kCleanZone = 10.0;
+
+// What CLEAN needs of one object, all on the filtered (detection) image.
+struct CleanModel {
+  double flux = 0.0;  // sum of filtered values (SExtractor fdflux)
+  double mx = 0.0;    // filtered-weighted barycentre, 0-based
+  double my = 0.0;
+  double a = 0.0;    // RMS along the major / minor axes
+  double cxx = 0.0;  // ellipse coefficients: r^2 = cxx dx^2 + cyy dy^2 + cxy dx dy
+  double cyy = 0.0;
+  double cxy = 0.0;
+  double amp = 0.0;      // peak amplitude of the Moffat model
+  double alpha = 0.0;    // its radial scale: profile = amp (1 + alpha r^2)^-beta
+  double mthresh = 0.0;  // excess over threshold of the min_area-th brightest pixel
+};
+
+// Builds the Moffat model SExtractor extrapolates from an isophotal detection: amplitude from
+// the flux and the (truncation-corrected) moments, scale chosen so that the profile falls to the
+// detection threshold at the isophotal area.
+CleanModel clean_model(const Object& o, const cv::Mat& filt, const cv::Mat& thresh, int min_area,
+                       double beta) {
+  CleanModel m;
+  const int w = filt.cols;
+  const float* f = filt.ptr<float>();
+  const float* t = thresh.ptr<float>();
+  double s = 0.0;
+  double sx = 0.0;
+  double sy = 0.0;
+  double tsum = 0.0;
+  double peak = -std::numeric_limits<double>::infinity();
+  for (int p : o.pix) {
+    const double v = f[p];
+    s += v;
+    sx += v * (p % w);
+    sy += v * (p / w);
+    tsum += t[p];
+    peak = std::max(peak, v);
+  }
+  const auto npix = static_cast<double>(o.pix.size());
+  m.flux = s;
+  if (o.pix.empty() || s <= 0.0) return m;  // amp stays 0: it can neither clean nor survive it
+  m.mx = sx / s;
+  m.my = sy / s;
+  double xx = 0.0;
+  double yy = 0.0;
+  double xy = 0.0;
+  for (int p : o.pix) {
+    const double v = f[p];
+    const double dx = p % w - m.mx;
+    const double dy = p / w - m.my;
+    xx += v * dx * dx;
+    yy += v * dy * dy;
+    xy += v * dx * dy;
+  }
+  xx /= s;
+  yy /= s;
+  xy /= s;
+  if (xx * yy - xy * xy < 1.0 / 144.0) {
+    xx += 1.0 / 12.0;
+    yy += 1.0 / 12.0;
+  }
+  const double det = xx * yy - xy * xy;
+  const double mean = 0.5 * (xx + yy);
+  const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
+  m.a = std::sqrt(mean + diff);
+  const double b = std::sqrt(std::max(mean - diff, 1e-12));
+  m.cxx = yy / det;
+  m.cyy = xx / det;
+  m.cxy = -2.0 * xy / det;
+  const double dthresh = tsum / npix;
+  // Moments of a profile cut at the threshold underestimate A and B. For a Gaussian the area
+  // between the threshold t and t2 = (t + peak) / 2 is 2 pi A B ln(t2 / t); the ratio of the
+  // measured area to that corrects the amplitude (SExtractor's abcor, at most 1).
+  double abcor = 1.0;
+  const double thresh2 = 0.5 * (dthresh + peak);
+  if (dthresh > 0.0 && thresh2 > 0.0) {
+    int area2 = 0;
+    for (int p : o.pix) area2 += f[p] > thresh2 ? 1 : 0;
+    const double darea = area2 - npix;
+    const double t1t2 = std::min(dthresh / thresh2, 0.99);
+    abcor = std::min(1.0, (darea < 0.0 ? darea : -1.0) / (2.0 * CV_PI * std::log(t1t2) * m.a * b));
+  }
+  const double unit_area = CV_PI * m.a * b;
+  m.amp = s / (2.0 * unit_area * abcor);
+  m.alpha = dthresh > 0.0 ? (std::pow(m.amp / dthresh, 1.0 / beta) - 1.0) * unit_area / npix : 0.0;
+  if (static_cast<int>(o.pix.size()) >= min_area) {
+    std::vector<float> excess;
+    excess.reserve(o.pix.size());
+    for (int p : o.pix) excess.push_back(f[p] - t[p]);
+    const auto k = static_cast<std::ptrdiff_t>(min_area - 1);
+    std::nth_element(excess.begin(), excess.begin() + k, excess.end(), std::greater<>());
+    m.mthresh = excess[static_cast<std::size_t>(k)];
+  }
+  return m;
+}
+
+// SExtractor's CLEAN: a detection is merged into a brighter one (larger filtered flux) when the
+// brighter one's extrapolated Moffat profile, evaluated at the fainter one's barycentre, is
+// above the fainter one's `mthresh`, i.e. the fainter detection is no more significant than the
+// wing it sits on. Objects are visited from the brightest down, so a detection is only compared
+// with those that survived; it joins the one whose profile is highest at its position.
+std::vector<Object> clean_objects(std::vector<Object> objects, const cv::Mat& filt,
+                                  const cv::Mat& thresh, int min_area, double beta) {
+  const std::size_t n = objects.size();
+  std::vector<CleanModel> models(n);
+  double a_max = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    models[i] = clean_model(objects[i], filt, thresh, min_area, beta);
+    a_max = std::max(a_max, models[i].a);
+  }
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return models[a].flux > models[b].flux; });
+  std::multimap<double, std::size_t> kept;  // survivors by barycentre x, for the zone search
+  std::vector<int> eaten_by(n, -1);
+  for (std::size_t j : order) {
+    const CleanModel& mj = models[j];
+    const double reach = kCleanZone * (mj.a + a_max);
+    int best = -1;
+    double best_value = -std::numeric_limits<double>::infinity();
+    for (auto it = kept.lower_bound(mj.mx - reach); it != kept.end() && it->first <= mj.mx + reach;
+         ++it) {
+      const std::size_t i = it->second;
+      const CleanModel& mi = models[i];
+      if (!(mi.flux > mj.flux) || mi.amp <= 0.0) continue;
+      const double dx = mj.mx - mi.mx;
+      const double dy = mj.my - mi.my;
+      const double zone = kCleanZone * (mi.a + mj.a);
+      if (dx * dx + dy * dy >= zone * zone) continue;
+      const double val = 1.0 + mi.alpha * (mi.cxx * dx * dx + mi.cyy * dy * dy + mi.cxy * dx * dy);
+      if (!(val > 1.0) || val >= 1e10) continue;
+      const double profile = mi.amp * std::pow(val, -beta);
+      if (profile > mj.mthresh && profile > best_value) {
+        best_value = profile;
+        best = static_cast<int>(i);
+      }
+    }
+    if (best >= 0) {
+      eaten_by[j] = best;
+    } else {
+      kept.emplace(mj.mx, j);
+    }
+  }
+  std::vector<Object> out;
+  std::vector<int> index(n, -1);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (eaten_by[i] >= 0) continue;
+    index[i] = static_cast<int>(out.size());
+    out.push_back(std::move(objects[i]));
+  }
+  for (std::size_t j = 0; j < n; ++j) {
+    if (eaten_by[j] < 0) continue;
+    Object& eater = out[static_cast<std::size_t>(index[static_cast<std::size_t>(eaten_by[j])])];
+    eater.cleaned.insert(eater.cleaned.end(), objects[j].pix.begin(), objects[j].pix.end());
+    eater.blended = eater.blended || objects[j].blended;
+  }
+  return out;
+}
 
 // The multi-threshold deblender of SExtractor (Bertin & Arnouts 1996, sect. 3.3), run on one
 // connected component of the filtered image.
@@ -71,7 +239,7 @@ class Deblender {
     }
     if (nthresh_ <= 1 || component.size() < 2 * static_cast<std::size_t>(min_area_) ||
         !(peak > base_threshold) || base_threshold <= 0.0 || total <= 0.0) {
-      out.push_back(Object{component, false});
+      out.push_back(Object{component, false, {}});
       return out;
     }
     levels_.resize(static_cast<std::size_t>(nthresh_));
@@ -83,7 +251,7 @@ class Deblender {
     std::vector<std::vector<int>> cores;
     split(component, 0, cores);
     if (cores.size() < 2) {
-      out.push_back(Object{component, false});
+      out.push_back(Object{component, false, {}});
       return out;
     }
     return assign(component, cores);
@@ -300,6 +468,8 @@ class SourcesStage final : public astroflow::Stage {
     p_.deblend_mincont = options.get_double("deblend_mincont");
     p_.mag_zeropoint = options.get_double("mag_zeropoint");
     p_.gain_e_per_adu = options.get_double("gain");
+    p_.clean = options.get_bool("clean");
+    p_.clean_param = options.get_double("clean_param");
     if (p_.filter) kernel_ = gaussian_kernel_1d(p_.filter_fwhm_pix);
   }
 
@@ -387,6 +557,9 @@ class SourcesStage final : public astroflow::Stage {
       auto parts = deblender.run(comp, t_sum / static_cast<double>(comp.size()));
       for (auto& o : parts) objects.push_back(std::move(o));
     }
+    if (p_.clean) {
+      objects = clean_objects(std::move(objects), filt, thresh, p_.min_area_pix, p_.clean_param);
+    }
 
     // Barycentres and footprints first: they fix the numbering and the segmap, which the
     // AUTO photometry needs to mask neighbours.
@@ -403,6 +576,7 @@ class SourcesStage final : public astroflow::Stage {
     cv::Mat segmap(h, w, CV_32S, cv::Scalar(0));
     for (std::size_t n = 0; n < order.size(); ++n) {
       for (int p : objects[order[n]].pix) segmap.ptr<int>()[p] = static_cast<int>(n + 1);
+      for (int p : objects[order[n]].cleaned) segmap.ptr<int>()[p] = static_cast<int>(n + 1);
     }
 
     double gain = p_.gain_e_per_adu;
@@ -574,6 +748,18 @@ class SourcesStage final : public astroflow::Stage {
     m.a = std::sqrt(std::max(0.0, mean + diff));
     m.b = std::sqrt(std::max(0.0, mean - diff));
     m.theta_deg = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
+    // Pixels merged in by CLEAN add to the footprint and the isophotal flux only.
+    double var_cleaned = 0.0;
+    for (int p : o.cleaned) {
+      m.xmin = std::min(m.xmin, p % w);
+      m.xmax = std::max(m.xmax, p % w);
+      m.ymin = std::min(m.ymin, p / w);
+      m.ymax = std::max(m.ymax, p / w);
+      m.flux_iso += img[p];
+      var_cleaned += static_cast<double>(sig[p]) * sig[p];
+    }
+    m.area += static_cast<int>(o.cleaned.size());
+    m.fluxerr_iso = std::sqrt(m.fluxerr_iso * m.fluxerr_iso + var_cleaned);
     if (o.pix.empty()) return;
     if (m.xmin == 0 || m.ymin == 0 || m.xmax == w - 1 || m.ymax == h - 1) {
       m.flags |= kFlagTruncated;
@@ -750,4 +936,7 @@ ASTROFLOW_PLUGIN(
                     "zero point used when the header has no MAGZERO (MAG_ZEROPOINT)", -100.0, 100.0)
         .add_double("gain", 0.0,
                     "e-/count for the Poisson term of FLUXERR; 0 = header GAIN, none if absent",
-                    0.0, 1e9))
+                    0.0, 1e9)
+        .add_bool("clean", true,
+                  "merge detections explained by the Moffat wings of a brighter one (CLEAN)")
+        .add_double("clean_param", 1.0, "Moffat beta of the CLEAN model (CLEAN_PARAM)", 0.1, 10.0))

@@ -36,7 +36,9 @@ std::vector<std::string> chromium_args(const std::string& profile) {
           "--virtual-time-budget=5000"};
 }
 
-std::string class_of(int i) { return i % 2 == 0 ? "star" : "galaxy"; }
+std::string class_of(int i) {
+  return i % 2 == 0 ? "star" : "galaxy";
+}
 
 /// Writes a report with `n` quick-looks of seeded star fields (detections = the true stars)
 /// into dir; returns the report path.

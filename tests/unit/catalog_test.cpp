@@ -22,6 +22,16 @@ TEST(Catalog, ColumnsStayTheSameLengthAsRowsGrow) {
   EXPECT_EQ(c.find("X_IMAGE")->unit, "pix");
 }
 
+TEST(Catalog, NewColumnOnExistingRowsTakesTheFillValue) {
+  Catalog c;
+  c.resize(2);
+  auto& flags = c.add_column<std::int32_t>("FLAGS", "", "", 8);
+  EXPECT_EQ(flags, (std::vector<std::int32_t>{8, 8}));
+  flags[0] = 1;
+  // Asking again returns the existing column untouched.
+  EXPECT_EQ(c.add_column<std::int32_t>("FLAGS", "", "", 3), (std::vector<std::int32_t>{1, 8}));
+}
+
 TEST(Catalog, TypeClashIsRejectedWithTheColumnName) {
   Catalog c;
   c.add_column<float>("FLUX_AUTO", "count");

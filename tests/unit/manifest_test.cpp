@@ -190,8 +190,8 @@ TEST(Shard, ParsesAndRejects) {
 
 TEST(Shard, PartitionIsCompleteAndDisjoint) {
   std::vector<std::string> paths;
-  for (int i = 0; i < 500; ++i) paths.push_back("night" + std::to_string(i % 7) + "/img_" +
-                                                std::to_string(i) + ".fits");
+  for (int i = 0; i < 500; ++i)
+    paths.push_back("night" + std::to_string(i % 7) + "/img_" + std::to_string(i) + ".fits");
   constexpr int kN = 4;
   std::map<std::string, int> owner;
   std::vector<int> per_shard(kN, 0);

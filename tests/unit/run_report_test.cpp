@@ -11,7 +11,9 @@
 namespace astroflow {
 namespace {
 
-bool is_red(const cv::Vec3b& bgr) { return bgr[2] > 150 && bgr[0] < 120 && bgr[1] < 120; }
+bool is_red(const cv::Vec3b& bgr) {
+  return bgr[2] > 150 && bgr[0] < 120 && bgr[1] < 120;
+}
 
 Catalog one_source(double x, double y, double a, double b, double theta) {
   Catalog c;
@@ -77,8 +79,8 @@ TEST(Quicklook, BrightPixelsAreWhiteNanIsBlackAndLargeImagesShrink) {
   EXPECT_EQ(q.cols, 1024);
   EXPECT_EQ(q.rows, 512);
   // Bright square: array rows 500..800 -> flipped and scaled rows (1500-800..1500-500)*512/1500.
-  const cv::Vec3b inside = q.at<cv::Vec3b>(static_cast<int>(850 * 512 / 1500.0),
-                                          static_cast<int>(1150 * 1024 / 3000.0));
+  const cv::Vec3b inside =
+      q.at<cv::Vec3b>(static_cast<int>(850 * 512 / 1500.0), static_cast<int>(1150 * 1024 / 3000.0));
   EXPECT_EQ(inside, cv::Vec3b(255, 255, 255));
   const cv::Vec3b nan_px = q.at<cv::Vec3b>(511 - 20, 20);
   EXPECT_EQ(nan_px, cv::Vec3b(0, 0, 0));

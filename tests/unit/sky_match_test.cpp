@@ -18,8 +18,7 @@ constexpr double kPixelScaleArcsec = 0.2;
 
 Header scene_header(double crpix1) {
   Header h;
-  for (const test::FitsKey& k :
-       test::tan_wcs_keys(150.1, 2.2, crpix1, 150.0, kPixelScaleArcsec)) {
+  for (const test::FitsKey& k : test::tan_wcs_keys(150.1, 2.2, crpix1, 150.0, kPixelScaleArcsec)) {
     std::visit([&](const auto& v) { h.set(k.key, v, k.comment); }, k.value);
   }
   return h;
@@ -153,8 +152,8 @@ TEST(SkyMatch, MatchesAcrossRaZeroAndNearThePole) {
   // degrees. The last row is 0.5 arcsec from its neighbour: outside a 0.3 arcsec radius.
   const double d_pole = 89.9999;
   const double dra_pole = 0.2 / 3600.0 / std::cos(d_pole * M_PI / 180.0);
-  c.add_column<double>("ALPHA_J2000") = {359.99999, 0.1 / 3600.0 - 0.00001, 40.0,
-                                         40.0 + dra_pole, 120.0, 120.0};
+  c.add_column<double>("ALPHA_J2000") = {
+      359.99999, 0.1 / 3600.0 - 0.00001, 40.0, 40.0 + dra_pole, 120.0, 120.0};
   c.add_column<double>("DELTA_J2000") = {0.0, 0.0, d_pole, d_pole, 5.0, 5.0 + 0.5 / 3600.0};
   c.add_column<double>("FLUX_AUTO") = {1, 2, 3, 4, 5, 6};
   c.add_column<double>("FLUXERR_AUTO") = {1, 1, 1, 1, 1, 1};

@@ -5,6 +5,7 @@
 // CLASS, P_<class> and DET_SCORE. Every column always has exactly rows() values.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -70,9 +71,10 @@ class Catalog {
   template <typename T>
   std::vector<T>& add_column(std::string_view name, std::string_view unit = {},
                              std::string_view description = {}, T fill = T{}) {
+    const bool existed = find(name) != nullptr;
     Column& c = add_column_impl(name, unit, description, column_type_of<T>::value);
     auto& v = std::get<std::vector<T>>(c.values);
-    if (v.size() < rows_) v.resize(rows_, fill);
+    if (!existed) std::fill(v.begin(), v.end(), fill);
     return v;
   }
 

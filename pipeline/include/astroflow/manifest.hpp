@@ -41,10 +41,10 @@ struct ManifestFrame {
 };
 
 struct ManifestEntry {
-  std::string path;          ///< input path relative to the input root (the merged FILE column)
+  std::string path;  ///< input path relative to the input root (the merged FILE column)
   std::uint64_t size_bytes = 0;
   std::int64_t mtime_ns = 0;
-  std::string sha256;        ///< of the input file; optional (empty when not computed)
+  std::string sha256;  ///< of the input file; optional (empty when not computed)
   std::string config_sha256;
   std::map<std::string, std::string> model_sha256;  ///< "stage.option" -> sha256 of the file
   std::vector<ManifestOutput> outputs;
@@ -80,8 +80,7 @@ struct FileStamp {
 /// True when --resume may skip this input (see the file comment). `input_path` is the file to
 /// stat; outputs are looked up under `output_dir`.
 [[nodiscard]] bool is_entry_current(const ManifestEntry& entry, const std::string& input_path,
-                                    const std::string& output_dir,
-                                    const std::string& config_sha256,
+                                    const std::string& output_dir, const std::string& config_sha256,
                                     const std::map<std::string, std::string>& model_sha256);
 
 /// Appends entries to manifest.jsonl. Opened with O_APPEND; a torn last line left by a crash is

@@ -17,17 +17,16 @@
 namespace astroflow {
 
 struct QuicklookOptions {
-  int max_size_pix = 1024;      ///< longest side of the PNG
-  double ellipse_scale = 3.0;   ///< ellipse semi-axes in units of A_IMAGE/B_IMAGE
-  double softening_sigma = 3.0; ///< asinh softening, in units of the sky noise
+  int max_size_pix = 1024;       ///< longest side of the PNG
+  double ellipse_scale = 3.0;    ///< ellipse semi-axes in units of A_IMAGE/B_IMAGE
+  double softening_sigma = 3.0;  ///< asinh softening, in units of the sky noise
 };
 
 /// The quick-look as CV_8UC3 (BGR). `segmap` (CV_32S, same size as science) may be empty;
 /// catalog rows without X_IMAGE/Y_IMAGE/A_IMAGE/B_IMAGE/THETA_IMAGE are skipped.
 /// Throws std::invalid_argument when science is empty or not CV_32FC1.
 [[nodiscard]] cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog,
-                                       const cv::Mat& segmap,
-                                       const QuicklookOptions& options = {});
+                                       const cv::Mat& segmap, const QuicklookOptions& options = {});
 
 /// PNG-encodes and writes atomically. Throws std::runtime_error naming the path.
 void write_png(const std::string& path, const cv::Mat& image);

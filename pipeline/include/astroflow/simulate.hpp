@@ -235,6 +235,10 @@ struct FieldOptions {
   int n_cosmic_rays = 100;                ///< [--cosmics]
   int n_hot_pixels = 20;                  ///< [--hot-pixels]
   int oversample = 3;                     ///< [--oversample] galaxy rendering grid factor
+  /// [--noise-seed] seed of the photon/read noise only; 0: use `seed`. A second value gives a
+  /// second noise realisation of the same scene (Noise2Noise training); cosmic rays and hot
+  /// pixels still follow `seed`.
+  std::uint64_t noise_seed = 0;
 };
 
 /// One truth source (galaxy or star); cosmic rays and hot pixels are in `artifacts` instead.
