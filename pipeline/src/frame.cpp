@@ -6,7 +6,10 @@ std::string Frame::label() const {
   std::string hdu;
   if (!hdu_name.empty() && hdu_name != "PRIMARY") {
     hdu = hdu_name;
-    if (hdu_version > 0) hdu += "," + std::to_string(hdu_version);
+    if (hdu_version > 0) {
+      hdu += ',';
+      hdu += std::to_string(hdu_version);
+    }
   } else {
     hdu = std::to_string(hdu_index);
   }

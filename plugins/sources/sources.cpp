@@ -301,7 +301,11 @@ class Deblender {
       }
       std::vector<std::size_t> significant;
       for (std::size_t l = 1; l < branches.size(); ++l) {
-        if (static_cast<int>(branches[l].size()) >= min_area_ && flux[l] >= min_flux_) {
+        // The contrast is the branch's flux above the level it was cut at, as in SExtractor's
+        // parcelout() (fdflux - thresh * fdnpix > mincont * root flux): a noise bump riding on a
+        // bright wing holds many pixels but little flux of its own.
+        const double own = flux[l] - t * static_cast<double>(branches[l].size());
+        if (static_cast<int>(branches[l].size()) >= min_area_ && own > min_flux_) {
           significant.push_back(l);
         }
       }

@@ -8,6 +8,7 @@
 
 #include <astroflow/plugin_registry.hpp>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <opencv2/core.hpp>
@@ -74,6 +75,30 @@ Frame noise_frame(int w, int h, double sigma, std::uint64_t seed) {
   f.science.create(h, w, CV_32F);
   cv::RNG rng(seed);
   rng.fill(f.science, cv::RNG::NORMAL, 100.0, sigma);  // flat sky of 100 counts
+  return f;
+}
+
+// Circular Moffat profile of total flux `flux`, sampled at pixel centres (the rendered image is
+// the truth here, so sampling is not an approximation the tests depend on).
+void add_moffat(cv::Mat& img, double x0, double y0, double flux, double fwhm_pix, double beta) {
+  const double alpha = fwhm_pix / (2.0 * std::sqrt(std::pow(2.0, 1.0 / beta) - 1.0));
+  const double norm = flux * (beta - 1.0) / (CV_PI * alpha * alpha);
+  for (int y = 0; y < img.rows; ++y) {
+    for (int x = 0; x < img.cols; ++x) {
+      const double r2 = ((x - x0) * (x - x0) + (y - y0) * (y - y0)) / (alpha * alpha);
+      img.at<float>(y, x) += static_cast<float>(norm * std::pow(1.0 + r2, -beta));
+    }
+  }
+}
+
+// A noiseless frame with explicit background (0) and RMS (1) planes, so that every filtered
+// value and threshold crossing is deterministic.
+Frame unit_rms_frame(int w, int h) {
+  Frame f;
+  f.path = "sim.fits";
+  f.science = cv::Mat::zeros(h, w, CV_32F);
+  f.planes["background"] = cv::Mat::zeros(h, w, CV_32F);
+  f.planes["rms"] = cv::Mat::ones(h, w, CV_32F);
   return f;
 }
 
@@ -394,6 +419,26 @@ TEST(Sources, WithoutBackgroundStageUsesFlatBackground) {
   ASSERT_FALSE(batch.frames[0].failed());
   ASSERT_EQ(batch.frames[0].catalog.rows(), 1U);
   EXPECT_NEAR(batch.frames[0].catalog.get<double>("X_IMAGE")[0], 65.0, 0.1);
+}
+
+TEST(Sources, CleanSweep) {
+  astroflow::PluginRegistry registry;
+  auto on = make_stage(registry, "sources");
+  auto off = make_stage(registry, "sources", {{"clean", OptionValue(false)}});
+  for (double r : {17.0, 18.0, 19.0, 20.0, 22.0, 25.0}) {
+    for (double f : {15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 200.0}) {
+      std::printf("r %.0f f %.0f:", r, f);
+      for (auto* st : {off.get(), on.get()}) {
+        Batch batch;
+        batch.frames.push_back(unit_rms_frame(300, 300));
+        add_moffat(batch.frames[0].science, 150.0, 150.0, 1e5, 3.5, 2.5);
+        add_gaussian(batch.frames[0].science, Gauss{150.0 + r, 150.0, f, 1.5, 1.5, 0});
+        st->process(batch);
+        std::printf(" %zu", batch.frames[0].catalog.rows());
+      }
+      std::printf("\n");
+    }
+  }
 }
 
 }  // namespace

@@ -1,0 +1,173 @@
+// The `denoise` stage: a U-Net autoencoder (models/denoise) run on overlapping tiles of an image
+// of any size, blended with a raised-cosine window (tile_blend.hpp), giving the plane
+// "denoised" in the units of the science plane as it reached this stage.
+//
+// Normalisation: y = (x - b) / rms with the `background` stage's planes, where b is the
+// "background" plane, or 0 when that stage already subtracted it (header BKG_SUB = T). NaN
+// pixels (and pixels with a non-finite or non-positive rms) are filled with 0 (= background)
+// for inference and are NaN again in the output. The output is rms * y_out + b.
+//
+// One OnnxModel per instance (cv::dnn::Net is not thread-safe); the host gives each concurrent
+// slot its own instance.
+#include <astroflow/onnx_model.hpp>
+#include <astroflow/plugin.hpp>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tile_blend.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+class DenoiseStage : public astroflow::Stage {
+ public:
+  void configure(const astroflow::Options& o) override {
+    model_path_ = o.get_string("model");
+    tile_ = static_cast<int>(o.get_int("tile"));
+    overlap_ = static_cast<int>(o.get_int("overlap"));
+    batch_ = static_cast<int>(o.get_int("batch"));
+    replace_science_ = o.get_bool("replace_science");
+  }
+
+  void open(const astroflow::StageContext& ctx) override {
+    Stage::open(ctx);
+    const std::string path = resolve(model_path_, ctx.config_dir);
+    // OnnxModelError / ModelCardError are FatalErrors naming the model file.
+    model_.emplace(astroflow::OnnxModel::load(path, {batch_, false, true}));
+    const auto& card = model_->card();
+    const int card_tile = static_cast<int>(card.height_pix());
+    if (card.channels() != 1 || card.height_pix() != card.width_pix()) {
+      throw astroflow::FatalError(card.card_path +
+                                  ": denoise needs a 1-channel square input, the card says " +
+                                  std::to_string(card.channels()) + "x" +
+                                  std::to_string(card.height_pix()) + "x" +
+                                  std::to_string(card.width_pix()));
+    }
+    if (tile_ == 0) tile_ = card_tile;
+    if (tile_ != card_tile) {
+      throw astroflow::FatalError("stage '" + ctx.stage_name + "': option tile = " +
+                                  std::to_string(tile_) + " but " + card.card_path +
+                                  " was exported for " + std::to_string(card_tile) +
+                                  " px tiles (use tile: 0 or " + std::to_string(card_tile) + ")");
+    }
+    if (overlap_ * 2 > tile_) {
+      throw astroflow::FatalError("stage '" + ctx.stage_name + "': option overlap = " +
+                                  std::to_string(overlap_) + " exceeds half the tile (" +
+                                  std::to_string(tile_) + ")");
+    }
+  }
+
+ protected:
+  void process_frame(astroflow::Frame& frame) override {
+    const cv::Mat& sci = frame.science;
+    const auto bkg_it = frame.planes.find("background");
+    const auto rms_it = frame.planes.find("rms");
+    if (bkg_it == frame.planes.end() || rms_it == frame.planes.end()) {
+      throw astroflow::FrameError("denoise needs the planes 'background' and 'rms' (run the "
+                                  "background stage first)");
+    }
+    const cv::Mat& bkg = bkg_it->second;
+    const cv::Mat& rms = rms_it->second;
+    if (bkg.size() != sci.size() || rms.size() != sci.size() || bkg.type() != CV_32F ||
+        rms.type() != CV_32F) {
+      throw astroflow::FrameError("background/rms planes do not match the science plane");
+    }
+    const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
+
+    cv::Mat norm(sci.size(), CV_32F);
+    cv::Mat blank(sci.size(), CV_8U, cv::Scalar(0));
+    for (int y = 0; y < sci.rows; ++y) {
+      const float* s = sci.ptr<float>(y);
+      const float* b = bkg.ptr<float>(y);
+      const float* r = rms.ptr<float>(y);
+      float* n = norm.ptr<float>(y);
+      unsigned char* m = blank.ptr<unsigned char>(y);
+      for (int x = 0; x < sci.cols; ++x) {
+        const float base = subtracted ? 0.0f : b[x];
+        if (std::isfinite(s[x]) && std::isfinite(base) && std::isfinite(r[x]) && r[x] > 0.0f) {
+          n[x] = (s[x] - base) / r[x];
+        } else {
+          n[x] = 0.0f;
+          m[x] = 1;
+        }
+      }
+    }
+
+    const cv::Mat out_norm = astroflow::denoise::blend_tiles(
+        norm, tile_, overlap_, batch_, [this](const std::vector<cv::Mat>& tiles) {
+          const int dims[4] = {static_cast<int>(tiles.size()), 1, tile_, tile_};
+          cv::Mat blob(4, dims, CV_32F);
+          const std::size_t plane = static_cast<std::size_t>(tile_) * tile_;
+          for (std::size_t i = 0; i < tiles.size(); ++i) {
+            std::copy(tiles[i].ptr<float>(), tiles[i].ptr<float>() + plane,
+                      blob.ptr<float>() + i * plane);
+          }
+          cv::Mat result = model_->run(blob).at(0);
+          std::vector<cv::Mat> outs;
+          for (std::size_t i = 0; i < tiles.size(); ++i) {
+            outs.push_back(
+                cv::Mat(tile_, tile_, CV_32F, result.ptr<float>() + i * plane).clone());
+          }
+          return outs;
+        });
+
+    cv::Mat denoised(sci.size(), CV_32F);
+    constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+    for (int y = 0; y < sci.rows; ++y) {
+      const float* o = out_norm.ptr<float>(y);
+      const float* b = bkg.ptr<float>(y);
+      const float* r = rms.ptr<float>(y);
+      const unsigned char* m = blank.ptr<unsigned char>(y);
+      float* d = denoised.ptr<float>(y);
+      for (int x = 0; x < sci.cols; ++x) {
+        d[x] = m[x] != 0 ? kNaN : o[x] * r[x] + (subtracted ? 0.0f : b[x]);
+      }
+    }
+    frame.planes["denoised"] = denoised;
+    if (replace_science_) {
+      frame.science = denoised.clone();
+      frame.header.set("DENOISED", true, "astroflow denoise replaced the science plane");
+    }
+    frame.header.add_history("astroflow denoise: model sha256 " + model_->card().sha256);
+    stamp(frame, model_->card().sha256);
+  }
+
+ private:
+  static std::string resolve(const std::string& p, const std::string& config_dir) {
+    const fs::path path(p);
+    if (path.is_absolute() || config_dir.empty()) return p;
+    // Relative to the config file first, then to its parent (configs/ sits beside models/),
+    // then to the working directory.
+    for (const fs::path& c : {fs::path(config_dir) / path, fs::path(config_dir) / ".." / path}) {
+      if (fs::exists(c)) return c.lexically_normal().string();
+    }
+    return p;
+  }
+
+  std::string model_path_;
+  int tile_ = 0;
+  int overlap_ = 32;
+  int batch_ = 8;
+  bool replace_science_ = false;
+  std::optional<astroflow::OnnxModel> model_;
+};
+
+}  // namespace
+
+ASTROFLOW_PLUGIN(
+    DenoiseStage, "denoise", "1.0.0", "MIT",
+    "U-Net denoising on overlapping, blended tiles; adds the plane 'denoised'",
+    "plane:background,plane:rms", "plane:denoised",
+    astroflow::OptionSchema()
+        .add_path("model", std::string("models/denoise/model.onnx"),
+                  "model.onnx (its model.yaml card beside it) or the card; relative to the config")
+        .add_int("tile", 0, "tile size in pixels; 0 = the card's input size", 0, 4096)
+        .add_int("overlap", 32, "overlap of neighbouring tiles in pixels", 0, 2048)
+        .add_int("batch", 8, "tiles per forward pass", 1, 1024)
+        .add_bool("replace_science", false,
+                  "also replace the science plane by the denoised image (later stages see it)"))

@@ -1,0 +1,106 @@
+// Overlapping-tile inference with smooth blending, shared by the denoise stage and its test.
+//
+// An image of any size is covered by tile x tile windows whose starts are spaced by
+// tile - overlap (the last window is pulled back to end on the image edge, so it may overlap
+// more). Each tile's output is weighted by a separable raised-cosine window that rises over the
+// first `overlap` pixels and falls over the last `overlap` pixels of each side that is inside
+// the image (sides on the image border keep weight 1, so border pixels are not down-weighted);
+// the blend divides by the summed weights, so the weights sum to one at every pixel and an
+// identity network returns its input exactly. A tile that sticks out of a small image is padded
+// with zeros (the background in normalised units) and the padding is discarded.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <opencv2/core.hpp>
+#include <vector>
+
+namespace astroflow::denoise {
+
+/// Starts of the windows along one axis of length n (0-based); a single 0 when n <= tile.
+inline std::vector<int> tile_starts(int n, int tile, int overlap) {
+  std::vector<int> s;
+  if (n <= tile) return {0};
+  const int step = std::max(1, tile - overlap);
+  for (int p = 0; p + tile < n; p += step) s.push_back(p);
+  s.push_back(n - tile);
+  s.erase(std::unique(s.begin(), s.end()), s.end());
+  return s;
+}
+
+/// One axis of the window: raised cosine (0.5 - 0.5 cos(pi (k + 0.5) / overlap)) over the first
+/// and last `overlap` samples unless that side lies on the image border.
+inline std::vector<float> window_1d(int tile, int overlap, bool ramp_low, bool ramp_high) {
+  std::vector<float> w(static_cast<std::size_t>(tile), 1.0f);
+  const int ov = std::min(overlap, tile / 2);
+  for (int k = 0; k < ov; ++k) {
+    const auto v = static_cast<float>(0.5 - 0.5 * std::cos(M_PI * (k + 0.5) / ov));
+    if (ramp_low) w[static_cast<std::size_t>(k)] = v;
+    if (ramp_high) w[static_cast<std::size_t>(tile - 1 - k)] = v;
+  }
+  return w;
+}
+
+struct TileRect {
+  int x0 = 0;  ///< 0-based start in the image
+  int y0 = 0;
+};
+
+/// All windows of an image, in raster order.
+inline std::vector<TileRect> tile_grid(int width, int height, int tile, int overlap) {
+  std::vector<TileRect> out;
+  for (int y : tile_starts(height, tile, overlap)) {
+    for (int x : tile_starts(width, tile, overlap)) out.push_back({x, y});
+  }
+  return out;
+}
+
+/// Runs `infer` on batches of at most `batch` tiles and blends the results. `image`: CV_32F
+/// without NaN. `infer(const std::vector<cv::Mat>& tiles) -> std::vector<cv::Mat>` maps
+/// tile x tile CV_32F inputs to outputs of the same size.
+template <typename Infer>
+cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infer&& infer) {
+  const int w = image.cols;
+  const int h = image.rows;
+  const std::vector<TileRect> grid = tile_grid(w, h, tile, overlap);
+  cv::Mat acc(h, w, CV_64F, cv::Scalar(0));
+  cv::Mat wsum(h, w, CV_64F, cv::Scalar(0));
+  for (std::size_t first = 0; first < grid.size(); first += static_cast<std::size_t>(batch)) {
+    const std::size_t last = std::min(grid.size(), first + static_cast<std::size_t>(batch));
+    std::vector<cv::Mat> inputs;
+    for (std::size_t i = first; i < last; ++i) {
+      cv::Mat t(tile, tile, CV_32F, cv::Scalar(0));
+      const int cw = std::min(tile, w - grid[i].x0);
+      const int ch = std::min(tile, h - grid[i].y0);
+      image(cv::Rect(grid[i].x0, grid[i].y0, cw, ch)).copyTo(t(cv::Rect(0, 0, cw, ch)));
+      inputs.push_back(t);
+    }
+    const std::vector<cv::Mat> outputs = infer(inputs);
+    for (std::size_t i = first; i < last; ++i) {
+      const TileRect r = grid[i];
+      const int cw = std::min(tile, w - r.x0);
+      const int ch = std::min(tile, h - r.y0);
+      const auto wy = window_1d(tile, overlap, r.y0 > 0, r.y0 + tile < h);
+      const auto wx = window_1d(tile, overlap, r.x0 > 0, r.x0 + tile < w);
+      const cv::Mat& o = outputs[i - first];
+      for (int y = 0; y < ch; ++y) {
+        const float* src = o.ptr<float>(y);
+        double* a = acc.ptr<double>(r.y0 + y) + r.x0;
+        double* s = wsum.ptr<double>(r.y0 + y) + r.x0;
+        for (int x = 0; x < cw; ++x) {
+          const double wt = static_cast<double>(wy[static_cast<std::size_t>(y)]) *
+                            wx[static_cast<std::size_t>(x)];
+          a[x] += wt * src[x];
+          s[x] += wt;
+        }
+      }
+    }
+  }
+  cv::Mat out;
+  cv::divide(acc, wsum, acc);
+  acc.convertTo(out, CV_32F);
+  return out;
+}
+
+}  // namespace astroflow::denoise
