@@ -1,4 +1,4 @@
-// The astroflow command line: run, validate, plugins, simulate, plugin-check.
+// The astroflow command line: run, merge, validate, plugins, simulate, plugin-check, evaluate.
 // Exit codes (README "Exit codes"): 0 all done, 1 fatal error before processing, 2 completed
 // with per-file failures.
 #include <spdlog/sinks/stdout_sinks.h>
@@ -12,12 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "astroflow/catalog_merge.hpp"
 #include "astroflow/config.hpp"
 #include "astroflow/error.hpp"
 #include "astroflow/pipeline.hpp"
 #include "astroflow/plugin_check.hpp"
 #include "astroflow/plugin_registry.hpp"
 #include "cli_commands.hpp"
+#include "evaluate_command.hpp"
 #include "new_plugin_command.hpp"
 
 #ifndef ASTROFLOW_VERSION
@@ -74,6 +76,15 @@ struct RunArgs {
   std::string log_level = "info";
   bool quiet = false;
   double progress_interval_s = 10.0;
+  bool resume = false;
+  std::string shard;
+};
+
+struct MergeArgs {
+  std::vector<std::string> dirs;
+  std::string output;
+  std::string config;
+  std::vector<std::string> sets;
 };
 
 int cmd_run(const RunArgs& a) {
@@ -89,6 +100,8 @@ int cmd_run(const RunArgs& a) {
   options.input_override = a.input;
   options.output_override = a.output;
   options.threads = a.threads;
+  options.resume = a.resume;
+  if (!a.shard.empty()) options.shard = Shard::parse(a.shard);
   options.log = [logger](LogLevel level, std::string_view msg) {
     logger->log(to_spdlog(level), "{}", msg);
   };
@@ -108,7 +121,31 @@ int cmd_run(const RunArgs& a) {
   logger->info("{} files, {} frames, {} sources, {} failures ({} files) in {:.2f} s on {} threads",
                report.files, report.frames, report.sources, report.failures.size(),
                report.files_failed, report.wall_s, report.threads);
-  logger->info("outputs in {} (catalog, summary.json)", report.output_dir);
+  logger->info("outputs in {} (catalog, summary.json, manifest.jsonl, report.html)",
+               report.output_dir);
+  return static_cast<int>(report.exit_status);
+}
+
+int cmd_merge(const MergeArgs& a) {
+  auto logger = make_logger("info", false);
+  MergeOptions options;
+  options.shard_dirs = a.dirs;
+  options.output_dir = a.output;
+  if (!a.config.empty()) {
+    // The shards' config: catalog formats and output.merge_sky as a single run would apply them.
+    const PipelineConfig config = PipelineConfig::load(a.config, a.sets);
+    options.formats = config.output.catalog;
+    if (config.output.merge_sky) {
+      SkyMatchOptions sky;
+      sky.radius_arcsec = config.output.merge_sky_radius_arcsec;
+      sky.keep = parse_keep_rule(config.output.merge_sky_keep);
+      options.sky_match = sky;
+    }
+  }
+  const RunReport report = merge_shard_outputs(options);
+  logger->info("merged {} folder(s): {} files, {} frames, {} sources, {} failures into {}",
+               a.dirs.size(), report.files, report.frames, report.sources, report.failures.size(),
+               report.output_dir);
   return static_cast<int>(report.exit_status);
 }
 
@@ -190,7 +227,24 @@ int main_impl(int argc, char** argv) {
       ->add_option("--progress-interval", run.progress_interval_s,
                    "seconds between progress lines when stderr is not a terminal")
       ->check(CLI::PositiveNumber);
+  run_cmd->add_flag("--resume", run.resume,
+                    "skip inputs already done under the same config and models "
+                    "(output/manifest.jsonl)");
+  run_cmd->add_option("--shard", run.shard,
+                      "process only shard i of N (0-based), stable by path hash, e.g. "
+                      "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT");
   run_cmd->footer(kExitCodes);
+
+  MergeArgs merge;
+  auto* merge_cmd = app.add_subcommand(
+      "merge", "combine the output folders of shard runs into one catalog and summary");
+  merge_cmd->add_option("dirs", merge.dirs, "output folders of the shard runs")->required();
+  merge_cmd->add_option("--output", merge.output, "folder for the merged outputs")->required();
+  merge_cmd->add_option("--config", merge.config,
+                        "the shards' config: its output.catalog formats and output.merge_sky "
+                        "apply (default: fits and csv, no sky merging)");
+  merge_cmd->add_option("--set", merge.sets, "override one config value")->take_all();
+  merge_cmd->footer(kExitCodes);
 
   std::string validate_config;
   std::vector<std::string> validate_sets;
@@ -216,6 +270,9 @@ int main_impl(int argc, char** argv) {
   NewPluginArgs new_plugin;
   auto* new_plugin_cmd = add_new_plugin_command(app, new_plugin);
 
+  EvaluateArgs eval;
+  auto* eval_cmd = add_evaluate_command(app, eval);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -231,11 +288,13 @@ int main_impl(int argc, char** argv) {
 
   try {
     if (run_cmd->parsed()) return cmd_run(run);
+    if (merge_cmd->parsed()) return cmd_merge(merge);
     if (validate_cmd->parsed()) return cmd_validate(validate_config, validate_sets);
     if (plugins_cmd->parsed()) return cmd_plugins(verbose, plugin_paths);
     if (check_cmd->parsed()) return print_plugin_check(check_path, std::cout);
     if (sim_cmd->parsed()) return run_simulate(sim);
     if (new_plugin_cmd->parsed()) return run_new_plugin(new_plugin);
+    if (eval_cmd->parsed()) return run_evaluate(eval);
   } catch (const std::exception& e) {
     // ConfigError's message already starts with file:line:col: key.path.
     std::fprintf(stderr, "astroflow: error: %s\n", e.what());

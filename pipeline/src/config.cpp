@@ -276,7 +276,9 @@ void relocate(Node& n, const Loc& loc) {
 const std::vector<std::string> kTopKeys = {"plugin_paths", "input", "output", "run", "stages"};
 const std::vector<std::string> kInputKeys = {"path",       "pattern",  "recursive", "hdu",
                                              "weight_ext", "mask_ext", "cube_plane"};
-const std::vector<std::string> kOutputKeys = {"dir", "catalog", "images", "quicklook"};
+const std::vector<std::string> kOutputKeys = {"dir", "catalog", "images", "quicklook", "merge_sky"};
+const std::vector<std::string> kMergeSkyKeys = {"radius_arcsec", "keep"};
+const std::vector<std::string> kKeepRules = {"best_snr", "farthest_from_edge"};
 const std::vector<std::string> kRunKeys = {"threads",   "batch",        "max_in_flight",
                                            "tile_size", "tile_overlap", "seed"};
 const std::vector<std::string> kCatalogFormats = {"fits", "csv"};
@@ -595,6 +597,36 @@ void read_output(const Entry& section, OutputConfig& out) {
       }
     } else if (e.key == "quicklook") {
       out.quicklook = as_bool(e, path);
+    } else if (e.key == "merge_sky") {
+      out.merge_sky = true;
+      if (e.value.kind == Node::Kind::kNull) continue;  // "merge_sky:" alone: the defaults
+      if (e.value.kind == Node::Kind::kScalar) {        // merge_sky: true|false
+        out.merge_sky = as_bool(e, path);
+        continue;
+      }
+      const Node& ms = as_map(e, path);
+      only_keys(ms, path, kMergeSkyKeys);
+      for (const auto& item : ms.entries) {
+        const std::string mpath = child(path, item.key);
+        if (item.key == "radius_arcsec") {
+          double r = 0.0;
+          if (item.value.kind != Node::Kind::kScalar ||
+              parse_double(item.value.text, r) != NumberParse::kOk || !(r > 0.0) ||
+              !std::isfinite(r)) {
+            fail(item.key_loc, mpath,
+                 "expected a positive number of arcsec, got " + describe(item.value));
+          }
+          out.merge_sky_radius_arcsec = r;
+        } else if (item.key == "keep") {
+          out.merge_sky_keep = as_string(item, mpath);
+          if (std::find(kKeepRules.begin(), kKeepRules.end(), out.merge_sky_keep) ==
+              kKeepRules.end()) {
+            fail(item.key_loc, mpath,
+                 "unknown rule '" + out.merge_sky_keep + "'; allowed: " + join(kKeepRules, ", ") +
+                     did_you_mean(out.merge_sky_keep, kKeepRules));
+          }
+        }
+      }
     }
   }
 }
@@ -773,6 +805,12 @@ std::string canonical(const PipelineConfig& c, const std::vector<std::string>& p
   out << YAML::Key << "catalog" << YAML::Value << YAML::Flow << c.output.catalog;
   out << YAML::Key << "images" << YAML::Value << YAML::Flow << c.output.images;
   out << YAML::Key << "quicklook" << YAML::Value << c.output.quicklook;
+  if (c.output.merge_sky) {  // only when set, so the hash of older configs does not change
+    out << YAML::Key << "merge_sky" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "radius_arcsec" << YAML::Value << c.output.merge_sky_radius_arcsec;
+    out << YAML::Key << "keep" << YAML::Value << c.output.merge_sky_keep;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   out << YAML::Key << "run" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "threads" << YAML::Value;

@@ -1,10 +1,12 @@
+// Masks are CV_8U with 0/255 so that ~mask and & behave as logical operations.
 // Metrics of a denoised image against the simulator's noiseless truth; definitions in
 // evaluate_denoise.hpp.
 #include "astroflow/evaluate_denoise.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
-#include <fmt/format.h>
 #include <opencv2/imgproc.hpp>
 
 #include "astroflow/error.hpp"
@@ -68,8 +70,9 @@ cv::Mat remove_residual_sky(const cv::Mat& image, const cv::Mat& truth, int mesh
       double fx = 0.0;
       interp(x, nx, i0, fx);
       const int i1 = std::min(nx - 1, i0 + 1);
-      const double s = (1 - fy) * ((1 - fx) * grid.at<double>(j0, i0) + fx * grid.at<double>(j0, i1)) +
-                       fy * ((1 - fx) * grid.at<double>(j1, i0) + fx * grid.at<double>(j1, i1));
+      const double s =
+          (1 - fy) * ((1 - fx) * grid.at<double>(j0, i0) + fx * grid.at<double>(j0, i1)) +
+          fy * ((1 - fx) * grid.at<double>(j1, i0) + fx * grid.at<double>(j1, i1));
       out.at<float>(y, x) = static_cast<float>(image.at<float>(y, x) - s);
     }
   }
@@ -176,7 +179,7 @@ DenoiseEvaluation evaluate_denoise(const cv::Mat& noisy_in, const cv::Mat& denoi
       const float a = noisy.at<float>(y, x);
       const float d = den.at<float>(y, x);
       if (std::isfinite(a) && std::isfinite(d) && std::isfinite(truth.at<float>(y, x))) {
-        finite.at<unsigned char>(y, x) = 1;
+        finite.at<unsigned char>(y, x) = 255;
         resid.push_back(a - truth.at<float>(y, x));
       }
     }
@@ -189,7 +192,7 @@ DenoiseEvaluation evaluate_denoise(const cv::Mat& noisy_in, const cv::Mat& denoi
     for (int x = 0; x < w; ++x) {
       if (finite.at<unsigned char>(y, x) &&
           std::abs(noisy.at<float>(y, x) - truth.at<float>(y, x)) > 6.0 * sigma) {
-        artifact.at<unsigned char>(y, x) = 1;
+        artifact.at<unsigned char>(y, x) = 255;
       }
     }
   }
@@ -310,9 +313,9 @@ DenoiseEvaluation evaluate_denoise(const cv::Mat& noisy_in, const cv::Mat& denoi
       }
       return c;
     };
-    e.max_seam_jump_sigma = std::max(max_jump(r, bg, vx, o.tile_pix, true),
-                                     max_jump(r, bg, vy, o.tile_pix, false)) /
-                            sigma;
+    e.max_seam_jump_sigma =
+        std::max(max_jump(r, bg, vx, o.tile_pix, true), max_jump(r, bg, vy, o.tile_pix, false)) /
+        sigma;
     e.max_control_jump_sigma = std::max(max_jump(r, bg, shifted(vx, w), o.tile_pix, true),
                                         max_jump(r, bg, shifted(vy, h), o.tile_pix, false)) /
                                sigma;
@@ -344,13 +347,14 @@ std::string format_denoise_report(const DenoiseEvaluation& e) {
   std::string s;
   s += fmt::format("noise sigma (noisy, robust)      {:.5g}\n", e.sigma_noisy);
   s += fmt::format("background pixels                {}\n", e.background_pixels);
-  s += fmt::format("RMS vs truth, background         noisy {:.5g}  denoised {:.5g}  reduction "
-                   "{:.3f}x\n",
-                   e.rms_noisy, e.rms_denoised, e.noise_reduction);
+  s += fmt::format(
+      "RMS vs truth, background         noisy {:.5g}  denoised {:.5g}  reduction "
+      "{:.3f}x\n",
+      e.rms_noisy, e.rms_denoised, e.noise_reduction);
   s += fmt::format("PSNR (dB)                        noisy {:.2f}  denoised {:.2f}  gain {:+.2f}\n",
                    e.psnr_noisy_db, e.psnr_denoised_db, e.psnr_gain_db);
-  s += fmt::format("SSIM                             noisy {:.4f}  denoised {:.4f}\n",
-                   e.ssim_noisy, e.ssim_denoised);
+  s += fmt::format("SSIM                             noisy {:.4f}  denoised {:.4f}\n", e.ssim_noisy,
+                   e.ssim_denoised);
   s += "aperture flux vs truth: S/N bin, count, median bias noisy/denoised, scatter "
        "noisy/denoised\n";
   for (const auto& b : e.flux_bins) {
@@ -358,10 +362,10 @@ std::string format_denoise_report(const DenoiseEvaluation& e) {
                      b.snr_max, b.count, b.median_bias_noisy, b.median_bias_denoised,
                      b.scatter_noisy, b.scatter_denoised);
   }
-  s += fmt::format("star FWHM ({} stars, truth median {:.3f} px): change denoised {:+.4f}, "
-                   "noisy {:+.4f}\n",
-                   e.stars_measured, e.star_fwhm_truth_pix, e.star_fwhm_change,
-                   e.star_fwhm_change_noisy);
+  s += fmt::format(
+      "star FWHM ({} stars, truth median {:.3f} px): change denoised {:+.4f}, "
+      "noisy {:+.4f}\n",
+      e.stars_measured, e.star_fwhm_truth_pix, e.star_fwhm_change, e.star_fwhm_change_noisy);
   s += fmt::format("largest tile-seam jump           {:.4f} sigma (control, off seams: {:.4f})\n",
                    e.max_seam_jump_sigma, e.max_control_jump_sigma);
   return s;

@@ -17,8 +17,13 @@
 #include <thread>
 
 #include "astroflow/atomic_file.hpp"
+#include "astroflow/catalog_merge.hpp"
 #include "astroflow/fits_io.hpp"
+#include "astroflow/manifest.hpp"
 #include "astroflow/plugin_registry.hpp"
+#include "astroflow/quicklook.hpp"
+#include "astroflow/run_report.hpp"
+#include "astroflow/sky_match.hpp"
 #include "astroflow/stitcher.hpp"
 #include "astroflow/tiler.hpp"
 
@@ -32,6 +37,20 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+/// Quick-looks are drawn for the frames of the first inputs (by position in the whole sorted
+/// list, so shards and resumed runs pick the same ones): a gallery, not one PNG per input of a
+/// 10,000-file survey.
+constexpr std::size_t kQuicklookFiles = 24;
+
+/// What the finisher wrote for one frame, for the manifest.
+struct FrameWritten {
+  std::vector<std::string> outputs;  ///< relative to the output folder
+  std::string catalog;               ///< per-frame FITS catalog, relative; empty if none
+  std::size_t sources = 0;
+  int width_pix = 0;
+  int height_pix = 0;
+};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -51,7 +70,9 @@ struct Unit {
   std::vector<Batch> batches;
   std::vector<TiledParent> parents;
   std::vector<FailureRecord> read_failures;
-  std::vector<Frame> results;  ///< after stitching: every frame, in input order
+  std::vector<Frame> results;          ///< after stitching: every frame, in input order
+  std::vector<FrameWritten> written;   ///< parallel to results
+  std::vector<ManifestEntry> entries;  ///< one per file, appended by the writer
 };
 using UnitPtr = std::shared_ptr<Unit>;
 
@@ -167,9 +188,45 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   if (ec || !fs::is_directory(output_dir))
     throw FatalError("cannot create output folder '" + output_dir + "': " + ec.message());
 
-  const std::vector<InputFile> files =
-      list_input_files(input_root, config.input.pattern, config.input.recursive, output_dir);
+  const bool fits_catalogs = std::find(config.output.catalog.begin(), config.output.catalog.end(),
+                                       "fits") != config.output.catalog.end();
+  if ((options.resume || options.shard.count > 1) && !fits_catalogs)
+    throw FatalError(std::string(options.resume ? "--resume" : "--shard") +
+                     " needs \"fits\" in output.catalog: the merged catalog is rebuilt from the "
+                     "per-input FITS catalogs");
   const std::string config_hash = config.hash();
+  const std::map<std::string, std::string> models = model_hashes(stages);
+  const fs::path out(output_dir);
+  const std::string manifest_path = (out / "manifest.jsonl").string();
+  if (const std::size_t n = remove_stale_temporaries(output_dir); n > 0)
+    log(LogLevel::kInfo, "removed " + std::to_string(n) + " temporary file(s) of a killed run");
+
+  // Every input of this shard, in sorted order; `index` keeps the position in the whole list.
+  std::vector<InputFile> all_files;
+  for (InputFile& f :
+       list_input_files(input_root, config.input.pattern, config.input.recursive, output_dir))
+    if (options.shard.contains(f.relative)) all_files.push_back(std::move(f));
+
+  std::vector<InputFile> files;  // those to process now
+  if (options.resume) {
+    std::size_t torn = 0;
+    std::map<std::string, ManifestEntry> done;
+    for (ManifestEntry& e : read_manifest(manifest_path, &torn)) done[e.path] = std::move(e);
+    if (torn > 0)
+      log(LogLevel::kInfo, "manifest: ignored " + std::to_string(torn) + " incomplete line(s)");
+    for (const InputFile& f : all_files) {
+      const auto it = done.find(f.relative);
+      if (it == done.end() ||
+          !is_entry_current(it->second, f.path, output_dir, config_hash, models))
+        files.push_back(f);
+    }
+    log(LogLevel::kInfo, "resume: " + std::to_string(all_files.size() - files.size()) + " of " +
+                             std::to_string(all_files.size()) + " input(s) already done, skipped");
+  } else {
+    files = all_files;
+    write_file_atomically(manifest_path, "");  // a fresh run starts a fresh manifest
+  }
+  ManifestWriter manifest(manifest_path);
 
   RunReport report;
   report.astroflow_version = ASTROFLOW_VERSION;
@@ -177,7 +234,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   report.config_sha256 = config_hash;
   report.output_dir = output_dir;
   report.threads = threads;
-  report.files = files.size();
+  report.files = all_files.size();
 
   // --- stage instances: created and opened before any pixel is read --------------------
   std::vector<std::unique_ptr<StageRuntime>> runtimes;
@@ -212,7 +269,8 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   read_options.mask_ext = config.input.mask_ext;
   read_options.cube_plane = config.input.cube_plane;
 
-  // Writer state: touched only by the serial writer node.
+  // Writer state: touched only by the serial writer node. The in-memory merged catalog is only
+  // needed when no per-input FITS catalog is written to rebuild it from.
   Catalog merged;
   merged.add_column<std::string>("FILE", "", "input file, relative to the input folder");
   merged.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
@@ -339,31 +397,53 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
 
   // Per-input outputs are written here, in parallel: each file is fsynced by write_atomically,
   // and a serial writer would make those waits add up.
-  auto write_frame_outputs = [&](Unit& u, Frame& f) {
+  auto write_frame_outputs = [&](Unit& u, Frame& f) -> FrameWritten {
+    FrameWritten w;
     const InputFile& file = *std::find_if(u.files.begin(), u.files.end(), [&](const InputFile& i) {
       return i.index == f.input_index;
     });
-    if (f.failed()) return;
+    w.width_pix = f.width();
+    w.height_pix = f.height();
+    if (f.failed()) return w;
     try {
       renumber_sources(f);
       const bool several = u.frames_per_file[f.input_index] > 1;
-      const std::string stem = (fs::path(output_dir) / output_stem(file, f, several)).string();
+      const std::string rel_stem = output_stem(file, f, several);
+      const std::string stem = (out / rel_stem).string();
       const std::vector<std::string> history = history_lines(f, config_hash);
       Header cat_header = f.header;
       for (const std::string& h : history) cat_header.add_history(h);
       cat_header.add_history("input " + file.relative + "[" + hdu_text(f) + "]");
       for (const std::string& fmt : config.output.catalog) {
-        if (fmt == "fits") write_fits_catalog(stem + ".cat.fits", f.catalog, cat_header);
-        if (fmt == "csv") write_csv_catalog(stem + ".cat.csv", f.catalog);
+        if (fmt == "fits") {
+          write_fits_catalog(stem + ".cat.fits", f.catalog, cat_header);
+          w.catalog = rel_stem + ".cat.fits";
+          w.outputs.push_back(w.catalog);
+        }
+        if (fmt == "csv") {
+          write_csv_catalog(stem + ".cat.csv", f.catalog);
+          w.outputs.push_back(rel_stem + ".cat.csv");
+        }
       }
       for (const std::string& plane : config.output.images) {
         const cv::Mat* pix = nullptr;
         if (auto it = f.planes.find(plane); it != f.planes.end()) pix = &it->second;
         if (plane == "science") pix = &f.science;
-        if (pix != nullptr && !pix->empty())
+        if (pix != nullptr && !pix->empty()) {
           write_fits_image(stem + "." + plane + ".fits", *pix, f.header, history);
+          w.outputs.push_back(rel_stem + "." + plane + ".fits");
+        }
       }
-      f.catalog = with_file_columns(f, file.relative);
+      if (config.output.quicklook && file.index < kQuicklookFiles && f.science.type() == CV_32FC1) {
+        cv::Mat segmap;
+        if (auto it = f.planes.find("segmap"); it != f.planes.end() && it->second.type() == CV_32S)
+          segmap = it->second;
+        const std::string png = "quicklook/" + rel_stem + ".png";
+        write_png((out / png).string(), render_quicklook(f.science, f.catalog, segmap));
+        w.outputs.push_back(png);
+      }
+      w.sources = f.catalog.rows();
+      if (!fits_catalogs) f.catalog = with_file_columns(f, file.relative);
     } catch (const std::exception& e) {
       f.fail("writer", e.what());
     }
@@ -372,11 +452,52 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     f.weight.release();
     f.mask.release();
     f.planes.clear();
+    return w;
+  };
+
+  // The manifest line of each file of the unit: written only after all its outputs are in place.
+  auto make_entries = [&](Unit& u) {
+    for (const InputFile& file : u.files) {
+      ManifestEntry e;
+      e.path = file.relative;
+      e.config_sha256 = config_hash;
+      e.model_sha256 = models;
+      try {
+        const FileStamp st = stamp_of(file.path);
+        e.size_bytes = st.size_bytes;
+        e.mtime_ns = st.mtime_ns;
+      } catch (const std::exception&) {
+        // Left at 0: the entry never counts as current, so the input is redone on --resume.
+      }
+      for (const FailureRecord& r : u.read_failures)
+        if (r.path == file.path) e.failures.push_back(r);
+      for (std::size_t i = 0; i < u.results.size(); ++i) {
+        Frame& f = u.results[i];
+        if (f.input_index != file.index) continue;
+        const FrameWritten& w = u.written[i];
+        for (const std::string& o : w.outputs) {
+          try {
+            e.outputs.push_back(ManifestOutput{o, sha256_file((out / o).string())});
+          } catch (const std::exception& ex) {
+            f.fail("writer", ex.what());
+          }
+        }
+        e.frames.push_back(ManifestFrame{hdu_text(f), f.failed() ? std::string() : w.catalog,
+                                         f.failed() ? 0 : w.sources, w.width_pix, w.height_pix,
+                                         f.failed()});
+        if (!f.failed()) e.sources += w.sources;
+        for (const FrameIssue& issue : f.issues)
+          e.failures.push_back(FailureRecord{f.path, hdu_text(f), issue.stage, issue.reason});
+      }
+      e.status = e.failures.empty() ? "ok" : "failed";
+      u.entries.push_back(std::move(e));
+    }
   };
 
   auto finish_unit = [&](UnitPtr u) -> UnitPtr {
     u = stitch_unit(std::move(u));
-    for (Frame& f : u->results) write_frame_outputs(*u, f);
+    for (Frame& f : u->results) u->written.push_back(write_frame_outputs(*u, f));
+    make_entries(*u);
     return u;
   };
 
@@ -386,16 +507,13 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     for (Frame& f : u->results) {
       ++report.frames;
       if (!f.failed()) {
-        try {
-          merged.append(f.catalog);
-          report.sources += f.catalog.rows();
-        } catch (const std::exception& e) {
-          f.fail("writer", std::string("merged catalog: ") + e.what());
-        }
+        report.sources += f.catalog.rows();
+        if (!fits_catalogs) merged.append(f.catalog);
       }
       for (const FrameIssue& issue : f.issues)
         record_failure(FailureRecord{f.path, hdu_text(f), issue.stage, issue.reason});
     }
+    for (const ManifestEntry& e : u->entries) manifest.append(e);
     progress.files_done += u->files.size();
     progress.frames_done = report.frames;
     progress.sources = report.sources;
@@ -473,20 +591,69 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   }
 
   // --- run-level outputs ---------------------------------------------------------------
-  Header run_header;
-  run_header.add_history(std::string("astroflow ") + ASTROFLOW_VERSION);
-  run_header.add_history("astroflow config sha256 " + config_hash);
-  for (const PluginInfo& p : report.plugins)
-    run_header.add_history("astroflow plugin " + p.name + " " + p.version);
-  const fs::path out(output_dir);
-  for (const std::string& fmt : config.output.catalog) {
-    if (fmt == "fits") write_fits_catalog((out / "catalog.fits").string(), merged, run_header);
-    if (fmt == "csv") write_csv_catalog((out / "catalog.csv").string(), merged);
+  // The latest manifest entry of every input of this run (done now or by an earlier run that
+  // --resume skipped), in input order: the merged catalog and the counts come from these, so
+  // an interrupted-and-resumed run writes what an uninterrupted one writes.
+  std::vector<ManifestEntry> entries;
+  {
+    std::map<std::string, ManifestEntry> latest;
+    for (ManifestEntry& e : read_manifest(manifest_path)) latest[e.path] = std::move(e);
+    for (const InputFile& f : all_files) {
+      auto it = latest.find(f.relative);
+      if (it != latest.end() && it->second.config_sha256 == config_hash)
+        entries.push_back(std::move(it->second));
+    }
   }
+  if (fits_catalogs) {
+    report.frames = 0;
+    report.sources = 0;
+    for (const ManifestEntry& e : entries) {
+      report.frames += e.frames.size();
+      report.sources += e.sources;
+    }
+    merged = rebuild_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir));
+  }
+  if (config.output.merge_sky) {
+    SkyMatchOptions sky;
+    sky.radius_arcsec = config.output.merge_sky_radius_arcsec;
+    sky.keep = parse_keep_rule(config.output.merge_sky_keep);
+    const MergedRowImages rows = merged_row_images(merged, entries);
+    try {
+      const SkyMatchResult r =
+          flag_sky_duplicates(merged, sky, rows.image_of_row, rows.edge_distance_pix);
+      log(LogLevel::kInfo, "merge_sky: " + std::to_string(r.objects) + " object(s), " +
+                               std::to_string(r.duplicates) + " duplicate row(s) flagged");
+    } catch (const std::invalid_argument& e) {
+      // E.g. no ALPHA_J2000 (no WCS): the catalog is still worth writing, unflagged.
+      log(LogLevel::kError, std::string("output.merge_sky: not applied: ") + e.what());
+    }
+  }
+  write_merged_catalog(output_dir, merged, config.output.catalog,
+                       merged_catalog_header(ASTROFLOW_VERSION, config_hash, report.plugins));
   report.files_failed = failed_files.size();
   report.exit_status = report.failures.empty() ? ExitCode::kOk : ExitCode::kCompletedWithFailures;
   report.wall_s = seconds_since(t_start);
   write_file_atomically((out / "summary.json").string(), report.to_json());
+
+  // report.html: always (its cost is one pass over the merged catalog); the gallery lists the
+  // quick-looks of this run's inputs that exist, at most kQuicklookFiles inputs' worth.
+  std::vector<QuicklookEntry> gallery;
+  for (const ManifestEntry& e : entries) {
+    for (const ManifestOutput& o : e.outputs) {
+      if (o.path.rfind("quicklook/", 0) != 0) continue;
+      const std::string stem = o.path.substr(10, o.path.size() - 10 - 4);  // quicklook/<stem>.png
+      std::string title = e.path;
+      std::size_t n = 0;
+      for (const ManifestFrame& fr : e.frames) {
+        if (fr.catalog != stem + ".cat.fits" && e.frames.size() > 1) continue;
+        title = e.path + "[" + fr.hdu + "]";
+        n = fr.sources;
+      }
+      gallery.push_back(QuicklookEntry{title, o.path, n});
+    }
+  }
+  write_file_atomically((out / "report.html").string(),
+                        render_report_html(report, merged, gallery));
   return report;
 }
 

@@ -42,23 +42,22 @@ class DenoiseStage : public astroflow::Stage {
     const auto& card = model_->card();
     const int card_tile = static_cast<int>(card.height_pix());
     if (card.channels() != 1 || card.height_pix() != card.width_pix()) {
-      throw astroflow::FatalError(card.card_path +
-                                  ": denoise needs a 1-channel square input, the card says " +
-                                  std::to_string(card.channels()) + "x" +
-                                  std::to_string(card.height_pix()) + "x" +
-                                  std::to_string(card.width_pix()));
+      throw astroflow::FatalError(
+          card.card_path + ": denoise needs a 1-channel square input, the card says " +
+          std::to_string(card.channels()) + "x" + std::to_string(card.height_pix()) + "x" +
+          std::to_string(card.width_pix()));
     }
     if (tile_ == 0) tile_ = card_tile;
     if (tile_ != card_tile) {
-      throw astroflow::FatalError("stage '" + ctx.stage_name + "': option tile = " +
-                                  std::to_string(tile_) + " but " + card.card_path +
-                                  " was exported for " + std::to_string(card_tile) +
-                                  " px tiles (use tile: 0 or " + std::to_string(card_tile) + ")");
+      throw astroflow::FatalError(
+          "stage '" + ctx.stage_name + "': option tile = " + std::to_string(tile_) + " but " +
+          card.card_path + " was exported for " + std::to_string(card_tile) +
+          " px tiles (use tile: 0 or " + std::to_string(card_tile) + ")");
     }
     if (overlap_ * 2 > tile_) {
-      throw astroflow::FatalError("stage '" + ctx.stage_name + "': option overlap = " +
-                                  std::to_string(overlap_) + " exceeds half the tile (" +
-                                  std::to_string(tile_) + ")");
+      throw astroflow::FatalError("stage '" + ctx.stage_name +
+                                  "': option overlap = " + std::to_string(overlap_) +
+                                  " exceeds half the tile (" + std::to_string(tile_) + ")");
     }
   }
 
@@ -68,8 +67,9 @@ class DenoiseStage : public astroflow::Stage {
     const auto bkg_it = frame.planes.find("background");
     const auto rms_it = frame.planes.find("rms");
     if (bkg_it == frame.planes.end() || rms_it == frame.planes.end()) {
-      throw astroflow::FrameError("denoise needs the planes 'background' and 'rms' (run the "
-                                  "background stage first)");
+      throw astroflow::FrameError(
+          "denoise needs the planes 'background' and 'rms' (run the "
+          "background stage first)");
     }
     const cv::Mat& bkg = bkg_it->second;
     const cv::Mat& rms = rms_it->second;
@@ -110,8 +110,7 @@ class DenoiseStage : public astroflow::Stage {
           cv::Mat result = model_->run(blob).at(0);
           std::vector<cv::Mat> outs;
           for (std::size_t i = 0; i < tiles.size(); ++i) {
-            outs.push_back(
-                cv::Mat(tile_, tile_, CV_32F, result.ptr<float>() + i * plane).clone());
+            outs.push_back(cv::Mat(tile_, tile_, CV_32F, result.ptr<float>() + i * plane).clone());
           }
           return outs;
         });

@@ -569,7 +569,7 @@ class SourcesStage final : public astroflow::Stage {
     // AUTO photometry needs to mask neighbours.
     std::vector<Measurement> meas(objects.size());
     for (std::size_t i = 0; i < objects.size(); ++i) {
-      measure_isophotal(objects[i], image, rms, w, h, meas[i]);
+      measure_isophotal(objects[i], image, filt, rms, w, h, meas[i]);
     }
     std::vector<std::size_t> order(objects.size());
     std::iota(order.begin(), order.end(), 0);
@@ -681,8 +681,8 @@ class SourcesStage final : public astroflow::Stage {
 
  private:
   // Footprint, isophotal flux, barycentre and second moments, all on the unfiltered image.
-  static void measure_isophotal(const Object& o, const cv::Mat& image, const cv::Mat& rms, int w,
-                                int h, Measurement& m) {
+  static void measure_isophotal(const Object& o, const cv::Mat& image, const cv::Mat& filtered,
+                                const cv::Mat& rms, int w, int h, Measurement& m) {
     const float* img = image.ptr<float>();
     const float* sig = rms.ptr<float>();
     m.xmin = w;
@@ -752,6 +752,24 @@ class SourcesStage final : public astroflow::Stage {
     m.a = std::sqrt(std::max(0.0, mean + diff));
     m.b = std::sqrt(std::max(0.0, mean - diff));
     m.theta_deg = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
+    // X_IMAGE / Y_IMAGE: SExtractor takes the barycentre of the isophotal pixels on the filtered
+    // (detection) image; the filter averages the noise of faint sources. All those pixels are
+    // above a positive threshold there, so no clipping is needed.
+    {
+      const float* fv = filtered.ptr<float>();
+      double fs = 0.0;
+      double fx = 0.0;
+      double fy = 0.0;
+      for (int p : o.pix) {
+        fs += fv[p];
+        fx += static_cast<double>(fv[p]) * (p % w);
+        fy += static_cast<double>(fv[p]) * (p / w);
+      }
+      if (fs > 0.0) {
+        m.x = fx / fs;
+        m.y = fy / fs;
+      }
+    }
     // Pixels merged in by CLEAN add to the footprint and the isophotal flux only.
     double var_cleaned = 0.0;
     for (int p : o.cleaned) {

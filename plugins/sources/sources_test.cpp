@@ -8,7 +8,6 @@
 
 #include <astroflow/plugin_registry.hpp>
 #include <cmath>
-#include <cstdio>
 #include <map>
 #include <memory>
 #include <opencv2/core.hpp>
@@ -421,23 +420,66 @@ TEST(Sources, WithoutBackgroundStageUsesFlatBackground) {
   EXPECT_NEAR(batch.frames[0].catalog.get<double>("X_IMAGE")[0], 65.0, 0.1);
 }
 
-TEST(Sources, CleanSweep) {
+// CLEAN (SExtractor's CLEAN Y, CLEAN_PARAM 1): a small detection explained by the extrapolated
+// Moffat wing of a brighter one is merged into it. Noiseless frames with RMS = 1 make the
+// outcome deterministic. The star's filtered isophote at 1.5 reaches ~20 px; a Gaussian bump of
+// 40 counts (sigma 1.5 px, filtered peak ~1.7) 22 px out is a separate 8-connected detection,
+// like a noise peak in the wing, but its 5th-brightest excess over the threshold is below the
+// star's Moffat model there. (Scanned when writing this test: 30 counts are not detected at all,
+// 60 counts or more stay separate objects with CLEAN on, as a genuine faint source should.)
+TEST(Sources, CleanMergesWingFragmentKeepsGenuineNeighbours) {
   astroflow::PluginRegistry registry;
-  auto on = make_stage(registry, "sources");
-  auto off = make_stage(registry, "sources", {{"clean", OptionValue(false)}});
-  for (double r : {17.0, 18.0, 19.0, 20.0, 22.0, 25.0}) {
-    for (double f : {15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 200.0}) {
-      std::printf("r %.0f f %.0f:", r, f);
-      for (auto* st : {off.get(), on.get()}) {
-        Batch batch;
-        batch.frames.push_back(unit_rms_frame(300, 300));
-        add_moffat(batch.frames[0].science, 150.0, 150.0, 1e5, 3.5, 2.5);
-        add_gaussian(batch.frames[0].science, Gauss{150.0 + r, 150.0, f, 1.5, 1.5, 0});
-        st->process(batch);
-        std::printf(" %zu", batch.frames[0].catalog.rows());
-      }
-      std::printf("\n");
-    }
+  auto with_clean = make_stage(registry, "sources");
+  auto without_clean = make_stage(registry, "sources", {{"clean", OptionValue(false)}});
+  const double xs = 150.0;
+  const double ys = 150.0;
+  const double xf = xs + 22.0;
+  auto star_with_fragment = [&] {
+    Batch batch;
+    batch.frames.push_back(unit_rms_frame(300, 300));
+    add_moffat(batch.frames[0].science, xs, ys, 1e5, 3.5, 2.5);
+    add_gaussian(batch.frames[0].science, Gauss{xf, ys, 40.0, 1.5, 1.5, 0});
+    return batch;
+  };
+
+  Batch raw = star_with_fragment();
+  without_clean->process(raw);
+  const Catalog& c0 = raw.frames[0].catalog;
+  ASSERT_EQ(c0.rows(), 2U);  // the fragment is a detection of its own before cleaning
+  const int star0 = nearest(c0, xs + 1, ys + 1, 0.1);
+  const int frag0 = nearest(c0, xf + 1, ys + 1, 1.0);
+  ASSERT_GE(star0, 0);
+  ASSERT_GE(frag0, 0);
+
+  Batch cleaned = star_with_fragment();
+  with_clean->process(cleaned);
+  const Frame& f = cleaned.frames[0];
+  const Catalog& c1 = f.catalog;
+  ASSERT_EQ(c1.rows(), 1U);
+  // The star keeps its own barycentre; the fragment's pixels join its segmap, area and flux.
+  EXPECT_NEAR(c1.get<double>("X_IMAGE")[0], c0.get<double>("X_IMAGE")[star0], 1e-9);
+  EXPECT_NEAR(c1.get<double>("Y_IMAGE")[0], c0.get<double>("Y_IMAGE")[star0], 1e-9);
+  const auto area0 = c0.get<std::int32_t>("ISOAREA_IMAGE");
+  EXPECT_EQ(c1.get<std::int32_t>("ISOAREA_IMAGE")[0],
+            area0[static_cast<std::size_t>(star0)] + area0[static_cast<std::size_t>(frag0)]);
+  const auto iso0 = c0.get<double>("FLUX_ISO");
+  EXPECT_NEAR(c1.get<double>("FLUX_ISO")[0],
+              iso0[static_cast<std::size_t>(star0)] + iso0[static_cast<std::size_t>(frag0)], 1e-3);
+  EXPECT_EQ(f.planes.at("segmap").at<int>(static_cast<int>(ys), static_cast<int>(xf)), 1);
+  EXPECT_GE(c1.get<std::int32_t>("XMAX_IMAGE")[0], static_cast<std::int32_t>(xf) + 1);
+
+  // Two genuine neighbours stay two: a blended pair 12 px apart (split by the deblender) and a
+  // faint but real star 30 px from the bright one, outside its isophote.
+  for (const auto& [dx, flux] : {std::pair{12.0, 3e4}, std::pair{30.0, 2e3}}) {
+    Batch pair;
+    pair.frames.push_back(unit_rms_frame(300, 300));
+    add_moffat(pair.frames[0].science, xs, ys, 1e5, 3.5, 2.5);
+    add_moffat(pair.frames[0].science, xs + dx, ys + 3.0, flux, 3.5, 2.5);
+    with_clean->process(pair);
+    const Catalog& c = pair.frames[0].catalog;
+    EXPECT_EQ(c.rows(), 2U) << "neighbour at " << dx << " px";
+    EXPECT_GE(nearest(c, xs + 1, ys + 1, 0.5), 0);
+    EXPECT_GE(nearest(c, xs + dx + 1, ys + 4.0, 0.5), 0) << "neighbour at " << dx << " px";
   }
 }
 

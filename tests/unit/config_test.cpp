@@ -469,6 +469,51 @@ TEST_F(ConfigTest, CanonicalTextIsAFixedPoint) {
       << first.canonical_text;
 }
 
+TEST_F(ConfigTest, MergeSkySectionIsParsedCheckedAndHashedOnlyWhenPresent) {
+  const std::string plain = write("plain.yaml", "stages: []\n");
+  const PipelineConfig p = PipelineConfig::load(plain);
+  EXPECT_FALSE(p.output.merge_sky);
+  // Absent: not in the canonical text, so adding the feature left older hashes unchanged.
+  EXPECT_EQ(p.canonical_text.find("merge_sky"), std::string::npos) << p.canonical_text;
+
+  const std::string a = write("a.yaml",
+                              "output:\n"
+                              "  merge_sky:\n"
+                              "    radius_arcsec: 0.5\n"
+                              "    keep: farthest_from_edge\n"
+                              "stages: []\n");
+  const PipelineConfig c = PipelineConfig::load(a);
+  EXPECT_TRUE(c.output.merge_sky);
+  EXPECT_DOUBLE_EQ(c.output.merge_sky_radius_arcsec, 0.5);
+  EXPECT_EQ(c.output.merge_sky_keep, "farthest_from_edge");
+  EXPECT_NE(c.hash(), p.hash());
+  EXPECT_NE(c.hash(), PipelineConfig::load(a, {"output.merge_sky.radius_arcsec=0.6"}).hash());
+  const PipelineConfig again = PipelineConfig::load(write("b.yaml", c.canonical_text));
+  EXPECT_EQ(again.canonical_text, c.canonical_text);
+  EXPECT_DOUBLE_EQ(again.output.merge_sky_radius_arcsec, 0.5);
+
+  const PipelineConfig defaults =
+      PipelineConfig::load(write("d.yaml", "output: {merge_sky: true}\nstages: []\n"));
+  EXPECT_TRUE(defaults.output.merge_sky);
+  EXPECT_DOUBLE_EQ(defaults.output.merge_sky_radius_arcsec, 0.3);
+  EXPECT_EQ(defaults.output.merge_sky_keep, "best_snr");
+
+  const std::string bad_keep = write("e.yaml",
+                                     "output:\n"
+                                     "  merge_sky:\n"
+                                     "    radius_arcsec: 0.5\n"
+                                     "    keep: best_snn\n"
+                                     "stages: []\n");
+  const ConfigError e = load_error(bad_keep);
+  expect_at(e, bad_keep, 4, 5, "output.merge_sky.keep");
+  EXPECT_NE(std::string(e.what()).find("best_snr"), std::string::npos) << e.what();
+  const std::string bad_radius =
+      write("f.yaml", "output:\n  merge_sky:\n    radius_arcsec: -1\nstages: []\n");
+  expect_at(load_error(bad_radius), bad_radius, 3, 5, "output.merge_sky.radius_arcsec");
+  const std::string bad_key = write("g.yaml", "output:\n  merge_sky:\n    radius: 1\nstages: []\n");
+  expect_at(load_error(bad_key), bad_key, 3, 5, "output.merge_sky.radius");
+}
+
 // ----------------------------------------------------------------------------- parse_option
 
 RawOption raw(const std::string& text) {

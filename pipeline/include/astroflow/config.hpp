@@ -58,6 +58,11 @@ struct OutputConfig {
   std::vector<std::string> catalog = {"fits", "csv"};
   std::vector<std::string> images;  ///< plane names to write per input, e.g. "segmap"
   bool quicklook = false;
+  /// output.merge_sky: {radius_arcsec, keep}: cross-image duplicate flagging of the merged
+  /// catalog (sky_match.hpp: N_OBS, DUPLICATE_OF). Off unless the section is present.
+  bool merge_sky = false;
+  double merge_sky_radius_arcsec = 0.3;
+  std::string merge_sky_keep = "best_snr";  ///< best_snr | farthest_from_edge
   /// Where each `images` entry was written (same order); resolve_stages checks that some stage
   /// (or the reader) provides each plane and points here when none does.
   std::vector<SourceLocation> images_where;

@@ -5,7 +5,7 @@
 //   -> reader (parallel: reads pixels, cuts large images into tiles, forms batches of run.batch)
 //   -> one function_node per stage (concurrency = threads, one StageInstance per slot)
 //   -> finisher (parallel: stitches tiles, renumbers sources, writes the per-input outputs)
-//   -> sequencer_node (input order) -> writer (serial: merged catalog, failure lines, progress)
+//   -> sequencer_node (input order) -> writer (serial: manifest lines, failure lines, progress)
 //   -> limiter.
 // Per-input outputs are written in parallel because every file is fsynced (atomic_file.hpp);
 // a serial writer made those waits add up (measured: 200 cutouts, 22 files/s with a serial
@@ -28,6 +28,7 @@
 #include "astroflow/config.hpp"
 #include "astroflow/progress.hpp"
 #include "astroflow/run_summary.hpp"
+#include "astroflow/shard.hpp"
 #include "astroflow/stage.hpp"
 
 namespace astroflow {
@@ -40,6 +41,11 @@ struct RunOptions {
   std::function<void(const ProgressSnapshot&)> on_progress;
   /// Receives stage log lines and per-failure lines; null = silent.
   std::function<void(LogLevel, std::string_view)> log;
+  /// --resume: skip the inputs whose manifest.jsonl entry is current (manifest.hpp). Without
+  /// it a run starts a fresh manifest.
+  bool resume = false;
+  /// --shard i/N: process only the inputs of this shard (shard.hpp); default: all.
+  Shard shard;
 };
 
 /// One input file found by the scan.
@@ -66,8 +72,12 @@ struct InputFile {
 
 /// Runs the whole pipeline. Instances of every stage are created, configured and opened first
 /// (FatalError there stops before any pixel is read), closed at the end.
-/// Writes <output>/catalog.fits, catalog.csv (as configured), summary.json and the per-input
-/// outputs. Returns the report that summary.json holds.
+/// Writes the per-input outputs, appends one manifest.jsonl line per input once its outputs are
+/// in place, then <output>/catalog.fits, catalog.csv (as configured, rebuilt from the per-input
+/// <stem>.cat.fits in input order, so a resumed or sharded run writes the same bytes; with
+/// output.merge_sky, duplicates flagged), summary.json and report.html (with a gallery of
+/// quick-looks under quicklook/ when output.quicklook is set). Returns the report that
+/// summary.json holds. --resume and --shard need "fits" in output.catalog (FatalError).
 RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedStage>& stages,
                        const RunOptions& options);
 
