@@ -8,7 +8,11 @@
 // ASCII_HEAD files ("#   1 NUMBER ..." column lines). Positions are X_IMAGE / Y_IMAGE (1-based);
 // the truth magnitude column is MAG. Matching is nearest-unique: all (truth, detection) pairs
 // closer than the radius are taken in order of increasing distance, each side used once.
-// A detection with no truth partner is spurious and counts against purity.
+// A detection with no truth partner is spurious and counts against purity. Purity uses every
+// row of the truth table, however faint (the simulator's table goes to mag 28-29.5, far below
+// the detection limit), so a detection of a real faint source is never counted as spurious;
+// only the magnitude bins of the completeness table depend on MAG. All catalogs given in one
+// call are matched by the same code with the same radius.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

@@ -226,6 +226,7 @@ std::size_t remove_stale_temporaries(const std::string& dir) {
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
     const std::string name = it->path().filename().string();
+    if (name.empty() || name[0] != '.') continue;  // cheap test first: outputs are many
     std::smatch m;
     if (!std::regex_match(name, m, kTemp)) continue;
     const long pid = std::stol(m[1].str());

@@ -163,7 +163,7 @@ ASTROFLOW_PLUGIN(
     "U-Net denoising on overlapping, blended tiles; adds the plane 'denoised'",
     "plane:background,plane:rms", "plane:denoised",
     astroflow::OptionSchema()
-        .add_path("model", std::string("models/denoise/model.onnx"),
+        .add_path("model", std::nullopt,
                   "model.onnx (its model.yaml card beside it) or the card; relative to the config")
         .add_int("tile", 0, "tile size in pixels; 0 = the card's input size", 0, 4096)
         .add_int("overlap", 32, "overlap of neighbouring tiles in pixels", 0, 2048)

@@ -266,9 +266,10 @@ TEST(MergeSky, OverlappingImagesFlagDuplicatesAndKeepFarthestFromEdge) {
   write_image(in + "/b.fits", scene(cv::Rect(80, 0, 140, 100)).clone(),
               tan_wcs_keys(150.0, 2.0, 110.5 - 80, 50.5, pixel_scale));
 
-  const std::string config = write_config(
-      dir, "config.yaml",
-      "{catalog: [fits, csv], merge_sky: {radius_arcsec: 0.5, keep: farthest_from_edge}}");
+  const std::string config =
+      write_config(dir, "config.yaml",
+                   "{catalog: [fits, csv], quicklook: true,\n"
+                   "  merge_sky: {radius_arcsec: 0.5, keep: farthest_from_edge}}");
   const std::string out = dir / "out";
   const CliResult r = run_cli({"run", config, "--input", in, "--output", out, "--quiet"});
   ASSERT_EQ(r.exit_code, 0) << r.all();
@@ -304,6 +305,13 @@ TEST(MergeSky, OverlappingImagesFlagDuplicatesAndKeepFarthestFromEdge) {
     }
   }
   EXPECT_EQ(duplicates, 2u);
+
+  // The run's report links both quick-looks, which exist.
+  const std::string html = read_text_file(out + "/report.html");
+  for (const char* png : {"quicklook/a.png", "quicklook/b.png"}) {
+    EXPECT_NE(html.find(png), std::string::npos) << png;
+    EXPECT_GT(fs::file_size(out + "/" + png), 100u) << png;
+  }
 
   // Without the section, no duplicate columns are added.
   const std::string plain = write_config(dir, "plain.yaml", "{catalog: [fits]}");
