@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <stdexcept>
@@ -139,27 +140,40 @@ std::map<std::string, std::string> model_hashes(const std::vector<ResolvedStage>
   return out;
 }
 
-std::vector<ManifestEntry> read_manifest(const std::string& path, std::size_t* skipped_lines) {
-  std::vector<ManifestEntry> out;
+void for_each_manifest_line(const std::string& path,
+                            const std::function<void(ManifestEntry&&)>& visit,
+                            std::size_t* skipped_lines) {
   if (skipped_lines != nullptr) *skipped_lines = 0;
   std::ifstream in(path, std::ios::binary);
-  if (!in) return out;
-  std::unordered_map<std::string, std::size_t> where;
+  if (!in) return;
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
+    ManifestEntry e;
     try {
-      ManifestEntry e = ManifestEntry::from_json_line(line);
-      if (auto it = where.find(e.path); it != where.end()) {
-        out[it->second] = std::move(e);
-      } else {
-        where.emplace(e.path, out.size());
-        out.push_back(std::move(e));
-      }
+      e = ManifestEntry::from_json_line(line);
     } catch (const std::invalid_argument&) {
       if (skipped_lines != nullptr) ++*skipped_lines;
+      continue;
     }
+    visit(std::move(e));
   }
+}
+
+std::vector<ManifestEntry> read_manifest(const std::string& path, std::size_t* skipped_lines) {
+  std::vector<ManifestEntry> out;
+  std::unordered_map<std::string, std::size_t> where;
+  for_each_manifest_line(
+      path,
+      [&](ManifestEntry&& e) {
+        if (auto it = where.find(e.path); it != where.end()) {
+          out[it->second] = std::move(e);
+        } else {
+          where.emplace(e.path, out.size());
+          out.push_back(std::move(e));
+        }
+      },
+      skipped_lines);
   return out;
 }
 

@@ -13,8 +13,10 @@
 #include <map>
 #include <memory>
 #include <opencv2/core.hpp>
+#include <optional>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "astroflow/atomic_file.hpp"
 #include "astroflow/catalog_merge.hpp"
@@ -594,14 +596,27 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   // The latest manifest entry of every input of this run (done now or by an earlier run that
   // --resume skipped), in input order: the merged catalog and the counts come from these, so
   // an interrupted-and-resumed run writes what an uninterrupted one writes.
+  // Only what the merged catalog, the counts and the gallery need is kept per entry: the peak
+  // memory of a 10,000-input run should not grow with the manifest's size.
   std::vector<ManifestEntry> entries;
   {
-    std::map<std::string, ManifestEntry> latest;
-    for (ManifestEntry& e : read_manifest(manifest_path)) latest[e.path] = std::move(e);
+    std::unordered_map<std::string, std::optional<ManifestEntry>> latest;
+    for_each_manifest_line(manifest_path, [&](ManifestEntry&& e) {
+      std::optional<ManifestEntry>& slot = latest[e.path];
+      slot.reset();  // a later line replaces an earlier one, also when it is stale
+      if (e.config_sha256 != config_hash) return;
+      std::erase_if(e.outputs,
+                    [](const ManifestOutput& o) { return o.path.rfind("quicklook/", 0) != 0; });
+      e.failures.clear();
+      e.model_sha256.clear();
+      e.config_sha256.clear();
+      e.sha256.clear();
+      slot = std::move(e);
+    });
+    entries.reserve(all_files.size());
     for (const InputFile& f : all_files) {
       auto it = latest.find(f.relative);
-      if (it != latest.end() && it->second.config_sha256 == config_hash)
-        entries.push_back(std::move(it->second));
+      if (it != latest.end() && it->second) entries.push_back(std::move(*it->second));
     }
   }
   if (fits_catalogs) {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -76,6 +77,12 @@ struct FileStamp {
 /// counted in *skipped_lines when given.
 [[nodiscard]] std::vector<ManifestEntry> read_manifest(const std::string& path,
                                                        std::size_t* skipped_lines = nullptr);
+
+/// Every complete line in file order (earlier lines for the same input included), without
+/// holding them all: for 10,000-input manifests read at the end of a run.
+void for_each_manifest_line(const std::string& path,
+                            const std::function<void(ManifestEntry&&)>& visit,
+                            std::size_t* skipped_lines = nullptr);
 
 /// True when --resume may skip this input (see the file comment). `input_path` is the file to
 /// stat; outputs are looked up under `output_dir`.
