@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <set>
 #include <system_error>
@@ -735,21 +736,31 @@ Catalog read_fits_catalog(const std::string& path, int hdu) {
 }
 
 void write_csv_catalog(const std::string& path, const Catalog& catalog) {
-  std::string out;
-  const auto& cols = catalog.columns();
-  for (std::size_t i = 0; i < cols.size(); ++i) {
-    if (i > 0) out.push_back(',');
-    out += csv_field(cols[i].name);
-  }
-  out.push_back('\n');
-  for (std::size_t r = 0; r < catalog.rows(); ++r) {
+  // Streamed row by row: a survey's merged catalog can be millions of rows, and building the
+  // whole text in memory first made peak RSS grow with the catalog size.
+  write_atomically(path, [&catalog](const std::string& tmp_path) {
+    std::ofstream os(tmp_path, std::ios::binary | std::ios::trunc);
+    if (!os) throw std::runtime_error(tmp_path + ": cannot open for writing");
+    const auto& cols = catalog.columns();
+    std::string line;
     for (std::size_t i = 0; i < cols.size(); ++i) {
-      if (i > 0) out.push_back(',');
-      out += csv_field(cols[i].as_text(r));
+      if (i > 0) line.push_back(',');
+      line += csv_field(cols[i].name);
     }
-    out.push_back('\n');
-  }
-  write_file_atomically(path, out);
+    line.push_back('\n');
+    os << line;
+    for (std::size_t r = 0; r < catalog.rows(); ++r) {
+      line.clear();
+      for (std::size_t i = 0; i < cols.size(); ++i) {
+        if (i > 0) line.push_back(',');
+        line += csv_field(cols[i].as_text(r));
+      }
+      line.push_back('\n');
+      os << line;
+    }
+    os.flush();
+    if (!os) throw std::runtime_error(tmp_path + ": write failed");
+  });
 }
 
 }  // namespace astroflow
