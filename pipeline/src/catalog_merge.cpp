@@ -1,5 +1,7 @@
 #include "astroflow/catalog_merge.hpp"
 
+#include <tbb/parallel_for.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -71,17 +73,36 @@ Catalog rebuild_merged_catalog(const std::vector<ManifestEntry>& entries,
   Catalog merged;
   merged.add_column<std::string>("FILE", "", "input file, relative to the input folder");
   merged.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
-  for (std::size_t i = 0; i < entries.size(); ++i) {
-    for (const ManifestFrame& f : entries[i].frames) {
-      if (f.failed || f.catalog.empty()) continue;
-      const std::string path = (fs::path(output_dir_of_entry[i]) / f.catalog).string();
-      Catalog frame_catalog;
+  // The per-frame catalogs are read in parallel, a block at a time (memory stays bounded by the
+  // block), and appended in manifest order, so the result does not depend on the thread count.
+  struct Job {
+    std::size_t entry;
+    const ManifestFrame* frame;
+  };
+  std::vector<Job> jobs;
+  for (std::size_t i = 0; i < entries.size(); ++i)
+    for (const ManifestFrame& f : entries[i].frames)
+      if (!f.failed && !f.catalog.empty()) jobs.push_back({i, &f});
+  constexpr std::size_t kBlock = 256;
+  std::vector<Catalog> block(kBlock);
+  std::vector<std::string> errors(kBlock);
+  for (std::size_t start = 0; start < jobs.size(); start += kBlock) {
+    const std::size_t n = std::min(kBlock, jobs.size() - start);
+    tbb::parallel_for(std::size_t{0}, n, [&](std::size_t k) {
+      const Job& job = jobs[start + k];
+      const std::string path =
+          (fs::path(output_dir_of_entry[job.entry]) / job.frame->catalog).string();
       try {
-        frame_catalog = read_fits_catalog(path, 1);
+        block[k] =
+            with_file_and_hdu(read_fits_catalog(path, 1), entries[job.entry].path, job.frame->hdu);
       } catch (const std::exception& e) {
-        throw std::runtime_error(path + ": cannot read per-frame catalog: " + e.what());
+        errors[k] = path + ": cannot read per-frame catalog: " + e.what();
       }
-      merged.append(with_file_and_hdu(frame_catalog, entries[i].path, f.hdu));
+    });
+    for (std::size_t k = 0; k < n; ++k) {
+      if (!errors[k].empty()) throw std::runtime_error(errors[k]);
+      merged.append(block[k]);
+      block[k] = Catalog{};
     }
   }
   return merged;
