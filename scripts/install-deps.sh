@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian 12 package astroflow needs to build, test and benchmark.
 # Usage: scripts/install-deps.sh [--train] [--mpi]
-#   --train  also install python3-torch (only needed to retrain models/)
+#   --train  accepted for compatibility (python3-torch is always installed: the tests use it)
 #   --mpi    also install OpenMPI (only needed for -DASTROFLOW_WITH_MPI=ON)
 set -euo pipefail
 
@@ -14,10 +14,12 @@ pkgs=(
   source-extractor
   time
   chromium  # tests/integration/report_test.cpp renders report.html headless
+  # The ONNX tests export a tiny seeded model with torch at test time (models/common/make_tiny_model.py)
+  python3-torch python3-numpy python3-yaml
 )
 for arg in "$@"; do
   case "$arg" in
-    --train) pkgs+=(python3-torch python3-numpy python3-yaml) ;;
+    --train) ;;  # kept for old instructions: training needs nothing beyond the test set now
     --mpi) pkgs+=(libopenmpi-dev openmpi-bin) ;;
     *) echo "install-deps: unknown option $arg" >&2; exit 2 ;;
   esac
