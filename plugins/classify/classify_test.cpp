@@ -25,6 +25,8 @@
 #include <sstream>
 #include <string>
 
+#include "tiny_model.hpp"
+
 namespace fs = std::filesystem;
 using astroflow::Batch;
 using astroflow::Frame;
@@ -75,11 +77,7 @@ class TinyClassify : public ::testing::Test {
                         ("astroflow-classify-test-" + std::to_string(::getpid())));
     fs::remove_all(*dir_);
     fs::create_directories(*dir_);
-    const std::string cmd = "/usr/bin/python3 " ASTROFLOW_SOURCE_DIR
-                            "/models/common/make_tiny_model.py " +
-                            (*dir_ / "tiny").string() + " --size 16 --seed 3 > " +
-                            (*dir_ / "make.log").string() + " 2>&1";
-    available_ = std::system(cmd.c_str()) == 0;
+    available_ = astroflow::test::make_tiny_model(*dir_ / "tiny", 16, 3, *dir_ / "make.log");
   }
   static void TearDownTestSuite() {
     fs::remove_all(*dir_);

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "astroflow/preprocess.hpp"
+#include "tiny_model.hpp"
 
 namespace fs = std::filesystem;
 using astroflow::OnnxModel;
@@ -75,11 +76,7 @@ class TinyModel : public ::testing::Test {
                         ("astroflow-onnx-test-" + std::to_string(::getpid())));
     fs::remove_all(*dir_);
     fs::create_directories(*dir_);
-    const std::string cmd = "/usr/bin/python3 " ASTROFLOW_SOURCE_DIR
-                            "/models/common/make_tiny_model.py " +
-                            (*dir_ / "tiny").string() + " --size 16 --seed 7 > " +
-                            (*dir_ / "make.log").string() + " 2>&1";
-    available_ = std::system(cmd.c_str()) == 0;
+    available_ = astroflow::test::make_tiny_model(*dir_ / "tiny", 16, 7, *dir_ / "make.log");
   }
   static void TearDownTestSuite() {
     fs::remove_all(*dir_);
