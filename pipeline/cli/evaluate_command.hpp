@@ -1,5 +1,5 @@
-// `astroflow evaluate classify`: scores a run's catalog against simulator labels
-// (evaluate_classify.hpp). Wired in main.cpp like the other subcommands:
+// `astroflow evaluate classify|denoise`: scores a run's outputs against simulator truth
+// (evaluate_classify.hpp, evaluate_denoise.hpp). Wired in main.cpp like the other subcommands:
 //   EvaluateArgs eval;  auto* eval_cmd = add_evaluate_command(app, eval);
 //   ...  if (eval_cmd->parsed()) return run_evaluate(eval);
 #pragma once
@@ -14,9 +14,18 @@ struct EvaluateArgs {
   std::string labels;   ///< labels.csv or labels.fits from `astroflow simulate cutouts`
   std::string json;     ///< optional: also write the report as JSON here
   CLI::App* classify_cmd = nullptr;
+  // evaluate denoise
+  std::string noisy;        ///< the noisy input image
+  std::string denoised;     ///< <stem>.denoised.fits of the run
+  std::string truth;        ///< the simulator's noiseless <name>.model.fits
+  std::string truth_table;  ///< the simulator's <name>.truth.fits or .csv
+  int tile_pix = 256;
+  int overlap_pix = 32;
+  CLI::App* denoise_cmd = nullptr;
 };
 
-/// Adds `evaluate classify` to `app`, bound to `args`. Returns the evaluate subcommand.
+/// Adds `evaluate classify` and `evaluate denoise` to `app`, bound to `args`. Returns the evaluate
+/// subcommand.
 CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& args);
 
 /// Runs the parsed evaluate subcommand; prints the report; returns the exit code (0). Errors
