@@ -11,6 +11,8 @@
 #include <opencv2/core.hpp>
 #include <string>
 
+#include "plugin_stage.hpp"
+
 namespace {
 
 using astroflow::Batch;
@@ -20,19 +22,7 @@ using astroflow::OptionValue;
 std::unique_ptr<astroflow::StageInstance> make_stage(
     astroflow::PluginRegistry& registry, const std::string& name,
     const std::map<std::string, OptionValue>& overrides = {}) {
-  const std::string path = std::string(ASTROFLOW_PLUGIN_DIR) + "/libastroflow-" + name + ".so";
-  const astroflow::LoadedPlugin& plugin = registry.load_file(path);
-  astroflow::Options options;
-  for (const auto& spec : plugin.schema().specs()) {
-    if (spec.default_value) options.set(spec.name, *spec.default_value);
-  }
-  for (const auto& [key, value] : overrides) options.set(key, value);
-  auto stage = plugin.create(name);
-  stage->configure(options);
-  astroflow::StageContext context;
-  context.stage_name = name;
-  stage->open(context);
-  return stage;
+  return astroflow::test::open_builtin_stage(registry, name, overrides);
 }
 
 double true_background(int x, int y) {

@@ -25,6 +25,7 @@
 #include <sstream>
 #include <string>
 
+#include "plugin_stage.hpp"
 #include "tiny_model.hpp"
 
 namespace fs = std::filesystem;
@@ -38,19 +39,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 std::unique_ptr<astroflow::StageInstance> make_stage(
     astroflow::PluginRegistry& registry, const std::map<std::string, OptionValue>& overrides) {
-  const std::string path = std::string(ASTROFLOW_PLUGIN_DIR) + "/libastroflow-classify.so";
-  const astroflow::LoadedPlugin& plugin = registry.load_file(path);
-  astroflow::Options options;
-  for (const auto& spec : plugin.schema().specs()) {
-    if (spec.default_value) options.set(spec.name, *spec.default_value);
-  }
-  for (const auto& [key, value] : overrides) options.set(key, value);
-  auto stage = plugin.create("classify");
-  stage->configure(options);
-  astroflow::StageContext context;
-  context.stage_name = "classify";
-  stage->open(context);
-  return stage;
+  return astroflow::test::open_builtin_stage(registry, "classify", overrides);
 }
 
 std::vector<float> read_f32(const fs::path& p, std::size_t n) {

@@ -20,6 +20,7 @@
 #include <random>
 #include <string>
 
+#include "plugin_stage.hpp"
 #include "tile_blend.hpp"
 
 using astroflow::Frame;
@@ -35,20 +36,8 @@ std::string model_path() {
 
 std::unique_ptr<astroflow::StageInstance> make_stage(
     astroflow::PluginRegistry& registry, const std::string& name,
-    const std::map<std::string, OptionValue>& overrides) {
-  const std::string path = std::string(ASTROFLOW_PLUGIN_DIR) + "/libastroflow-" + name + ".so";
-  const astroflow::LoadedPlugin& plugin = registry.load_file(path);
-  astroflow::Options options;
-  for (const auto& spec : plugin.schema().specs()) {
-    if (spec.default_value) options.set(spec.name, *spec.default_value);
-  }
-  for (const auto& [key, value] : overrides) options.set(key, value);
-  auto stage = plugin.create(name);
-  stage->configure(options);
-  astroflow::StageContext context;
-  context.stage_name = name;
-  stage->open(context);
-  return stage;
+    const std::map<std::string, OptionValue>& overrides = {}) {
+  return astroflow::test::open_builtin_stage(registry, name, overrides);
 }
 
 cv::Mat gaussian_noise(int h, int w, double mean, double sigma, unsigned seed) {

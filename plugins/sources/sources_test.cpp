@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "plugin_stage.hpp"
+
 namespace {
 
 using astroflow::Batch;
@@ -25,20 +27,7 @@ using astroflow::OptionValue;
 std::unique_ptr<astroflow::StageInstance> make_stage(
     astroflow::PluginRegistry& registry, const std::string& name,
     const std::map<std::string, OptionValue>& overrides = {}) {
-  const std::string path = std::string(ASTROFLOW_PLUGIN_DIR) + "/libastroflow-" + name + ".so";
-  const astroflow::LoadedPlugin* plugin = registry.find(name);
-  if (plugin == nullptr) plugin = &registry.load_file(path);
-  astroflow::Options options;
-  for (const auto& spec : plugin->schema().specs()) {
-    if (spec.default_value) options.set(spec.name, *spec.default_value);
-  }
-  for (const auto& [key, value] : overrides) options.set(key, value);
-  auto stage = plugin->create(name);
-  stage->configure(options);
-  astroflow::StageContext context;
-  context.stage_name = name;
-  stage->open(context);
-  return stage;
+  return astroflow::test::open_builtin_stage(registry, name, overrides);
 }
 
 struct Gauss {
