@@ -16,27 +16,14 @@
 
 #include "astroflow/onnx_model.hpp"
 #include "astroflow/preprocess.hpp"
+#include "tiny_model.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RawArray {
-  std::vector<int> shape;
-  std::vector<float> values;
-};
-
-RawArray read_raw(const fs::path& dir, const nlohmann::json& entry) {
-  RawArray a;
-  for (const auto& d : entry.at("shape")) a.shape.push_back(d.get<int>());
-  std::size_t n = 1;
-  for (int d : a.shape) n *= static_cast<std::size_t>(d);
-  a.values.resize(n);
-  std::ifstream in(dir / entry.at("file").get<std::string>(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(a.values.data()), static_cast<std::streamsize>(n * 4));
-  EXPECT_TRUE(in.good()) << "short read of " << entry.dump() << " in " << dir;
-  return a;
-}
+using astroflow::test::RawArray;
+using astroflow::test::read_raw;
 
 std::vector<fs::path> model_dirs() {
   std::vector<fs::path> dirs;

@@ -48,22 +48,8 @@ std::string replace_once(std::string s, const std::string& from, const std::stri
   return s;
 }
 
-struct RawArray {
-  std::vector<int> shape;
-  std::vector<float> values;
-};
-
-RawArray read_raw(const fs::path& dir, const nlohmann::json& entry) {
-  RawArray a;
-  for (const auto& d : entry.at("shape")) a.shape.push_back(d.get<int>());
-  std::size_t n = 1;
-  for (int d : a.shape) n *= static_cast<std::size_t>(d);
-  a.values.resize(n);
-  std::ifstream in(dir / entry.at("file").get<std::string>(), std::ios::binary);
-  in.read(reinterpret_cast<char*>(a.values.data()), static_cast<std::streamsize>(n * 4));
-  EXPECT_TRUE(in.good()) << "short read of " << entry.dump();
-  return a;
-}
+using astroflow::test::RawArray;
+using astroflow::test::read_raw;
 
 cv::Mat as_blob(RawArray& a) {
   return cv::Mat(static_cast<int>(a.shape.size()), a.shape.data(), CV_32F, a.values.data());
