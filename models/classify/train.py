@@ -47,7 +47,7 @@ def block(cin, cout, kernel=3, stride=1):
 # The stem halves the resolution at once: the PSF FWHM is 2.5-4 px, so a learned 4x4 stride-2
 # filter keeps compact clumps, and the 64x64 full-resolution activations (the slowest part of
 # training on 2 shared CPU cores) are never stored.
-WIDTHS = (16, 32, 48, 64, 64)
+WIDTHS = (16, 32, 64, 96, 128)
 
 
 class MorphologyNet(nn.Module):
@@ -108,6 +108,8 @@ def main():
                     help="seconds for the training loop; the cosine schedule ends by then")
     ap.add_argument("--warmup-steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--widths", default=",".join(str(w) for w in WIDTHS),
+                    help="channels of the five conv blocks")
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe", default="models/classify/train.sh")
@@ -126,7 +128,7 @@ def main():
     x_va = normalise_batch(raw_va, NORM)
     print(f"train {len(x_tr)}  val {len(x_va)}  ({time.time() - t0:.0f} s to load)", flush=True)
 
-    model = MorphologyNet()
+    model = MorphologyNet(widths=tuple(int(v) for v in a.widths.split(",")))
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
     steps_per_epoch = (len(x_tr) + a.batch - 1) // a.batch
@@ -249,6 +251,7 @@ def main():
                       "test": seeds[2] if seeds else 0, "torch": a.seed},
             "time_s": round(training_time_s, 1),
             "parameters": n_params,
+            "widths": [int(v) for v in a.widths.split(",")],
             "epochs_run": round(step / steps_per_epoch, 3),
             "steps": step,
             "batch": a.batch,

@@ -5,7 +5,7 @@
 #   3. trains (models/classify/train.py; early stopping and temperature on validation only),
 #      exports model.onnx (opset 13), writes model.yaml, metrics.json and the reference pair,
 #   4. evaluates the test set (never used for any choice) and prints the report.
-# Usage: models/classify/train.sh            (defaults below; 7.5 min on 2 idle cores, at most ~12 min)
+# Usage: models/classify/train.sh            (defaults below; the training loop stops, annealed, after MAX_TRAIN_S)
 #   Environment: BUILD (build folder), DATA (scratch folder), N_TRAIN, N_VAL, N_TEST,
 #   LIMIT_TRAIN (0 = all), THREADS, EPOCHS, PATIENCE, MAX_TRAIN_S (the training loop ends,
 #   annealed, after this many seconds even if EPOCHS are not done: the cores are shared).
@@ -13,14 +13,14 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 DATA=${DATA:-$BUILD/classify-data}
-N_TRAIN=${N_TRAIN:-30000}
+N_TRAIN=${N_TRAIN:-60000}
 N_VAL=${N_VAL:-3000}
 N_TEST=${N_TEST:-10000}
 THREADS=${THREADS:-2}
 LIMIT_TRAIN=${LIMIT_TRAIN:-0}  # use only the first N train stamps (0: all)
-EPOCHS=${EPOCHS:-10}
-PATIENCE=${PATIENCE:-6}
-MAX_TRAIN_S=${MAX_TRAIN_S:-600}
+EPOCHS=${EPOCHS:-20}
+PATIENCE=${PATIENCE:-12}
+MAX_TRAIN_S=${MAX_TRAIN_S:-3600}
 SEED_TRAIN=1101
 SEED_VAL=2202
 SEED_TEST=3303
