@@ -1,12 +1,14 @@
 // Bare inference throughput of a classifier card (bench/classify_throughput.sh builds and runs
 // this). Prints one table row per batch size: stamps/s for the forward pass alone, and for
-// normalisation + forward pass, on the same N simulated stamps.
+// normalisation + forward pass, on the same N simulated stamps, and the CPU time (all threads)
+// per stamp of the latter: a rate that a shared machine's load disturbs less than wall time.
 //   classify_bench MODEL.onnx N THREADS BATCH...
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/preprocess.hpp>
 #include <astroflow/simulate.hpp>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <opencv2/core.hpp>
 #include <string>
 #include <vector>
@@ -28,7 +30,13 @@ int main(int argc, char** argv) {
     stamps.push_back(astroflow::render_cutout(o, i, plan[static_cast<std::size_t>(i)]).image);
   }
   using clock = std::chrono::steady_clock;
-  std::printf("%-6s %14s %20s\n", "batch", "forward/s", "normalise+forward/s");
+  auto cpu_s = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+  };
+  std::printf("%-6s %14s %20s %18s\n", "batch", "forward/s", "normalise+forward/s",
+              "cpu_ms/stamp(n+f)");
   for (int a = 4; a < argc; ++a) {
     const int batch = std::stoi(argv[a]);
     auto model = astroflow::OnnxModel::load(model_path, {batch, false, true});
@@ -52,10 +60,12 @@ int main(int argc, char** argv) {
     (void)model.run(blob);
     const double fwd = std::chrono::duration<double>(clock::now() - t0).count();
     t0 = clock::now();
+    const double c0 = cpu_s();
     fill();
     (void)model.run(blob);
     const double all = std::chrono::duration<double>(clock::now() - t0).count();
-    std::printf("%-6d %14.0f %20.0f\n", batch, n / fwd, n / all);
+    const double cpu_ms = 1e3 * (cpu_s() - c0) / n;
+    std::printf("%-6d %14.0f %20.0f %18.3f\n", batch, n / fwd, n / all, cpu_ms);
   }
   return 0;
 }

@@ -34,66 +34,14 @@ now() { date +%s.%N; }
 "$astroflow" simulate field --size "$size" --seed "$seed" --output "$work" --name field >/dev/null
 image="$work/field.fits"
 truth="$work/field.truth.csv"
-gain=$(python3 - "$image" <<'EOF' 2>/dev/null || true
-import sys
-with open(sys.argv[1], 'rb') as f:
-    head = f.read(2880 * 20).decode('ascii', 'replace')
-for i in range(0, len(head), 80):
-    card = head[i:i + 80]
-    if card.startswith('GAIN    ='):
-        print(card[10:].split('/')[0].strip())
-        break
-EOF
-)
+# The shared SExtractor configuration (GAIN from the image header).
+# shellcheck source=bench/sextractor_run.sh
+source "$(dirname "$0")/sextractor_run.sh"
+gain=$(sex_header_value "$image" GAIN)
 gain=${gain:-0}
 
-# Minimal SExtractor configuration written here so the comparison does not depend on the
-# package's defaults. Settings mirror astroflow's: 1.5 sigma, 5 px, 64 px meshes, 3x3 filter
-# of the mesh grid, Gaussian FWHM 3 px on 5x5, Kron 2.5 / 3.5.
-cat > "$work/default.param" <<'EOF'
-NUMBER
-X_IMAGE
-Y_IMAGE
-FLUX_AUTO
-FLUXERR_AUTO
-MAG_AUTO
-A_IMAGE
-B_IMAGE
-THETA_IMAGE
-FLAGS
-EOF
-# SExtractor's own gauss_3.0_5x5 filter, shipped by the Debian package.
-cp /usr/share/source-extractor/gauss_3.0_5x5.conv "$work/default.conv"
-cat > "$work/default.sex" <<EOF
-CATALOG_NAME     $work/sex.cat
-CATALOG_TYPE     ASCII_HEAD
-PARAMETERS_NAME  $work/default.param
-DETECT_TYPE      CCD
-DETECT_MINAREA   5
-DETECT_THRESH    1.5
-ANALYSIS_THRESH  1.5
-FILTER           Y
-FILTER_NAME      $work/default.conv
-DEBLEND_NTHRESH  32
-DEBLEND_MINCONT  0.005
-CLEAN            Y
-CLEAN_PARAM      1.0
-MASK_TYPE        CORRECT
-PHOT_AUTOPARAMS  2.5, 3.5
-SATUR_LEVEL      1e29
-MAG_ZEROPOINT    25.0
-GAIN             $gain
-BACK_SIZE        64
-BACK_FILTERSIZE  3
-BACKPHOTO_TYPE   GLOBAL
-CHECKIMAGE_TYPE  SEGMENTATION
-CHECKIMAGE_NAME  $work/sex.seg.fits
-VERBOSE_TYPE     QUIET
-NTHREADS         1
-EOF
-
 t0=$(now)
-source-extractor "$image" -c "$work/default.sex"
+sex_run "$image" "$work" ASCII_HEAD 1
 t1=$(now)
 sex_s=$(echo "$t1 - $t0" | bc -l)
 

@@ -12,6 +12,8 @@ struct SimulateArgs {
   FieldOptions field;
   CutoutOptions cutouts;
   std::string field_size = "2048";
+  std::string field_tiles;       ///< --tiles CxR: write overlapping tiles (simulate_survey.hpp)
+  int field_tile_overlap = 256;  ///< --tile-overlap
   std::string cutout_size = "64";
   CLI::App* field_cmd = nullptr;
   CLI::App* cutouts_cmd = nullptr;

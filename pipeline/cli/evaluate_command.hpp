@@ -1,5 +1,6 @@
-// `astroflow evaluate classify|denoise`: scores a run's outputs against simulator truth
-// (evaluate_classify.hpp, evaluate_denoise.hpp). Wired in main.cpp like the other subcommands:
+// `astroflow evaluate classify|denoise|detect|segment`: scores a run's outputs against simulator
+// truth (evaluate_classify.hpp, evaluate_denoise.hpp, evaluate_detect.hpp, evaluate_segment.hpp).
+// Wired in main.cpp like the other subcommands:
 //   EvaluateArgs eval;  auto* eval_cmd = add_evaluate_command(app, eval);
 //   ...  if (eval_cmd->parsed()) return run_evaluate(eval);
 #pragma once
@@ -22,9 +23,24 @@ struct EvaluateArgs {
   int tile_pix = 256;
   int overlap_pix = 32;
   CLI::App* denoise_cmd = nullptr;
+  // evaluate detect / segment (catalog, truth_table and json are shared with the above)
+  std::string file;       ///< one image of a merged catalog (its FILE)
+  std::string artifacts;  ///< the simulator's <name>.artifacts.fits ("none": skip)
+  double match_radius_pix = 2.0;
+  double mag_bin = 0.5;
+  std::string class_column = "CLASS_STAR";
+  double class_threshold = 0.5;
+  double class_snr_min = 20.0;
+  double blend_snr_min = 10.0;
+  std::string segmap;          ///< the run's <stem>.segmap.fits or SExtractor's check image
+  std::string truth_segmap;    ///< default: <name>.truthseg.fits beside the truth table
+  std::string classmap;        ///< optional per-pixel class map
+  std::string truth_classmap;  ///< default: <name>.truthclass.fits beside the truth table
+  CLI::App* detect_cmd = nullptr;
+  CLI::App* segment_cmd = nullptr;
 };
 
-/// Adds `evaluate classify` and `evaluate denoise` to `app`, bound to `args`. Returns the evaluate
+/// Adds `evaluate classify|denoise|detect|segment` to `app`, bound to `args`. Returns the evaluate
 /// subcommand.
 CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& args);
 

@@ -21,6 +21,9 @@
 #include "cli_commands.hpp"
 #include "evaluate_command.hpp"
 #include "new_plugin_command.hpp"
+#if ASTROFLOW_WITH_MPI
+#include "mpi_work_source.hpp"
+#endif
 
 #ifndef ASTROFLOW_VERSION
 #define ASTROFLOW_VERSION "0.0.0"
@@ -88,7 +91,17 @@ struct MergeArgs {
 };
 
 int cmd_run(const RunArgs& a) {
+  int rank = 0;
+#if ASTROFLOW_WITH_MPI
+  // Under mpirun/srun with several ranks, rank 0 hands out the inputs (docs/batch.md "MPI").
+  std::unique_ptr<mpi::MpiWorkSource> mpi_source;
+  if (mpi::launched_as_one_of_several_ranks()) {
+    mpi_source = std::make_unique<mpi::MpiWorkSource>();
+    rank = mpi_source->rank();
+  }
+#endif
   auto logger = make_logger(a.log_level, a.quiet);
+  if (rank > 0) logger->set_pattern("astroflow[rank " + std::to_string(rank) + "]: %l: %v");
   const PipelineConfig config = PipelineConfig::load(a.config, a.sets);
   PluginRegistry registry;
   registry.scan(PluginRegistry::search_path(config.plugin_paths));
@@ -107,8 +120,31 @@ int cmd_run(const RunArgs& a) {
   };
   if (!a.quiet)
     options.on_progress = [&progress](const ProgressSnapshot& s) { progress.update(s); };
+#if ASTROFLOW_WITH_MPI
+  if (mpi::MpiWorkSource* src = mpi_source.get(); src != nullptr) {
+    options.work_source = src;
+    if (rank > 0)  // only rank 0 prints progress, for all ranks
+      options.on_progress = [src](const ProgressSnapshot& s) { src->set_local_progress(s); };
+    else if (!a.quiet)
+      options.on_progress = [&progress, src](const ProgressSnapshot& s) {
+        progress.update(src->with_remote_progress(s));
+      };
+  }
+#endif
   ProgressSnapshot last;
   const RunReport report = run_pipeline(config, stages, options);
+  int status = static_cast<int>(report.exit_status);
+#if ASTROFLOW_WITH_MPI
+  if (mpi_source) {
+    status = mpi_source->share_exit_status(status);
+    if (rank > 0) return status;
+    std::string given;
+    for (const std::size_t n : mpi_source->inputs_per_rank())
+      given += (given.empty() ? "" : ", ") + std::to_string(n);
+    logger->info("MPI: {} ranks; inputs given to rank 0..{}: {}", mpi_source->processes(),
+                 mpi_source->processes() - 1, given);
+  }
+#endif
   if (!a.quiet) {
     last.files_done = report.files;
     last.files_total = report.files;
@@ -123,7 +159,7 @@ int cmd_run(const RunArgs& a) {
                report.files_failed, report.wall_s, report.threads);
   logger->info("outputs in {} (catalog, summary.json, manifest.jsonl, report.html)",
                report.output_dir);
-  return static_cast<int>(report.exit_status);
+  return status;
 }
 
 int cmd_merge(const MergeArgs& a) {

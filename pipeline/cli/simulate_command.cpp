@@ -1,6 +1,7 @@
 // `astroflow simulate field|cutouts`: thin CLI over simulate.hpp (docs/simulator.md).
 #include <iostream>
 
+#include "astroflow/simulate_survey.hpp"
 #include "cli_commands.hpp"
 
 namespace astroflow::cli {
@@ -40,11 +41,19 @@ CLI::App* add_simulate_command(CLI::App& app, SimulateArgs& a) {
       ->capture_default_str();
   fc->add_option("--blend-fraction", f.blend_fraction, "galaxies given a close companion")
       ->capture_default_str();
+  fc->add_option("--irregular-density", f.irregular_density_arcmin2,
+                 "irregular galaxies (clumpy, mergers) per arcmin^2, mag <= 24.5")
+      ->capture_default_str();
   fc->add_option("--cosmics", f.n_cosmic_rays, "cosmic-ray hits")->capture_default_str();
   fc->add_option("--hot-pixels", f.n_hot_pixels, "hot pixels")->capture_default_str();
   fc->add_option("--oversample", f.oversample, "galaxy rendering grid factor")
       ->capture_default_str();
   fc->add_option("--noise-seed", f.noise_seed, "seed of the pixel noise only (0: --seed)")
+      ->capture_default_str();
+  fc->add_option("--tiles", a.field_tiles,
+                 "CxR: write C x R overlapping tiles <name>_r<row>c<col>.* of the field, sharing "
+                 "its WCS frame and sky objects (a mini-survey), instead of the whole field");
+  fc->add_option("--tile-overlap", a.field_tile_overlap, "pixels shared by neighbouring tiles")
       ->capture_default_str();
   a.field_cmd = fc;
 
@@ -86,6 +95,11 @@ int run_simulate(SimulateArgs& a) {
   if (a.field_cmd->parsed()) {
     std::tie(a.field.width_pix, a.field.height_pix) = parse_image_size(a.field_size, "--size");
     const FieldSimulation field = simulate_field(a.field);
+    if (!a.field_tiles.empty()) {
+      const SurveyTiling tiling = parse_survey_tiling(a.field_tiles, a.field_tile_overlap);
+      for (const std::string& p : write_survey(field, a.field, tiling)) std::cout << p << "\n";
+      return 0;
+    }
     for (const std::string& p : write_field(field, a.field)) std::cout << p << "\n";
     return 0;
   }

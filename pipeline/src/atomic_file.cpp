@@ -14,6 +14,7 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 namespace astroflow {
 namespace {
@@ -34,6 +35,8 @@ class Fd {
     if (fd_ >= 0) ::close(fd_);
   }
   [[nodiscard]] int get() const { return fd_; }
+  /// Closes now, reporting close(2)'s error (some filesystems report write errors only there).
+  [[nodiscard]] int close_now() { return ::close(std::exchange(fd_, -1)); }
 
  private:
   int fd_;
@@ -88,7 +91,9 @@ std::string temporary_path_for(const std::string& final_path) {
 }
 
 void write_atomically(const std::string& final_path,
-                      const std::function<void(const std::string& tmp_path)>& write) {
+                      const std::function<void(const std::string& tmp_path)>& write,
+                      Durability durability) {
+  const bool now = durability == Durability::kNow;
   const fs::path final_fs(final_path);
   if (final_fs.has_parent_path()) {
     std::error_code ec;
@@ -104,7 +109,7 @@ void write_atomically(const std::string& final_path,
     if (!fs::exists(tmp)) {
       throw std::runtime_error(final_path + ": the writer did not create " + tmp);
     }
-    fsync_path(tmp, O_RDONLY);
+    if (now) fsync_path(tmp, O_RDONLY);
     if (std::rename(tmp.c_str(), final_path.c_str()) != 0) {
       throw errno_error("cannot rename " + tmp + " onto it", final_path);
     }
@@ -113,6 +118,7 @@ void write_atomically(const std::string& final_path,
     fs::remove(tmp, ignored);
     throw;
   }
+  if (!now) return;
   // The rename is durable only once the folder entry is on disk. A failure here leaves a
   // complete file, so it is not worth failing the write over.
   const std::string dir =
@@ -123,21 +129,37 @@ void write_atomically(const std::string& final_path,
   }
 }
 
-void write_file_atomically(const std::string& final_path, std::string_view contents) {
-  write_atomically(final_path, [contents](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw errno_error("cannot create", tmp);
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-    out.close();
-    if (!out) throw errno_error("write failed", tmp);
-  });
+void write_file_atomically(const std::string& final_path, std::string_view contents,
+                           Durability durability) {
+  write_atomically(
+      final_path,
+      [contents](const std::string& tmp) {
+        Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+        if (fd.get() < 0) throw errno_error("cannot create", tmp);
+        std::size_t done = 0;
+        while (done < contents.size()) {
+          const ssize_t n = ::write(fd.get(), contents.data() + done, contents.size() - done);
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0) throw errno_error("write failed", tmp);
+          done += static_cast<std::size_t>(n);
+        }
+        if (fd.close_now() != 0) throw errno_error("write failed", tmp);
+      },
+      durability);
+}
+
+void sync_filesystem(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) throw errno_error("cannot open to sync its filesystem", dir);
+  if (::syncfs(fd.get()) != 0) throw errno_error("syncfs failed", dir);
 }
 
 std::string sha256_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw errno_error("cannot open for sha256", path);
   EvpCtx ctx = new_sha256(path);
-  std::array<char, 1 << 16> buf{};
+  // Not value-initialised: zeroing 64 KiB cost more than hashing a small catalog.
+  std::array<char, 1 << 16> buf;  // NOLINT(cppcoreguidelines-pro-type-member-init)
   while (in) {
     in.read(buf.data(), buf.size());
     const std::streamsize n = in.gcount();

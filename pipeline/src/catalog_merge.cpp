@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -66,15 +68,23 @@ void sort_entries_by_path(std::vector<ManifestEntry>& entries) {
                    [](const ManifestEntry& a, const ManifestEntry& b) { return a.path < b.path; });
 }
 
-Catalog rebuild_merged_catalog(const std::vector<ManifestEntry>& entries,
-                               const std::vector<std::string>& output_dir_of_entry) {
-  if (output_dir_of_entry.size() != entries.size())
-    throw std::invalid_argument("rebuild_merged_catalog: one output folder per entry expected");
+namespace {
+
+Catalog merged_catalog_start() {
   Catalog merged;
   merged.add_column<std::string>("FILE", "", "input file, relative to the input folder");
   merged.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
-  // The per-frame catalogs are read in parallel, a block at a time (memory stays bounded by the
-  // block), and appended in manifest order, so the result does not depend on the thread count.
+  return merged;
+}
+
+/// Calls use(catalog) for every per-frame catalog of `entries` in order, with FILE and HDU
+/// first. The catalogs are read in parallel, a block at a time (memory stays bounded by the
+/// block), and handed over in manifest order, so nothing depends on the thread count.
+template <typename Use>
+void for_each_frame_catalog(const std::vector<ManifestEntry>& entries,
+                            const std::vector<std::string>& output_dir_of_entry, Use&& use) {
+  if (output_dir_of_entry.size() != entries.size())
+    throw std::invalid_argument("merged catalog: one output folder per entry expected");
   struct Job {
     std::size_t entry;
     const ManifestFrame* frame;
@@ -101,11 +111,104 @@ Catalog rebuild_merged_catalog(const std::vector<ManifestEntry>& entries,
     });
     for (std::size_t k = 0; k < n; ++k) {
       if (!errors[k].empty()) throw std::runtime_error(errors[k]);
-      merged.append(block[k]);
+      use(std::move(block[k]));
       block[k] = Catalog{};
     }
   }
+}
+
+/// The columns of `c` without its rows.
+Catalog columns_only(const Catalog& c) {
+  Catalog s;
+  for (const Column& col : c.columns())
+    std::visit(
+        [&](const auto& v) {
+          using T = typename std::decay_t<decltype(v)>::value_type;
+          (void)s.add_column<T>(col.name, col.unit, col.description);
+        },
+        col.values);
+  return s;
+}
+
+/// Calls write(tmp) through write_atomically when `wanted`, else write("").
+void maybe_atomically(bool wanted, const std::string& path,
+                      const std::function<void(const std::string&)>& write) {
+  if (wanted) {
+    write_atomically(path, write);
+  } else {
+    write(std::string());
+  }
+}
+
+}  // namespace
+
+Catalog rebuild_merged_catalog(const std::vector<ManifestEntry>& entries,
+                               const std::vector<std::string>& output_dir_of_entry) {
+  Catalog merged = merged_catalog_start();
+  for_each_frame_catalog(entries, output_dir_of_entry, [&](Catalog&& c) { merged.append(c); });
   return merged;
+}
+
+void stream_merged_catalog(const std::vector<ManifestEntry>& entries,
+                           const std::vector<std::string>& output_dir_of_entry,
+                           const std::string& dir, const std::vector<std::string>& formats,
+                           const Header& header, CatalogStats* stats) {
+  // Pass 1: the merged columns in order of first appearance (Catalog::append's union, type
+  // clashes included), the longest string of each string column, the row count.
+  Catalog schema = merged_catalog_start();
+  std::map<std::string, std::size_t> widths;
+  std::size_t rows = 0;
+  for_each_frame_catalog(entries, output_dir_of_entry, [&](Catalog&& c) {
+    schema.append(columns_only(c));
+    for (const Column& col : c.columns()) {
+      if (col.type() != ColumnType::kString) continue;
+      std::size_t& w = widths[col.name];
+      for (const std::string& v : std::get<std::vector<std::string>>(col.values))
+        w = std::max(w, v.size());
+    }
+    rows += c.rows();
+    if (stats != nullptr) stats->observe_range(c);
+  });
+  if (stats != nullptr) stats->settle(schema);
+
+  // Pass 2: rows in chunks with every merged column (missing cells get Catalog's defaults).
+  const bool fits = std::find(formats.begin(), formats.end(), "fits") != formats.end();
+  const bool csv = std::find(formats.begin(), formats.end(), "csv") != formats.end();
+  const fs::path out(dir);
+  const std::string fits_path = (out / "catalog.fits").string();
+  const std::string csv_path = (out / "catalog.csv").string();
+  maybe_atomically(fits, fits_path, [&](const std::string& fits_tmp) {
+    std::unique_ptr<FitsCatalogAppender> fits_out;
+    if (fits)
+      fits_out =
+          std::make_unique<FitsCatalogAppender>(fits_tmp, fits_path, schema, widths, rows, header);
+    maybe_atomically(csv, csv_path, [&](const std::string& csv_tmp) {
+      std::ofstream csv_out;
+      if (csv) {
+        csv_out.open(csv_tmp, std::ios::binary | std::ios::trunc);
+        if (!csv_out) throw std::runtime_error(csv_tmp + ": cannot open for writing");
+        write_csv_header(csv_out, schema);
+      }
+      constexpr std::size_t kChunkRows = 2048;
+      Catalog chunk = columns_only(schema);
+      auto flush = [&] {
+        if (fits_out) fits_out->append(chunk);
+        if (csv) write_csv_rows(csv_out, chunk);
+        if (stats != nullptr) stats->count(chunk);
+        chunk = columns_only(schema);
+      };
+      for_each_frame_catalog(entries, output_dir_of_entry, [&](Catalog&& c) {
+        chunk.append(c);
+        if (chunk.rows() >= kChunkRows) flush();
+      });
+      flush();
+      if (csv) {
+        csv_out.flush();
+        if (!csv_out) throw std::runtime_error(csv_tmp + ": write failed");
+      }
+    });
+    if (fits_out) fits_out->close();
+  });
 }
 
 MergedRowImages merged_row_images(const Catalog& merged,
@@ -212,11 +315,6 @@ RunReport merge_shard_outputs(const MergeOptions& options) {
     sorted_dirs.push_back(dir_of_entry[i]);
   }
 
-  Catalog merged = rebuild_merged_catalog(sorted, sorted_dirs);
-  if (options.sky_match) {
-    const MergedRowImages rows = merged_row_images(merged, sorted);
-    flag_sky_duplicates(merged, *options.sky_match, rows.image_of_row, rows.edge_distance_pix);
-  }
   std::stable_sort(report.failures.begin(), report.failures.end(),
                    [](const FailureRecord& a, const FailureRecord& b) { return a.path < b.path; });
   report.output_dir = options.output_dir;
@@ -225,9 +323,17 @@ RunReport merge_shard_outputs(const MergeOptions& options) {
   std::error_code ec;
   fs::create_directories(options.output_dir, ec);
   if (ec) throw FatalError("merge: cannot create " + options.output_dir + ": " + ec.message());
-  write_merged_catalog(
-      options.output_dir, merged, options.formats,
-      merged_catalog_header(report.astroflow_version, report.config_sha256, report.plugins));
+  const Header header =
+      merged_catalog_header(report.astroflow_version, report.config_sha256, report.plugins);
+  if (options.sky_match) {
+    // Duplicate flagging needs every row at once.
+    Catalog merged = rebuild_merged_catalog(sorted, sorted_dirs);
+    const MergedRowImages rows = merged_row_images(merged, sorted);
+    flag_sky_duplicates(merged, *options.sky_match, rows.image_of_row, rows.edge_distance_pix);
+    write_merged_catalog(options.output_dir, merged, options.formats, header);
+  } else {
+    stream_merged_catalog(sorted, sorted_dirs, options.output_dir, options.formats, header);
+  }
   write_file_atomically((fs::path(options.output_dir) / "summary.json").string(), report.to_json());
   return report;
 }

@@ -276,11 +276,13 @@ void relocate(Node& n, const Loc& loc) {
 const std::vector<std::string> kTopKeys = {"plugin_paths", "input", "output", "run", "stages"};
 const std::vector<std::string> kInputKeys = {"path",       "pattern",  "recursive", "hdu",
                                              "weight_ext", "mask_ext", "cube_plane"};
-const std::vector<std::string> kOutputKeys = {"dir", "catalog", "images", "quicklook", "merge_sky"};
+const std::vector<std::string> kOutputKeys = {"dir",    "catalog",   "per_input_catalog",
+                                              "images", "quicklook", "merge_sky"};
 const std::vector<std::string> kMergeSkyKeys = {"radius_arcsec", "keep"};
 const std::vector<std::string> kKeepRules = {"best_snr", "farthest_from_edge"};
-const std::vector<std::string> kRunKeys = {"threads",   "batch",        "max_in_flight",
-                                           "tile_size", "tile_overlap", "seed"};
+const std::vector<std::string> kRunKeys = {
+    "threads",      "batch", "max_in_flight", "tile_size",
+    "tile_overlap", "seed",  "commit_every",  "commit_interval_s"};
 const std::vector<std::string> kCatalogFormats = {"fits", "csv"};
 
 // ---------------------------------------------------------------------------------------------
@@ -568,6 +570,22 @@ void read_input(const Entry& section, InputConfig& in) {
   }
 }
 
+/// A list of catalog formats; an unknown one is reported at its list item.
+std::vector<std::string> as_catalog_formats(const Entry& e, const std::string& path) {
+  std::vector<std::string> formats = as_string_list(e, path);
+  for (std::size_t i = 0; i < formats.size(); ++i) {
+    const std::string& f = formats[i];
+    if (std::find(kCatalogFormats.begin(), kCatalogFormats.end(), f) != kCatalogFormats.end()) {
+      continue;
+    }
+    const Loc& loc = e.value.kind == Node::Kind::kSeq ? e.value.items[i].loc : e.key_loc;
+    fail(loc, e.value.kind == Node::Kind::kSeq ? indexed(path, i) : path,
+         "unknown catalog format '" + f + "'; allowed: " + join(kCatalogFormats, ", ") +
+             did_you_mean(f, kCatalogFormats));
+  }
+  return formats;
+}
+
 void read_output(const Entry& section, OutputConfig& out) {
   const Node& m = as_map(section, "output");
   only_keys(m, "output", kOutputKeys);
@@ -576,17 +594,10 @@ void read_output(const Entry& section, OutputConfig& out) {
     if (e.key == "dir") {
       out.dir = as_string(e, path);
     } else if (e.key == "catalog") {
-      out.catalog = as_string_list(e, path);
-      for (std::size_t i = 0; i < out.catalog.size(); ++i) {
-        const std::string& f = out.catalog[i];
-        if (std::find(kCatalogFormats.begin(), kCatalogFormats.end(), f) != kCatalogFormats.end()) {
-          continue;
-        }
-        const Loc& loc = e.value.kind == Node::Kind::kSeq ? e.value.items[i].loc : e.key_loc;
-        fail(loc, e.value.kind == Node::Kind::kSeq ? indexed(path, i) : path,
-             "unknown catalog format '" + f + "'; allowed: " + join(kCatalogFormats, ", ") +
-                 did_you_mean(f, kCatalogFormats));
-      }
+      out.catalog = as_catalog_formats(e, path);
+    } else if (e.key == "per_input_catalog") {
+      out.per_input_catalog = as_catalog_formats(e, path);
+      out.per_input_catalog_set = true;
     } else if (e.key == "images") {
       out.images = as_string_list(e, path);
       out.images_where.clear();
@@ -668,6 +679,16 @@ void read_run(const Entry& section, RunConfig& run) {
              "expected a non-negative integer below 2^64, got " + describe(e.value));
       }
       run.seed = seed;
+    } else if (e.key == "commit_every") {
+      run.commit_every = as_int(e, path, 1, 1 << 20);
+    } else if (e.key == "commit_interval_s") {
+      double s = 0.0;
+      if (e.value.kind != Node::Kind::kScalar ||
+          parse_double(e.value.text, s) != NumberParse::kOk || !(s >= 0.0) || !(s <= 86400.0)) {
+        fail(e.key_loc, path,
+             "expected a number of seconds in [0, 86400], got " + describe(e.value));
+      }
+      run.commit_interval_s = s;
     }
   }
   // Tiles overlap on both sides; at half the tile size or more, the stitcher has no pixel
@@ -803,6 +824,9 @@ std::string canonical(const PipelineConfig& c, const std::vector<std::string>& p
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "dir" << YAML::Value << c.output.dir;
   out << YAML::Key << "catalog" << YAML::Value << YAML::Flow << c.output.catalog;
+  if (c.output.per_input_catalog_set)  // only when set, so older configs keep their hash
+    out << YAML::Key << "per_input_catalog" << YAML::Value << YAML::Flow
+        << c.output.per_input_catalog;
   out << YAML::Key << "images" << YAML::Value << YAML::Flow << c.output.images;
   out << YAML::Key << "quicklook" << YAML::Value << c.output.quicklook;
   if (c.output.merge_sky) {  // only when set, so the hash of older configs does not change
@@ -912,6 +936,7 @@ PipelineConfig PipelineConfig::load(const std::string& path,
       stages = &e;
     }
   }
+  if (!cfg.output.per_input_catalog_set) cfg.output.per_input_catalog = cfg.output.catalog;
   if (stages == nullptr) {
     fail(root.loc, "stages", "missing required key 'stages' (the list of pipeline stages)");
   }

@@ -1,5 +1,6 @@
 #include "fits_file.hpp"
 
+#include <cstdlib>
 #include <filesystem>
 #include <utility>
 
@@ -30,6 +31,19 @@ FitsFile FitsFile::create(const std::string& path, std::string label_path) {
   if (status != 0) {
     f.fptr_ = nullptr;
     f.check(status, "cannot create the FITS file " + path);
+  }
+  return f;
+}
+
+FitsFile FitsFile::create_in_memory(void** buffer, std::size_t* size, std::string label_path) {
+  fitsfile* fptr = nullptr;
+  int status = 0;
+  // Grows by 8 FITS blocks at a time: a one-row catalog with a copied header fits the first.
+  fits_create_memfile(&fptr, buffer, size, 8 * 2880, std::realloc, &status);
+  FitsFile f(fptr, std::move(label_path));
+  if (status != 0) {
+    f.fptr_ = nullptr;
+    f.check(status, "cannot create an in-memory FITS file");
   }
   return f;
 }

@@ -21,6 +21,10 @@ class FitsFile {
   /// Creates a new file; fails if it exists. `label_path` is the path used in messages (the
   /// final name of an atomic write, not the temporary one).
   static FitsFile create(const std::string& path, std::string label_path);
+  /// Creates a new file in memory (fits_create_memfile). CFITSIO keeps `buffer` and `size` and
+  /// reallocates *buffer as the file grows, so both must outlive the handle; after close() the
+  /// file's bytes start at *buffer, which the caller frees with std::free.
+  static FitsFile create_in_memory(void** buffer, std::size_t* size, std::string label_path);
 
   FitsFile(FitsFile&& other) noexcept;
   FitsFile& operator=(FitsFile&& other) noexcept;

@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <system_error>
 
 #include "astroflow/atomic_file.hpp"
@@ -420,6 +423,30 @@ std::string csv_field(std::string_view s) {
   return out;
 }
 
+/// TFORM of a binary-table column; strings are `width` characters wide.
+std::string binary_tform(ColumnType type, std::size_t width) {
+  switch (type) {
+    case ColumnType::kInt32:
+      return "1J";
+    case ColumnType::kInt64:
+      return "1K";
+    case ColumnType::kFloat32:
+      return "1E";
+    case ColumnType::kFloat64:
+      return "1D";
+    case ColumnType::kString:
+      break;
+  }
+  return std::to_string(width) + "A";
+}
+
+/// char* views of strings, for CFITSIO's char** parameters (the strings must outlive them).
+std::vector<char*> ptrs(std::vector<std::string>& v) {
+  std::vector<char*> p;
+  for (auto& x : v) p.push_back(x.data());
+  return p;
+}
+
 }  // namespace
 
 std::vector<Frame> read_fits_frames(const std::string& path, const FitsReadOptions& options,
@@ -438,12 +465,14 @@ std::vector<Frame> read_fits_frames(const std::string& path, const FitsReadOptio
   return frames;
 }
 
-void write_fits_image(const std::string& path, const cv::Mat& pixels, const Header& header,
-                      const std::vector<std::string>& history) {
+namespace {
+
+void fill_fits_image(FitsFile& f, const cv::Mat& pixels, const Header& header,
+                     const std::vector<std::string>& history) {
   if (pixels.channels() != 1 || pixels.dims != 2) {
-    throw FrameError(path + "[0]: cannot write an image with " + std::to_string(pixels.channels()) +
-                     " channels / " + std::to_string(pixels.dims) +
-                     " dimensions (need one 2-D plane)");
+    throw FrameError(f.path() + "[0]: cannot write an image with " +
+                     std::to_string(pixels.channels()) + " channels / " +
+                     std::to_string(pixels.dims) + " dimensions (need one 2-D plane)");
   }
   int bitpix = 0;
   int datatype = 0;
@@ -473,120 +502,148 @@ void write_fits_image(const std::string& path, const cv::Mat& pixels, const Head
       datatype = TDOUBLE;
       break;
     default:
-      throw FrameError(path + "[0]: cannot write OpenCV depth " + std::to_string(pixels.depth()) +
-                       " as FITS");
+      throw FrameError(f.path() + "[0]: cannot write OpenCV depth " +
+                       std::to_string(pixels.depth()) + " as FITS");
   }
   const cv::Mat data = pixels.isContinuous() ? pixels : pixels.clone();
+  int status = 0;
+  long naxes[2] = {data.cols, data.rows};
+  fits_create_img(f.get(), bitpix, 2, naxes, &status);
+  f.check(status, "cannot create the image HDU");
+  write_header_cards(f, header);
+  for (const auto& line : history) {
+    fits_write_history(f.get(), line.c_str(), &status);
+    f.check(status, "cannot write a HISTORY card");
+  }
+  if (!data.empty()) {
+    fits_write_img(f.get(), datatype, 1, static_cast<LONGLONG>(data.total()),
+                   const_cast<uchar*>(data.data), &status);
+    f.check(status, "cannot write the pixels");
+  }
+}
+
+void fill_fits_catalog(FitsFile& f, const Catalog& catalog, const Header& primary_header,
+                       const std::string& extname) {
+  int status = 0;
+  fits_create_img(f.get(), BYTE_IMG, 0, nullptr, &status);
+  f.check(status, "cannot create the primary HDU");
+  write_header_cards(f, primary_header);
+
+  const auto& cols = catalog.columns();
+  std::vector<std::string> ttype, tform, tunit;
+  for (const auto& c : cols) {
+    ttype.push_back(c.name);
+    tunit.push_back(c.unit);
+    std::size_t width = 1;
+    if (c.type() == ColumnType::kString)
+      for (const auto& s : std::get<std::vector<std::string>>(c.values))
+        width = std::max(width, s.size());
+    tform.push_back(binary_tform(c.type(), width));
+  }
+  auto ttype_p = ptrs(ttype);
+  auto tform_p = ptrs(tform);
+  auto tunit_p = ptrs(tunit);
+  std::string ext = extname;
+  f.set_hdu_label(extname);
+  fits_create_tbl(f.get(), BINARY_TBL, static_cast<LONGLONG>(catalog.rows()),
+                  static_cast<int>(cols.size()), ttype_p.data(), tform_p.data(), tunit_p.data(),
+                  ext.data(), &status);
+  f.check(status, "cannot create the catalog table");
+
+  const auto nrows = static_cast<LONGLONG>(catalog.rows());
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    const Column& c = cols[i];
+    const int colnum = static_cast<int>(i) + 1;
+    if (!c.description.empty()) {
+      // SExtractor's convention: the column description is the TTYPEn comment. 47
+      // characters is what fits after a short fixed-format name on an 80-character card.
+      const std::string key = "TTYPE" + std::to_string(colnum);
+      fits_modify_comment(f.get(), key.c_str(), c.description.substr(0, 47).c_str(), &status);
+      f.check(status, "cannot write the description of column " + c.name);
+    }
+    if (nrows == 0) continue;
+    std::visit(
+        [&](const auto& v) {
+          using T = typename std::decay_t<decltype(v)>::value_type;
+          if constexpr (std::is_same_v<T, std::string>) {
+            std::vector<std::string> copy = v;
+            std::vector<char*> p;
+            for (auto& s : copy) p.push_back(s.data());
+            fits_write_col(f.get(), TSTRING, colnum, 1, 1, nrows, p.data(), &status);
+          } else {
+            constexpr int kType = std::is_same_v<T, std::int32_t>   ? TINT
+                                  : std::is_same_v<T, std::int64_t> ? TLONGLONG
+                                  : std::is_same_v<T, float>        ? TFLOAT
+                                                                    : TDOUBLE;
+            static_assert(sizeof(T) == (kType == TINT        ? sizeof(int)
+                                        : kType == TLONGLONG ? sizeof(long long)
+                                        : kType == TFLOAT    ? sizeof(float)
+                                                             : sizeof(double)));
+            fits_write_col(f.get(), kType, colnum, 1, 1, nrows, const_cast<T*>(v.data()), &status);
+          }
+        },
+        c.values);
+    f.check(status, "cannot write column " + c.name);
+  }
+}
+
+/// The bytes of the FITS file that `fill` writes, built in memory (a CFITSIO mem file) instead of
+/// under a temporary name: one write(2) of the result, and a hash without reading it back.
+std::string fits_bytes(const std::string& label_path, const std::function<void(FitsFile&)>& fill) {
+  struct Buffer {
+    void* data = nullptr;
+    std::size_t size = 0;
+    ~Buffer() { std::free(data); }
+  } buffer;
+  LONGLONG end = 0;
+  {
+    FitsFile f = FitsFile::create_in_memory(&buffer.data, &buffer.size, label_path);
+    fill(f);
+    // A FITS file is its HDUs back to back: it ends where the last (current) one does.
+    int status = 0;
+    LONGLONG head = 0;
+    LONGLONG data = 0;
+    fits_get_hduaddrll(f.get(), &head, &data, &end, &status);
+    f.check(status, "cannot find the end of the in-memory file");
+    f.close();
+  }
+  if (end < 0 || static_cast<std::size_t>(end) > buffer.size) {
+    throw FrameError(label_path + "[0]: in-memory FITS file of " + std::to_string(end) +
+                     " bytes does not fit its " + std::to_string(buffer.size) + "-byte buffer");
+  }
+  return std::string(static_cast<const char*>(buffer.data), static_cast<std::size_t>(end));
+}
+
+}  // namespace
+
+void write_fits_image(const std::string& path, const cv::Mat& pixels, const Header& header,
+                      const std::vector<std::string>& history) {
   write_atomically(path, [&](const std::string& tmp) {
     FitsFile f = FitsFile::create(tmp, path);
-    int status = 0;
-    long naxes[2] = {data.cols, data.rows};
-    fits_create_img(f.get(), bitpix, 2, naxes, &status);
-    f.check(status, "cannot create the image HDU");
-    write_header_cards(f, header);
-    for (const auto& line : history) {
-      fits_write_history(f.get(), line.c_str(), &status);
-      f.check(status, "cannot write a HISTORY card");
-    }
-    if (!data.empty()) {
-      fits_write_img(f.get(), datatype, 1, static_cast<LONGLONG>(data.total()),
-                     const_cast<uchar*>(data.data), &status);
-      f.check(status, "cannot write the pixels");
-    }
+    fill_fits_image(f, pixels, header, history);
     f.close();
   });
+}
+
+std::string fits_image_bytes(const cv::Mat& pixels, const Header& header,
+                             const std::vector<std::string>& history,
+                             const std::string& label_path) {
+  return fits_bytes(label_path, [&](FitsFile& f) { fill_fits_image(f, pixels, header, history); });
 }
 
 void write_fits_catalog(const std::string& path, const Catalog& catalog,
                         const Header& primary_header, const std::string& extname) {
   write_atomically(path, [&](const std::string& tmp) {
     FitsFile f = FitsFile::create(tmp, path);
-    int status = 0;
-    fits_create_img(f.get(), BYTE_IMG, 0, nullptr, &status);
-    f.check(status, "cannot create the primary HDU");
-    write_header_cards(f, primary_header);
-
-    const auto& cols = catalog.columns();
-    std::vector<std::string> ttype, tform, tunit;
-    for (const auto& c : cols) {
-      ttype.push_back(c.name);
-      tunit.push_back(c.unit);
-      switch (c.type()) {
-        case ColumnType::kInt32:
-          tform.emplace_back("1J");
-          break;
-        case ColumnType::kInt64:
-          tform.emplace_back("1K");
-          break;
-        case ColumnType::kFloat32:
-          tform.emplace_back("1E");
-          break;
-        case ColumnType::kFloat64:
-          tform.emplace_back("1D");
-          break;
-        case ColumnType::kString: {
-          std::size_t width = 1;
-          for (const auto& s : std::get<std::vector<std::string>>(c.values)) {
-            width = std::max(width, s.size());
-          }
-          tform.push_back(std::to_string(width) + "A");
-          break;
-        }
-      }
-    }
-    auto ptrs = [](std::vector<std::string>& v) {
-      std::vector<char*> p;
-      for (auto& s : v) p.push_back(s.data());
-      return p;
-    };
-    auto ttype_p = ptrs(ttype);
-    auto tform_p = ptrs(tform);
-    auto tunit_p = ptrs(tunit);
-    std::string ext = extname;
-    f.set_hdu_label(extname);
-    fits_create_tbl(f.get(), BINARY_TBL, static_cast<LONGLONG>(catalog.rows()),
-                    static_cast<int>(cols.size()), ttype_p.data(), tform_p.data(), tunit_p.data(),
-                    ext.data(), &status);
-    f.check(status, "cannot create the catalog table");
-
-    const auto nrows = static_cast<LONGLONG>(catalog.rows());
-    for (std::size_t i = 0; i < cols.size(); ++i) {
-      const Column& c = cols[i];
-      const int colnum = static_cast<int>(i) + 1;
-      if (!c.description.empty()) {
-        // SExtractor's convention: the column description is the TTYPEn comment. 47
-        // characters is what fits after a short fixed-format name on an 80-character card.
-        const std::string key = "TTYPE" + std::to_string(colnum);
-        fits_modify_comment(f.get(), key.c_str(), c.description.substr(0, 47).c_str(), &status);
-        f.check(status, "cannot write the description of column " + c.name);
-      }
-      if (nrows == 0) continue;
-      std::visit(
-          [&](const auto& v) {
-            using T = typename std::decay_t<decltype(v)>::value_type;
-            if constexpr (std::is_same_v<T, std::string>) {
-              std::vector<std::string> copy = v;
-              std::vector<char*> p;
-              for (auto& s : copy) p.push_back(s.data());
-              fits_write_col(f.get(), TSTRING, colnum, 1, 1, nrows, p.data(), &status);
-            } else {
-              constexpr int kType = std::is_same_v<T, std::int32_t>   ? TINT
-                                    : std::is_same_v<T, std::int64_t> ? TLONGLONG
-                                    : std::is_same_v<T, float>        ? TFLOAT
-                                                                      : TDOUBLE;
-              static_assert(sizeof(T) == (kType == TINT        ? sizeof(int)
-                                          : kType == TLONGLONG ? sizeof(long long)
-                                          : kType == TFLOAT    ? sizeof(float)
-                                                               : sizeof(double)));
-              fits_write_col(f.get(), kType, colnum, 1, 1, nrows, const_cast<T*>(v.data()),
-                             &status);
-            }
-          },
-          c.values);
-      f.check(status, "cannot write column " + c.name);
-    }
+    fill_fits_catalog(f, catalog, primary_header, extname);
     f.close();
   });
+}
+
+std::string fits_catalog_bytes(const Catalog& catalog, const Header& primary_header,
+                               const std::string& extname, const std::string& label_path) {
+  return fits_bytes(label_path,
+                    [&](FitsFile& f) { fill_fits_catalog(f, catalog, primary_header, extname); });
 }
 
 Catalog read_fits_catalog(const std::string& path, int hdu) {
@@ -761,6 +818,133 @@ void write_csv_catalog(const std::string& path, const Catalog& catalog) {
     os.flush();
     if (!os) throw std::runtime_error(tmp_path + ": write failed");
   });
+}
+
+std::string csv_catalog_text(const Catalog& catalog) {
+  std::ostringstream os;
+  write_csv_header(os, catalog);
+  write_csv_rows(os, catalog);
+  return std::move(os).str();
+}
+
+void write_csv_header(std::ostream& os, const Catalog& schema) {
+  const auto& cols = schema.columns();
+  std::string line;
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    if (i > 0) line.push_back(',');
+    line += csv_field(cols[i].name);
+  }
+  line.push_back('\n');
+  os << line;
+}
+
+void write_csv_rows(std::ostream& os, const Catalog& chunk) {
+  const auto& cols = chunk.columns();
+  std::string line;
+  for (std::size_t r = 0; r < chunk.rows(); ++r) {
+    line.clear();
+    for (std::size_t i = 0; i < cols.size(); ++i) {
+      if (i > 0) line.push_back(',');
+      line += csv_field(cols[i].as_text(r));
+    }
+    line.push_back('\n');
+    os << line;
+  }
+}
+
+struct FitsCatalogAppender::Impl {
+  FitsFile file;
+  std::vector<std::pair<std::string, ColumnType>> columns;
+  std::size_t rows = 0;
+  std::size_t written = 0;
+};
+
+FitsCatalogAppender::FitsCatalogAppender(const std::string& tmp_path, const std::string& final_path,
+                                         const Catalog& schema,
+                                         const std::map<std::string, std::size_t>& string_widths,
+                                         std::size_t rows, const Header& primary_header,
+                                         const std::string& extname)
+    : impl_(std::make_unique<Impl>(Impl{FitsFile::create(tmp_path, final_path), {}, rows, 0})) {
+  // The same calls as write_fits_catalog, so the header bytes are the same.
+  FitsFile& f = impl_->file;
+  int status = 0;
+  fits_create_img(f.get(), BYTE_IMG, 0, nullptr, &status);
+  f.check(status, "cannot create the primary HDU");
+  write_header_cards(f, primary_header);
+
+  const auto& cols = schema.columns();
+  std::vector<std::string> ttype, tform, tunit;
+  for (const auto& c : cols) {
+    impl_->columns.emplace_back(c.name, c.type());
+    ttype.push_back(c.name);
+    tunit.push_back(c.unit);
+    const auto it = string_widths.find(c.name);
+    tform.push_back(binary_tform(
+        c.type(), std::max<std::size_t>(1, it == string_widths.end() ? 1 : it->second)));
+  }
+  auto ttype_p = ptrs(ttype);
+  auto tform_p = ptrs(tform);
+  auto tunit_p = ptrs(tunit);
+  std::string ext = extname;
+  f.set_hdu_label(extname);
+  fits_create_tbl(f.get(), BINARY_TBL, static_cast<LONGLONG>(rows), static_cast<int>(cols.size()),
+                  ttype_p.data(), tform_p.data(), tunit_p.data(), ext.data(), &status);
+  f.check(status, "cannot create the catalog table");
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    if (cols[i].description.empty()) continue;
+    const std::string key = "TTYPE" + std::to_string(i + 1);
+    fits_modify_comment(f.get(), key.c_str(), cols[i].description.substr(0, 47).c_str(), &status);
+    f.check(status, "cannot write the description of column " + cols[i].name);
+  }
+}
+
+FitsCatalogAppender::~FitsCatalogAppender() = default;
+
+void FitsCatalogAppender::append(const Catalog& chunk) {
+  const auto& cols = chunk.columns();
+  if (cols.size() != impl_->columns.size())
+    throw std::invalid_argument("FitsCatalogAppender: chunk has " + std::to_string(cols.size()) +
+                                " columns, the table " + std::to_string(impl_->columns.size()));
+  const auto n = static_cast<LONGLONG>(chunk.rows());
+  if (n == 0) return;
+  if (impl_->written + chunk.rows() > impl_->rows)
+    throw std::invalid_argument("FitsCatalogAppender: more rows than the table was made for");
+  FitsFile& f = impl_->file;
+  const auto first = static_cast<LONGLONG>(impl_->written) + 1;
+  int status = 0;
+  for (std::size_t i = 0; i < cols.size(); ++i) {
+    const Column& c = cols[i];
+    if (c.name != impl_->columns[i].first || c.type() != impl_->columns[i].second)
+      throw std::invalid_argument("FitsCatalogAppender: chunk column " + std::to_string(i + 1) +
+                                  " is " + c.name + ", the table's " + impl_->columns[i].first);
+    const int colnum = static_cast<int>(i) + 1;
+    std::visit(
+        [&](const auto& v) {
+          using T = typename std::decay_t<decltype(v)>::value_type;
+          if constexpr (std::is_same_v<T, std::string>) {
+            std::vector<std::string> copy = v;
+            std::vector<char*> p;
+            for (auto& s : copy) p.push_back(s.data());
+            fits_write_col(f.get(), TSTRING, colnum, first, 1, n, p.data(), &status);
+          } else {
+            constexpr int kType = std::is_same_v<T, std::int32_t>   ? TINT
+                                  : std::is_same_v<T, std::int64_t> ? TLONGLONG
+                                  : std::is_same_v<T, float>        ? TFLOAT
+                                                                    : TDOUBLE;
+            fits_write_col(f.get(), kType, colnum, first, 1, n, const_cast<T*>(v.data()), &status);
+          }
+        },
+        c.values);
+    f.check(status, "cannot write column " + c.name);
+  }
+  impl_->written += chunk.rows();
+}
+
+void FitsCatalogAppender::close() {
+  if (impl_->written != impl_->rows)
+    throw std::logic_error("FitsCatalogAppender: " + std::to_string(impl_->written) + " of " +
+                           std::to_string(impl_->rows) + " rows appended");
+  impl_->file.close();
 }
 
 }  // namespace astroflow

@@ -231,6 +231,14 @@ void ManifestWriter::append(const ManifestEntry& entry) {
   if (::fsync(fd_) != 0) throw errno_error(path_, "fsync failed");
 }
 
+void ManifestWriter::append(const std::vector<ManifestEntry>& entries) {
+  if (entries.empty()) return;
+  std::string lines;
+  for (const ManifestEntry& e : entries) lines += e.to_json_line();
+  write_all(fd_, lines, path_);
+  if (::fsync(fd_) != 0) throw errno_error(path_, "fsync failed");
+}
+
 std::size_t remove_stale_temporaries(const std::string& dir) {
   static const std::regex kTemp(R"(^\..+\.tmp\.([0-9]+)\.[0-9]+$)");
   std::size_t removed = 0;

@@ -28,6 +28,7 @@
 #include "astroflow/sky_match.hpp"
 #include "astroflow/stitcher.hpp"
 #include "astroflow/tiler.hpp"
+#include "astroflow/work_source.hpp"
 
 #ifndef ASTROFLOW_VERSION
 #define ASTROFLOW_VERSION "0.0.0"
@@ -45,10 +46,14 @@ using Clock = std::chrono::steady_clock;
 /// 10,000-file survey.
 constexpr std::size_t kQuicklookFiles = 24;
 
+/// Per-input outputs up to this size are built in memory, written with one write(2) and hashed
+/// without reading them back; larger images go through the on-disk FITS writer.
+constexpr std::size_t kInMemoryOutputBytes = std::size_t{8} << 20;
+
 /// What the finisher wrote for one frame, for the manifest.
 struct FrameWritten {
-  std::vector<std::string> outputs;  ///< relative to the output folder
-  std::string catalog;               ///< per-frame FITS catalog, relative; empty if none
+  std::vector<ManifestOutput> outputs;  ///< relative to the output folder, with sha256
+  std::string catalog;                  ///< per-frame FITS catalog, relative; empty if none
   std::size_t sources = 0;
   int width_pix = 0;
   int height_pix = 0;
@@ -190,27 +195,44 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   if (ec || !fs::is_directory(output_dir))
     throw FatalError("cannot create output folder '" + output_dir + "': " + ec.message());
 
-  const bool fits_catalogs = std::find(config.output.catalog.begin(), config.output.catalog.end(),
-                                       "fits") != config.output.catalog.end();
-  if ((options.resume || options.shard.count > 1) && !fits_catalogs)
-    throw FatalError(std::string(options.resume ? "--resume" : "--shard") +
-                     " needs \"fits\" in output.catalog: the merged catalog is rebuilt from the "
-                     "per-input FITS catalogs");
+  ListWorkSource own_list;
+  WorkSource& source = options.work_source != nullptr ? *options.work_source : own_list;
+  const bool leader = source.is_leader();
+  // Per-input FITS catalogs: what the merged catalog is rebuilt from (--resume, --shard).
+  const std::vector<std::string>& per_input_formats = config.output.per_input_catalog;
+  const bool fits_catalogs = std::find(per_input_formats.begin(), per_input_formats.end(),
+                                       "fits") != per_input_formats.end();
+  if ((options.resume || options.shard.count > 1 || source.processes() > 1) && !fits_catalogs)
+    throw FatalError(std::string(options.resume            ? "--resume"
+                                 : options.shard.count > 1 ? "--shard"
+                                                           : "a run on several MPI ranks") +
+                     " needs \"fits\" in output.per_input_catalog (default: output.catalog): "
+                     "the merged catalog is rebuilt from the per-input FITS catalogs");
   const std::string config_hash = config.hash();
   const std::map<std::string, std::string> models = model_hashes(stages);
   const fs::path out(output_dir);
   const std::string manifest_path = (out / "manifest.jsonl").string();
-  if (const std::size_t n = remove_stale_temporaries(output_dir); n > 0)
-    log(LogLevel::kInfo, "removed " + std::to_string(n) + " temporary file(s) of a killed run");
+  // Only the leader prepares the folder and decides what to do; in a distributed run the
+  // others wait in source.begin() until it has, then get their inputs from source.next().
+  if (leader) {
+    if (const std::size_t n = remove_stale_temporaries(output_dir); n > 0)
+      log(LogLevel::kInfo, "removed " + std::to_string(n) + " temporary file(s) of a killed run");
+    // Manifest logs of the other ranks of a killed MPI run: their lines count on --resume.
+    if (const std::size_t n = fold_rank_manifests(manifest_path, options.resume); n > 0)
+      log(LogLevel::kInfo, "manifest: folded " + std::to_string(n) + " line(s) of other ranks");
+  }
 
   // Every input of this shard, in sorted order; `index` keeps the position in the whole list.
   std::vector<InputFile> all_files;
-  for (InputFile& f :
-       list_input_files(input_root, config.input.pattern, config.input.recursive, output_dir))
-    if (options.shard.contains(f.relative)) all_files.push_back(std::move(f));
+  if (leader)
+    for (InputFile& f :
+         list_input_files(input_root, config.input.pattern, config.input.recursive, output_dir))
+      if (options.shard.contains(f.relative)) all_files.push_back(std::move(f));
 
   std::vector<InputFile> files;  // those to process now
-  if (options.resume) {
+  if (!leader) {
+    // Units come from the leader.
+  } else if (options.resume) {
     std::size_t torn = 0;
     std::map<std::string, ManifestEntry> done;
     for (ManifestEntry& e : read_manifest(manifest_path, &torn)) done[e.path] = std::move(e);
@@ -228,7 +250,8 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     files = all_files;
     write_file_atomically(manifest_path, "");  // a fresh run starts a fresh manifest
   }
-  ManifestWriter manifest(manifest_path);
+  source.begin(files, UnitLimits{batch_size, large_file_bytes});
+  ManifestWriter manifest(source.manifest_path(manifest_path));
 
   RunReport report;
   report.astroflow_version = ASTROFLOW_VERSION;
@@ -397,10 +420,16 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     return u;
   };
 
-  // Per-input outputs are written here, in parallel: each file is fsynced by write_atomically,
-  // and a serial writer would make those waits add up.
+  // Per-input outputs are written here, in parallel, under a temporary name and renamed, but
+  // not fsynced: the writer makes a whole group of inputs durable at once before their manifest
+  // lines commit them (see write_unit). Small outputs are built in memory, so each is one
+  // write(2) and its sha256 needs no second read.
   auto write_frame_outputs = [&](Unit& u, Frame& f) -> FrameWritten {
     FrameWritten w;
+    auto put = [&](const std::string& rel, const std::string& bytes) {
+      write_file_atomically((out / rel).string(), bytes, Durability::kDeferred);
+      w.outputs.push_back(ManifestOutput{rel, sha256_hex(bytes)});
+    };
     const InputFile& file = *std::find_if(u.files.begin(), u.files.end(), [&](const InputFile& i) {
       return i.index == f.input_index;
     });
@@ -416,24 +445,25 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       Header cat_header = f.header;
       for (const std::string& h : history) cat_header.add_history(h);
       cat_header.add_history("input " + file.relative + "[" + hdu_text(f) + "]");
-      for (const std::string& fmt : config.output.catalog) {
+      for (const std::string& fmt : per_input_formats) {
         if (fmt == "fits") {
-          write_fits_catalog(stem + ".cat.fits", f.catalog, cat_header);
           w.catalog = rel_stem + ".cat.fits";
-          w.outputs.push_back(w.catalog);
+          put(w.catalog, fits_catalog_bytes(f.catalog, cat_header, "CATALOG", stem + ".cat.fits"));
         }
-        if (fmt == "csv") {
-          write_csv_catalog(stem + ".cat.csv", f.catalog);
-          w.outputs.push_back(rel_stem + ".cat.csv");
-        }
+        if (fmt == "csv") put(rel_stem + ".cat.csv", csv_catalog_text(f.catalog));
       }
       for (const std::string& plane : config.output.images) {
         const cv::Mat* pix = nullptr;
         if (auto it = f.planes.find(plane); it != f.planes.end()) pix = &it->second;
         if (plane == "science") pix = &f.science;
-        if (pix != nullptr && !pix->empty()) {
-          write_fits_image(stem + "." + plane + ".fits", *pix, f.header, history);
-          w.outputs.push_back(rel_stem + "." + plane + ".fits");
+        if (pix == nullptr || pix->empty()) continue;
+        const std::string rel = rel_stem + "." + plane + ".fits";
+        if (pix->total() * pix->elemSize() <= kInMemoryOutputBytes) {
+          put(rel, fits_image_bytes(*pix, f.header, history, (out / rel).string()));
+        } else {
+          // Not held twice in memory; fsynced at once (a large image's own cost dwarfs it).
+          write_fits_image((out / rel).string(), *pix, f.header, history);
+          w.outputs.push_back(ManifestOutput{rel, sha256_file((out / rel).string())});
         }
       }
       if (config.output.quicklook && file.index < kQuicklookFiles && f.science.type() == CV_32FC1) {
@@ -442,7 +472,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
           segmap = it->second;
         const std::string png = "quicklook/" + rel_stem + ".png";
         write_png((out / png).string(), render_quicklook(f.science, f.catalog, segmap));
-        w.outputs.push_back(png);
+        w.outputs.push_back(ManifestOutput{png, sha256_file((out / png).string())});
       }
       w.sources = f.catalog.rows();
       if (!fits_catalogs) f.catalog = with_file_columns(f, file.relative);
@@ -477,13 +507,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
         Frame& f = u.results[i];
         if (f.input_index != file.index) continue;
         const FrameWritten& w = u.written[i];
-        for (const std::string& o : w.outputs) {
-          try {
-            e.outputs.push_back(ManifestOutput{o, sha256_file((out / o).string())});
-          } catch (const std::exception& ex) {
-            f.fail("writer", ex.what());
-          }
-        }
+        e.outputs.insert(e.outputs.end(), w.outputs.begin(), w.outputs.end());
         e.frames.push_back(ManifestFrame{hdu_text(f), f.failed() ? std::string() : w.catalog,
                                          f.failed() ? 0 : w.sources, w.width_pix, w.height_pix,
                                          f.failed()});
@@ -503,6 +527,20 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     return u;
   };
 
+  // Group commit of the manifest: finished inputs wait in `pending` until run.commit_every of
+  // them have gathered or the oldest has waited run.commit_interval_s (and at the end of the
+  // graph). Then one syncfs makes all their outputs durable, and only after it one write + one
+  // fsync appends their lines. An input whose line is missing after a crash is redone by
+  // --resume; its outputs on disk were renamed into place, so none is ever half-written.
+  std::vector<ManifestEntry> pending;
+  Clock::time_point pending_since;
+  auto commit = [&] {
+    if (pending.empty()) return;
+    sync_filesystem(output_dir);
+    manifest.append(pending);
+    pending.clear();
+  };
+
   // Serial, in input order: the merged catalog, failure lines and counts.
   auto write_unit = [&](UnitPtr u) {
     for (FailureRecord& r : u->read_failures) record_failure(std::move(r));
@@ -515,7 +553,11 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       for (const FrameIssue& issue : f.issues)
         record_failure(FailureRecord{f.path, hdu_text(f), issue.stage, issue.reason});
     }
-    for (const ManifestEntry& e : u->entries) manifest.append(e);
+    if (pending.empty()) pending_since = Clock::now();
+    for (ManifestEntry& e : u->entries) pending.push_back(std::move(e));
+    if (pending.size() >= static_cast<std::size_t>(std::max(1, config.run.commit_every)) ||
+        seconds_since(pending_since) >= config.run.commit_interval_s)
+      commit();
     progress.files_done += u->files.size();
     progress.frames_done = report.frames;
     progress.sources = report.sources;
@@ -533,25 +575,16 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   arena.execute([&] {
     namespace flow = tbb::flow;
     flow::graph g;
-    std::size_t next_file = 0;
     std::size_t next_sequence = 0;
-    flow::input_node<UnitPtr> source(g, [&](tbb::flow_control& fc) -> UnitPtr {
-      if (next_file >= files.size()) {
+    flow::input_node<UnitPtr> input(g, [&](tbb::flow_control& fc) -> UnitPtr {
+      std::vector<InputFile> unit_files = source.next();
+      if (unit_files.empty()) {
         fc.stop();
         return {};
       }
       auto u = std::make_shared<Unit>();
       u->sequence = next_sequence++;
-      while (next_file < files.size() && u->files.size() < batch_size) {
-        const InputFile& f = files[next_file];
-        std::error_code size_ec;
-        const std::uintmax_t bytes = fs::file_size(f.path, size_ec);
-        const bool large = !size_ec && bytes > large_file_bytes;
-        if (large && !u->files.empty()) break;
-        u->files.push_back(f);
-        ++next_file;
-        if (large) break;
-      }
+      u->files = std::move(unit_files);
       return u;
     });
     flow::limiter_node<UnitPtr> limiter(g, static_cast<std::size_t>(max_in_flight));
@@ -571,7 +604,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       return flow::continue_msg();
     });
 
-    flow::make_edge(source, limiter);
+    flow::make_edge(input, limiter);
     flow::make_edge(limiter, reader);
     flow::sender<UnitPtr>* last = &reader;
     for (auto& node : stage_nodes) {
@@ -582,15 +615,31 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     flow::make_edge(stitcher, sequencer);
     flow::make_edge(sequencer, writer);
     flow::make_edge(writer, limiter.decrementer());
-    source.activate();
+    input.activate();
     g.wait_for_all();
   });
+  commit();
 
   for (auto& rt : runtimes) {
     rt->pool.close_all();
     report.stage_timings.push_back(StageTiming{rt->name, rt->plugin, rt->calls.load(),
                                                static_cast<double>(rt->wall_ns.load()) * 1e-9});
   }
+  // A distributed run: the leader collects the others' failures and timings (their manifest
+  // lines are folded into manifest.jsonl below); the others are done here.
+  {
+    ReportPart part{std::move(report.failures), std::move(failed_files),
+                    std::move(report.stage_timings)};
+    source.end(part);
+    report.failures = std::move(part.failures);
+    failed_files = std::move(part.failed_files);
+    report.stage_timings = std::move(part.stage_timings);
+  }
+  if (!leader) {
+    report.wall_s = seconds_since(t_start);
+    return report;
+  }
+  if (source.processes() > 1) (void)fold_rank_manifests(manifest_path);
 
   // --- run-level outputs ---------------------------------------------------------------
   // The latest manifest entry of every input of this run (done now or by an earlier run that
@@ -598,26 +647,36 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   // an interrupted-and-resumed run writes what an uninterrupted one writes.
   // Only what the merged catalog, the counts and the gallery need is kept per entry: the peak
   // memory of a 10,000-input run should not grow with the manifest's size.
-  std::vector<ManifestEntry> entries;
+  // Entries are stored in place by input position (no second copy), trimmed to capacity.
+  std::vector<ManifestEntry> entries(all_files.size());
   {
-    std::unordered_map<std::string, std::optional<ManifestEntry>> latest;
+    std::unordered_map<std::string_view, std::size_t> position;
+    position.reserve(all_files.size());
+    for (std::size_t i = 0; i < all_files.size(); ++i) position.emplace(all_files[i].relative, i);
+    std::vector<bool> present(all_files.size(), false);
     for_each_manifest_line(manifest_path, [&](ManifestEntry&& e) {
-      std::optional<ManifestEntry>& slot = latest[e.path];
-      slot.reset();  // a later line replaces an earlier one, also when it is stale
-      if (e.config_sha256 != config_hash) return;
+      const auto it = position.find(e.path);
+      if (it == position.end()) return;  // not an input of this run
+      // A later line replaces an earlier one, also when it is stale.
+      present[it->second] = e.config_sha256 == config_hash;
+      if (!present[it->second]) return;
       std::erase_if(e.outputs,
                     [](const ManifestOutput& o) { return o.path.rfind("quicklook/", 0) != 0; });
-      e.failures.clear();
-      e.model_sha256.clear();
-      e.config_sha256.clear();
-      e.sha256.clear();
-      slot = std::move(e);
+      e.outputs.shrink_to_fit();
+      e.frames.shrink_to_fit();
+      e.failures = {};
+      e.model_sha256 = {};
+      e.config_sha256 = {};
+      e.sha256 = {};
+      entries[it->second] = std::move(e);
     });
-    entries.reserve(all_files.size());
-    for (const InputFile& f : all_files) {
-      auto it = latest.find(f.relative);
-      if (it != latest.end() && it->second) entries.push_back(std::move(*it->second));
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (!present[i]) continue;
+      if (kept != i) entries[kept] = std::move(entries[i]);  // never a self-move
+      ++kept;
     }
+    entries.resize(kept);
   }
   if (fits_catalogs) {
     report.frames = 0;
@@ -626,25 +685,39 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       report.frames += e.frames.size();
       report.sources += e.sources;
     }
-    merged = rebuild_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir));
   }
-  if (config.output.merge_sky) {
-    SkyMatchOptions sky;
-    sky.radius_arcsec = config.output.merge_sky_radius_arcsec;
-    sky.keep = parse_keep_rule(config.output.merge_sky_keep);
-    const MergedRowImages rows = merged_row_images(merged, entries);
-    try {
-      const SkyMatchResult r =
-          flag_sky_duplicates(merged, sky, rows.image_of_row, rows.edge_distance_pix);
-      log(LogLevel::kInfo, "merge_sky: " + std::to_string(r.objects) + " object(s), " +
-                               std::to_string(r.duplicates) + " duplicate row(s) flagged");
-    } catch (const std::invalid_argument& e) {
-      // E.g. no ALPHA_J2000 (no WCS): the catalog is still worth writing, unflagged.
-      log(LogLevel::kError, std::string("output.merge_sky: not applied: ") + e.what());
+  const Header merged_header =
+      merged_catalog_header(ASTROFLOW_VERSION, config_hash, report.plugins);
+  CatalogStats merged_stats;  // what report.html shows of the merged catalog
+  if (fits_catalogs && !config.output.merge_sky) {
+    // Streamed from the per-input catalogs: peak memory does not grow with the catalog.
+    stream_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir), output_dir,
+                          config.output.catalog, merged_header, &merged_stats);
+  } else {
+    // merge_sky needs every row at once (and without per-input FITS catalogs the rows were
+    // collected during the run).
+    if (fits_catalogs)
+      merged =
+          rebuild_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir));
+    if (config.output.merge_sky) {
+      SkyMatchOptions sky;
+      sky.radius_arcsec = config.output.merge_sky_radius_arcsec;
+      sky.keep = parse_keep_rule(config.output.merge_sky_keep);
+      const MergedRowImages rows = merged_row_images(merged, entries);
+      try {
+        const SkyMatchResult r =
+            flag_sky_duplicates(merged, sky, rows.image_of_row, rows.edge_distance_pix);
+        log(LogLevel::kInfo, "merge_sky: " + std::to_string(r.objects) + " object(s), " +
+                                 std::to_string(r.duplicates) + " duplicate row(s) flagged");
+      } catch (const std::invalid_argument& e) {
+        // E.g. no ALPHA_J2000 (no WCS): the catalog is still worth writing, unflagged.
+        log(LogLevel::kError, std::string("output.merge_sky: not applied: ") + e.what());
+      }
     }
+    write_merged_catalog(output_dir, merged, config.output.catalog, merged_header);
+    merged_stats = CatalogStats::of(merged);
+    merged = Catalog{};
   }
-  write_merged_catalog(output_dir, merged, config.output.catalog,
-                       merged_catalog_header(ASTROFLOW_VERSION, config_hash, report.plugins));
   report.files_failed = failed_files.size();
   report.exit_status = report.failures.empty() ? ExitCode::kOk : ExitCode::kCompletedWithFailures;
   report.wall_s = seconds_since(t_start);
@@ -668,7 +741,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     }
   }
   write_file_atomically((out / "report.html").string(),
-                        render_report_html(report, merged, gallery));
+                        render_report_html(report, merged_stats, gallery));
   return report;
 }
 

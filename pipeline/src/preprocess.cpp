@@ -37,9 +37,13 @@ ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterat
   }
   ClippedStats s;
   if (kept.empty()) return s;
+  // Buffers reused across iterations: this runs once per stamp of every CNN stage.
   std::vector<double> scratch;
+  std::vector<double> next;
+  scratch.reserve(kept.size());
+  next.reserve(kept.size());
   for (int it = 0; it <= iterations; ++it) {
-    scratch = kept;
+    scratch.assign(kept.begin(), kept.end());
     s.median = median_of(scratch);
     const double mean =
         std::accumulate(kept.begin(), kept.end(), 0.0) / static_cast<double>(kept.size());
@@ -49,8 +53,7 @@ ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterat
     s.n_used = kept.size();
     if (it == iterations || s.stddev == 0.0) break;
     const double limit = nsigma * s.stddev;
-    std::vector<double> next;
-    next.reserve(kept.size());
+    next.clear();
     for (double v : kept) {
       if (std::abs(v - s.median) <= limit) next.push_back(v);
     }
@@ -104,16 +107,19 @@ NormalisedStamp normalise_stamp(const cv::Mat& stamp, const Normalisation& norm,
 
   out.create(stamp.rows, stamp.cols, CV_32FC1);
   const double inv = 1.0 / (norm.scale * r.rms);
+  // Decided once per stamp, not per pixel (string comparisons were a fifth of the cost).
+  const bool none = norm.method == "none";
+  const bool asinh = norm.method == "asinh";
   for (int y = 0; y < stamp.rows; ++y) {
     const float* in = stamp.ptr<float>(y);
     float* o = out.ptr<float>(y);
     for (int x = 0; x < stamp.cols; ++x) {
       const double v = std::isfinite(in[x]) ? static_cast<double>(in[x]) : r.background;
-      if (norm.method == "none") {
+      if (none) {
         o[x] = static_cast<float>(v);
       } else {
         const double t = (v - r.background) * inv;
-        o[x] = static_cast<float>(norm.method == "asinh" ? std::asinh(t) : t);
+        o[x] = static_cast<float>(asinh ? std::asinh(t) : t);
       }
     }
   }
@@ -165,6 +171,60 @@ std::vector<Peak> find_peaks(const cv::Mat& heatmap, float threshold, int radius
     if (!suppressed) peaks.push_back(c);
   }
   return peaks;
+}
+
+cv::Mat normalise_by_planes(const cv::Mat& science, const cv::Mat& background, const cv::Mat& rms,
+                            bool subtracted, cv::Mat& blank) {
+  if (background.size() != science.size() || rms.size() != science.size() ||
+      science.type() != CV_32F || background.type() != CV_32F || rms.type() != CV_32F) {
+    throw FrameError("background/rms planes do not match the science plane");
+  }
+  cv::Mat norm(science.size(), CV_32F);
+  blank = cv::Mat(science.size(), CV_8U, cv::Scalar(0));
+  for (int y = 0; y < science.rows; ++y) {
+    const float* s = science.ptr<float>(y);
+    const float* b = background.ptr<float>(y);
+    const float* r = rms.ptr<float>(y);
+    float* n = norm.ptr<float>(y);
+    unsigned char* m = blank.ptr<unsigned char>(y);
+    for (int x = 0; x < science.cols; ++x) {
+      const float base = subtracted ? 0.0f : b[x];
+      if (std::isfinite(s[x]) && std::isfinite(base) && std::isfinite(r[x]) && r[x] > 0.0f) {
+        n[x] = (s[x] - base) / r[x];
+      } else {
+        n[x] = 0.0f;
+        m[x] = 1;
+      }
+    }
+  }
+  return norm;
+}
+
+cv::Mat normalise_frame_by_planes(const Frame& frame, const std::string& stage, cv::Mat& blank) {
+  const auto bkg = frame.planes.find("background");
+  const auto rms = frame.planes.find("rms");
+  if (bkg == frame.planes.end() || rms == frame.planes.end()) {
+    throw FrameError(stage +
+                     " needs the planes 'background' and 'rms' (run the background stage first)");
+  }
+  const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
+  return normalise_by_planes(frame.science, bkg->second, rms->second, subtracted, blank);
+}
+
+int checked_network_tile(const ModelCard& card, const std::string& stage_name, int tile,
+                         int overlap) {
+  const int card_tile = static_cast<int>(card.height_pix());
+  if (tile == 0) tile = card_tile;
+  if (tile != card_tile) {
+    throw FatalError("stage '" + stage_name + "': option tile = " + std::to_string(tile) + " but " +
+                     card.card_path + " was exported for " + std::to_string(card_tile) +
+                     " px tiles (use tile: 0 or " + std::to_string(card_tile) + ")");
+  }
+  if (overlap * 2 > tile) {
+    throw FatalError("stage '" + stage_name + "': option overlap = " + std::to_string(overlap) +
+                     " exceeds half the tile (" + std::to_string(tile) + ")");
+  }
+  return tile;
 }
 
 }  // namespace astroflow

@@ -33,15 +33,6 @@ window.addEventListener('load', function () {
 });
 )";
 
-std::vector<double> column_doubles(const Catalog& c, const char* name) {
-  std::vector<double> v;
-  const Column* col = c.find(name);
-  if (col == nullptr) return v;
-  v.reserve(col->size());
-  for (std::size_t i = 0; i < col->size(); ++i) v.push_back(col->as_double(i));
-  return v;
-}
-
 }  // namespace
 
 std::string html_escape(const std::string& text) {
@@ -71,30 +62,99 @@ std::string html_escape(const std::string& text) {
   return out;
 }
 
-Histogram make_histogram(const std::vector<double>& values, int bins) {
+namespace {
+
+// make_histogram in its two passes, shared with CatalogStats.
+void extend_range(bool& any, double& lo, double& hi, double v) {
+  if (!std::isfinite(v)) return;
+  if (!any) {
+    lo = hi = v;
+    any = true;
+  }
+  lo = std::min(lo, v);
+  hi = std::max(hi, v);
+}
+
+Histogram empty_histogram(bool any, double lo, double hi, int bins) {
   Histogram h;
   bins = std::max(1, bins);
   h.counts.assign(static_cast<std::size_t>(bins), 0);
-  bool any = false;
-  for (const double v : values) {
-    if (!std::isfinite(v)) continue;
-    if (!any) {
-      h.lo = h.hi = v;
-      any = true;
-    }
-    h.lo = std::min(h.lo, v);
-    h.hi = std::max(h.hi, v);
-  }
   if (!any) return h;
-  if (h.hi == h.lo) h.hi = h.lo + 1.0;
-  const double width = (h.hi - h.lo) / bins;
-  for (const double v : values) {
-    if (!std::isfinite(v)) continue;
-    auto k = static_cast<long>(std::floor((v - h.lo) / width));
-    k = std::clamp(k, 0L, static_cast<long>(bins - 1));
-    ++h.counts[static_cast<std::size_t>(k)];
-  }
+  h.lo = lo;
+  h.hi = hi == lo ? lo + 1.0 : hi;
   return h;
+}
+
+void add_to_histogram(Histogram& h, double v) {
+  if (!std::isfinite(v) || h.hi <= h.lo) return;  // hi <= lo: no finite value was seen
+  const auto bins = static_cast<long>(h.counts.size());
+  const double width = (h.hi - h.lo) / static_cast<double>(bins);
+  auto k = static_cast<long>(std::floor((v - h.lo) / width));
+  k = std::clamp(k, 0L, bins - 1);
+  ++h.counts[static_cast<std::size_t>(k)];
+}
+
+constexpr std::pair<const char*, const char*> kPlots[] = {
+    {"MAG_AUTO", "MAG_AUTO (mag)"}, {"DET_SCORE", "DET_SCORE"}, {"A_IMAGE", "A_IMAGE (pix)"}};
+
+}  // namespace
+
+Histogram make_histogram(const std::vector<double>& values, int bins) {
+  bool any = false;
+  double lo = 0.0, hi = 0.0;
+  for (const double v : values) extend_range(any, lo, hi, v);
+  Histogram h = empty_histogram(any, lo, hi, bins);
+  if (!any) return h;
+  for (const double v : values) add_to_histogram(h, v);
+  return h;
+}
+
+CatalogStats CatalogStats::of(const Catalog& merged) {
+  CatalogStats s;
+  s.observe_range(merged);
+  s.settle(merged);
+  s.count(merged);
+  return s;
+}
+
+void CatalogStats::observe_range(const Catalog& chunk) {
+  for (const auto& [name, label] : kPlots) {
+    Range& r = ranges_[name];
+    const Column* col = chunk.find(name);
+    if (col == nullptr) {
+      r.rows_without_column = r.rows_without_column || chunk.rows() > 0;
+      continue;
+    }
+    for (std::size_t i = 0; i < col->size(); ++i)
+      extend_range(r.any, r.lo, r.hi, col->as_double(i));
+  }
+}
+
+void CatalogStats::settle(const Catalog& schema) {
+  has_class = schema.has("CLASS");
+  plots.clear();
+  for (const auto& [name, label] : kPlots) {
+    const Column* col = schema.find(name);
+    if (col == nullptr) continue;
+    Range r = ranges_[name];
+    // Rows of catalogs without the column get the merged catalog's default cell: NaN for
+    // floats (not counted), 0 for integers (counted).
+    const bool integer = col->type() == ColumnType::kInt32 || col->type() == ColumnType::kInt64;
+    if (integer && r.rows_without_column) extend_range(r.any, r.lo, r.hi, 0.0);
+    plots.push_back(Plot{name, label, empty_histogram(r.any, r.lo, r.hi, kBins)});
+  }
+}
+
+void CatalogStats::count(const Catalog& chunk) {
+  if (has_class) {
+    if (const Column* cls = chunk.find("CLASS"); cls != nullptr)
+      for (std::size_t i = 0; i < cls->size(); ++i) ++class_counts[cls->as_text(i)];
+  }
+  for (Plot& p : plots) {
+    const Column* col = chunk.find(p.column);
+    if (col == nullptr) continue;
+    for (std::size_t i = 0; i < col->size(); ++i) add_to_histogram(p.histogram, col->as_double(i));
+  }
 }
 
 std::string histogram_svg(const Histogram& h, const std::string& x_label) {
@@ -132,6 +192,11 @@ std::string histogram_svg(const Histogram& h, const std::string& x_label) {
 }
 
 std::string render_report_html(const RunReport& r, const Catalog& merged,
+                               const std::vector<QuicklookEntry>& quicklooks) {
+  return render_report_html(r, CatalogStats::of(merged), quicklooks);
+}
+
+std::string render_report_html(const RunReport& r, const CatalogStats& stats,
                                const std::vector<QuicklookEntry>& quicklooks) {
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">";
@@ -172,23 +237,16 @@ std::string render_report_html(const RunReport& r, const Catalog& merged,
   }
   h += "</table>\n";
 
-  if (const Column* cls = merged.find("CLASS"); cls != nullptr) {
-    std::map<std::string, std::size_t> counts;
-    for (std::size_t i = 0; i < cls->size(); ++i) ++counts[cls->as_text(i)];
+  if (stats.has_class) {
     h += "<h2>Classes</h2><table><tr><th>CLASS</th><th>sources</th></tr>";
-    for (const auto& [k, n] : counts)
+    for (const auto& [k, n] : stats.class_counts)
       h += fmt::format("<tr><td>{}</td><td class=\"num\">{}</td></tr>", html_escape(k), n);
     h += "</table>\n";
   }
 
   std::string hists;
-  for (const auto& [col, label] :
-       {std::pair{"MAG_AUTO", "MAG_AUTO (mag)"}, std::pair{"DET_SCORE", "DET_SCORE"},
-        std::pair{"A_IMAGE", "A_IMAGE (pix)"}}) {
-    if (!merged.has(col)) continue;
-    hists += "<figure>" + histogram_svg(make_histogram(column_doubles(merged, col), 30), label) +
-             "</figure>";
-  }
+  for (const CatalogStats::Plot& p : stats.plots)
+    hists += "<figure>" + histogram_svg(p.histogram, p.label) + "</figure>";
   if (!hists.empty()) h += "<h2>Distributions</h2><div class=\"hists\">" + hists + "</div>\n";
 
   h += fmt::format("<h2>Failures ({})</h2>", r.failures.size());

@@ -88,12 +88,13 @@ SersicComponent sersic(double x, double y, double n, double re, double q, double
   return c;
 }
 
-UnitObject make_galaxy_object(CutoutClass cls, SimRng& rng, const CutoutOptions& o,
-                              const MoffatPsf& psf, double cx, double cy, CutoutLabel& lab) {
-  const int w = o.width_pix;
-  const int h = o.height_pix;
+}  // namespace
+
+std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng, double cx,
+                                                   double cy, double r_eff_min_pix,
+                                                   double r_eff_max_pix, CutoutLabel& lab) {
   std::vector<SersicComponent> comps;
-  const double re = rng.log_uniform(o.r_eff_min_pix, o.r_eff_max_pix);
+  const double re = rng.log_uniform(r_eff_min_pix, r_eff_max_pix);
   const double theta = rng.uniform(0.0, 180.0);
   if (cls == CutoutClass::kSpheroid) {
     lab.subtype = "sersic";
@@ -167,11 +168,20 @@ UnitObject make_galaxy_object(CutoutClass cls, SimRng& rng, const CutoutOptions&
   lab.sersic_n = main.sersic_n;
   lab.axis_ratio = main.axis_ratio;
   lab.theta_deg = main.theta_deg;
+  return comps;
+}
+
+namespace {
+
+UnitObject make_galaxy_object(CutoutClass cls, SimRng& rng, const CutoutOptions& o,
+                              const MoffatPsf& psf, double cx, double cy, CutoutLabel& lab) {
+  const std::vector<SersicComponent> comps =
+      morphology_components(cls, rng, cx, cy, o.r_eff_min_pix, o.r_eff_max_pix, lab);
   UnitObject obj;
-  obj.pixels = render_galaxy(comps, psf, w, h, o.oversample);
+  obj.pixels = render_galaxy(comps, psf, o.width_pix, o.height_pix, o.oversample);
   obj.ap_x = cx;
   obj.ap_y = cy;
-  obj.ap_radius = 1.5 * re;
+  obj.ap_radius = 1.5 * lab.r_eff_pix;
   return obj;
 }
 

@@ -22,6 +22,18 @@ namespace {
 constexpr std::uint64_t kStreamParams = 1;
 constexpr std::uint64_t kStreamNoise = 2;
 constexpr std::uint64_t kStreamArtifacts = 3;
+constexpr std::uint64_t kStreamIrregular = 4;
+
+// Irregular galaxies: faintest magnitude and r_eff range of the main component (resolved enough
+// for the clumps or the second nucleus to be seen).
+constexpr double kIrregularMagFaint = 24.5;
+constexpr double kIrregularReffMinPix = 3.0;
+constexpr double kIrregularReffMaxPix = 12.0;
+// Single-Sérsic field galaxies are spheroids from this index up (the classify definition).
+constexpr double kSpheroidMinSersicN = 2.5;
+
+constexpr std::array<std::string_view, kFieldMorphCount> kMorphNames = {
+    "background", "spheroid", "disk", "irregular", "point_source"};
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // Bright stars: share of the flux in the extended halo and in the spikes.
@@ -50,6 +62,7 @@ void validate(const FieldOptions& o) {
           "must exceed --star-mag-bright");
   require(o.n_stars >= 0, "--stars", "must be >= 0");
   require(o.blend_fraction >= 0 && o.blend_fraction <= 1, "--blend-fraction", "must be in [0, 1]");
+  require(o.irregular_density_arcmin2 >= 0, "--irregular-density", "must be >= 0");
   require(o.n_cosmic_rays >= 0, "--cosmics", "must be >= 0");
   require(o.n_hot_pixels >= 0, "--hot-pixels", "must be >= 0");
   require(o.oversample >= 1 && o.oversample <= 8, "--oversample", "must be in [1, 8]");
@@ -66,7 +79,7 @@ double draw_power_law_mag(SimRng& rng, double lo, double hi, double slope) {
 
 struct Source {
   TruthSource truth;
-  SersicComponent component;  // galaxies only
+  std::vector<SersicComponent> components;  // galaxies only; the main component first
 };
 
 // One rendered source: its pixels and where its first pixel sits in the field.
@@ -82,7 +95,7 @@ Source make_galaxy(SimRng& rng, const FieldOptions& o, double x, double y, doubl
   // log-normal scatter of 0.25, kept inside the simulated range [2, 15] px.
   const double median = 2.0 + 10.0 * std::pow(10.0, -0.2 * (mag - 19.0));
   const double r_eff = std::clamp(median * std::exp(0.25 * rng.normal()), 2.0, 15.0);
-  SersicComponent& c = s.component;
+  SersicComponent c;
   c.x_pix = x;
   c.y_pix = y;
   c.sersic_n = rng.log_uniform(0.5, 6.0);
@@ -100,6 +113,29 @@ Source make_galaxy(SimRng& rng, const FieldOptions& o, double x, double y, doubl
   t.r_eff_pix = c.r_eff_pix;
   t.axis_ratio = c.axis_ratio;
   t.theta_deg = c.theta_deg;
+  t.morph = c.sersic_n >= kSpheroidMinSersicN ? kMorphSpheroid : kMorphDisk;
+  s.components.push_back(c);
+  return s;
+}
+
+// An irregular galaxy (clumpy disk or merger) from the cutout generator's definitions, centred
+// (flux-weighted) at (x, y).
+Source make_irregular(SimRng& rng, const FieldOptions& o, double x, double y, double mag) {
+  Source s;
+  CutoutLabel lab;
+  s.components = morphology_components(CutoutClass::kIrregular, rng, x, y, kIrregularReffMinPix,
+                                       kIrregularReffMaxPix, lab);
+  TruthSource& t = s.truth;
+  t.x_pix = x;
+  t.y_pix = y;
+  t.mag = mag;
+  t.flux_counts = std::pow(10.0, -0.4 * (mag - o.zero_point_mag));
+  for (SersicComponent& c : s.components) c.flux_counts *= t.flux_counts;
+  t.sersic_n = lab.sersic_n;
+  t.r_eff_pix = lab.r_eff_pix;
+  t.axis_ratio = lab.axis_ratio;
+  t.theta_deg = lab.theta_deg;
+  t.morph = kMorphIrregular;
   return s;
 }
 
@@ -114,14 +150,19 @@ Stamp render_source(const Source& s, const MoffatPsf& psf, const FieldOptions& o
     return 2 * half + 2;
   };
   if (!s.truth.is_star) {
-    const int half = static_cast<int>(std::ceil(kSersicTruncationReff * s.component.r_eff_pix +
-                                                psf.truncation_radius_pix())) +
-                     1;
+    double reach = 0.0;
+    for (const SersicComponent& c : s.components) {
+      reach = std::max(reach,
+                       std::hypot(c.x_pix - x, c.y_pix - y) + kSersicTruncationReff * c.r_eff_pix);
+    }
+    const int half = static_cast<int>(std::ceil(reach + psf.truncation_radius_pix())) + 1;
     const int size = place(half);
-    SersicComponent c = s.component;
-    c.x_pix = x - st.x0;
-    c.y_pix = y - st.y0;
-    st.pixels = render_galaxy({c}, psf, size, size, o.oversample);
+    std::vector<SersicComponent> comps = s.components;
+    for (SersicComponent& c : comps) {
+      c.x_pix -= st.x0;
+      c.y_pix -= st.y0;
+    }
+    st.pixels = render_galaxy(comps, psf, size, size, o.oversample);
     return st;
   }
   const bool bright = s.truth.mag < o.spike_mag;
@@ -195,6 +236,13 @@ Catalog truth_catalog(const std::vector<TruthSource>& src) {
                       [&](std::size_t i) { return src[i].snr; });
   fill_column<std::int32_t>(cat, "BLEND_PARENT", "", "ID of the galaxy this one was placed next to",
                             [&](std::size_t i) { return src[i].blend_parent; });
+  fill_column<std::string>(
+      cat, "MORPH", "", "spheroid, disk, irregular or point_source", [&](std::size_t i) {
+        return std::string(kMorphNames[static_cast<std::size_t>(src[i].morph)]);
+      });
+  fill_column<std::int32_t>(cat, "MORPH_ID", "",
+                            "1 spheroid, 2 disk, 3 irregular, 4 point_source (truthclass value)",
+                            [&](std::size_t i) { return src[i].morph; });
   return cat;
 }
 
@@ -224,6 +272,10 @@ Catalog artifact_catalog(const std::vector<ArtifactRow>& rows) {
 }
 
 }  // namespace
+
+const std::array<std::string_view, kFieldMorphCount>& field_morph_names() {
+  return kMorphNames;
+}
 
 FieldSimulation simulate_field(const FieldOptions& o) {
   validate(o);
@@ -289,7 +341,22 @@ FieldSimulation simulate_field(const FieldOptions& o) {
     s.truth.r_eff_pix = kNaN;
     s.truth.axis_ratio = 1.0;
     s.truth.theta_deg = 0.0;
+    s.truth.morph = kMorphPointSource;
     sources.push_back(s);
+    sources.back().truth.id = static_cast<int>(sources.size());
+  }
+  // Irregulars come last, from their own stream: the ids and draws above do not depend on them.
+  SimRng irr = SimRng::stream(o.seed, kStreamIrregular, 0);
+  const double irr_faint = std::min(o.galaxy_mag_faint, kIrregularMagFaint);
+  const auto n_irregular =
+      irr_faint > o.galaxy_mag_bright
+          ? static_cast<std::size_t>(irr.poisson(o.irregular_density_arcmin2 * area_arcmin2))
+          : std::size_t{0};
+  for (std::size_t i = 0; i < n_irregular; ++i) {
+    const double x = irr.uniform(-0.5, w - 0.5);
+    const double y = irr.uniform(-0.5, h - 0.5);
+    const double mag = draw_power_law_mag(irr, o.galaxy_mag_bright, irr_faint, o.count_slope);
+    sources.push_back(make_irregular(irr, o, x, y, mag));
     sources.back().truth.id = static_cast<int>(sources.size());
   }
 
@@ -305,6 +372,7 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   // segmentation: the source contributing most flux, where that flux > 0.5 noise rms.
   out.model = cv::Mat(h, w, CV_32F, cv::Scalar(0));
   out.truthseg = cv::Mat(h, w, CV_32S, cv::Scalar(0));
+  out.truthclass = cv::Mat(h, w, CV_8U, cv::Scalar(0));
   cv::Mat best(h, w, CV_32F, cv::Scalar(0));
   const auto seg_threshold = static_cast<float>(0.5 * out.noise_rms_counts);
   for (std::size_t i = 0; i < sources.size(); ++i) {
@@ -321,12 +389,14 @@ FieldSimulation simulate_field(const FieldOptions& o) {
       const float* src = st.pixels.ptr<float>(y - st.y0) - st.x0;
       auto* dst = out.model.ptr<float>(y);
       auto* seg = out.truthseg.ptr<std::int32_t>(y);
+      auto* cls = out.truthclass.ptr<std::uint8_t>(y);
       auto* b = best.ptr<float>(y);
       for (int x = xa; x < xb; ++x) {
         dst[x] += src[x];
         if (src[x] > seg_threshold && src[x] > b[x]) {
           b[x] = src[x];
           seg[x] = t.id;
+          cls[x] = static_cast<std::uint8_t>(t.morph);
         }
       }
     }
@@ -428,6 +498,15 @@ std::vector<std::string> write_field(const FieldSimulation& field, const FieldOp
   seg.add_history("truth segmentation: id of the source with most model flux, where > SEGTHR");
   paths.push_back(stem + ".truthseg.fits");
   write_fits_image(paths.back(), field.truthseg, seg);
+  Header cls = seg;
+  cls.set("CLASS0", std::string_view("background"), "truth class map value 0");
+  for (int k = 1; k < kFieldMorphCount; ++k) {
+    cls.set("CLASS" + std::to_string(k), std::string_view(kMorphNames[static_cast<std::size_t>(k)]),
+            "truth class map value " + std::to_string(k));
+  }
+  cls.add_history("truth class map: MORPH_ID of the truth segmentation's source at each pixel");
+  paths.push_back(stem + ".truthclass.fits");
+  write_fits_image(paths.back(), field.truthclass, cls);
   paths.push_back(stem + ".truth.fits");
   write_fits_catalog(paths.back(), field.truth, field.header, "TRUTH");
   paths.push_back(stem + ".truth.csv");

@@ -1,5 +1,5 @@
 // The `denoise` stage: a U-Net autoencoder (models/denoise) run on overlapping tiles of an image
-// of any size, blended with a raised-cosine window (tile_blend.hpp), giving the plane
+// of any size, blended with a raised-cosine window (astroflow/tile_blend.hpp), giving the plane
 // "denoised" in the units of the science plane as it reached this stage.
 //
 // Normalisation: y = (x - b) / rms with the `background` stage's planes, where b is the
@@ -11,14 +11,14 @@
 // slot its own instance.
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/plugin.hpp>
+#include <astroflow/preprocess.hpp>
+#include <astroflow/tile_blend.hpp>
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include "tile_blend.hpp"
 
 namespace {
 
@@ -40,65 +40,25 @@ class DenoiseStage : public astroflow::Stage {
     // OnnxModelError / ModelCardError are FatalErrors naming the model file.
     model_.emplace(astroflow::OnnxModel::load(path, {batch_, false, true}));
     const auto& card = model_->card();
-    const int card_tile = static_cast<int>(card.height_pix());
     if (card.channels() != 1 || card.height_pix() != card.width_pix()) {
       throw astroflow::FatalError(
           card.card_path + ": denoise needs a 1-channel square input, the card says " +
           std::to_string(card.channels()) + "x" + std::to_string(card.height_pix()) + "x" +
           std::to_string(card.width_pix()));
     }
-    if (tile_ == 0) tile_ = card_tile;
-    if (tile_ != card_tile) {
-      throw astroflow::FatalError(
-          "stage '" + ctx.stage_name + "': option tile = " + std::to_string(tile_) + " but " +
-          card.card_path + " was exported for " + std::to_string(card_tile) +
-          " px tiles (use tile: 0 or " + std::to_string(card_tile) + ")");
-    }
-    if (overlap_ * 2 > tile_) {
-      throw astroflow::FatalError("stage '" + ctx.stage_name +
-                                  "': option overlap = " + std::to_string(overlap_) +
-                                  " exceeds half the tile (" + std::to_string(tile_) + ")");
-    }
+    tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
   }
 
  protected:
   void process_frame(astroflow::Frame& frame) override {
     const cv::Mat& sci = frame.science;
-    const auto bkg_it = frame.planes.find("background");
-    const auto rms_it = frame.planes.find("rms");
-    if (bkg_it == frame.planes.end() || rms_it == frame.planes.end()) {
-      throw astroflow::FrameError(
-          "denoise needs the planes 'background' and 'rms' (run the "
-          "background stage first)");
-    }
-    const cv::Mat& bkg = bkg_it->second;
-    const cv::Mat& rms = rms_it->second;
-    if (bkg.size() != sci.size() || rms.size() != sci.size() || bkg.type() != CV_32F ||
-        rms.type() != CV_32F) {
-      throw astroflow::FrameError("background/rms planes do not match the science plane");
-    }
+    cv::Mat blank;
+    const cv::Mat norm = astroflow::normalise_frame_by_planes(frame, "denoise", blank);
+    const cv::Mat& bkg = frame.planes.at("background");
+    const cv::Mat& rms = frame.planes.at("rms");
     const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
 
-    cv::Mat norm(sci.size(), CV_32F);
-    cv::Mat blank(sci.size(), CV_8U, cv::Scalar(0));
-    for (int y = 0; y < sci.rows; ++y) {
-      const float* s = sci.ptr<float>(y);
-      const float* b = bkg.ptr<float>(y);
-      const float* r = rms.ptr<float>(y);
-      float* n = norm.ptr<float>(y);
-      unsigned char* m = blank.ptr<unsigned char>(y);
-      for (int x = 0; x < sci.cols; ++x) {
-        const float base = subtracted ? 0.0f : b[x];
-        if (std::isfinite(s[x]) && std::isfinite(base) && std::isfinite(r[x]) && r[x] > 0.0f) {
-          n[x] = (s[x] - base) / r[x];
-        } else {
-          n[x] = 0.0f;
-          m[x] = 1;
-        }
-      }
-    }
-
-    const cv::Mat out_norm = astroflow::denoise::blend_tiles(
+    const cv::Mat out_norm = astroflow::blend_tiles(
         norm, tile_, overlap_, batch_, [this](const std::vector<cv::Mat>& tiles) {
           const int dims[4] = {static_cast<int>(tiles.size()), 1, tile_, tile_};
           cv::Mat blob(4, dims, CV_32F);

@@ -9,6 +9,7 @@
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/plugin_registry.hpp>
 #include <astroflow/simulate.hpp>
+#include <astroflow/tile_blend.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -21,7 +22,6 @@
 #include <string>
 
 #include "plugin_stage.hpp"
-#include "tile_blend.hpp"
 
 using astroflow::Frame;
 using astroflow::OptionValue;
@@ -66,12 +66,11 @@ TEST(DenoiseBlend, IdentityNetworkReturnsItsInputForAnySize) {
     SCOPED_TRACE(std::to_string(size.width) + "x" + std::to_string(size.height));
     const cv::Mat in = gaussian_noise(size.height, size.width, 3.0, 1.0, 7);
     int calls = 0;
-    const cv::Mat out =
-        astroflow::denoise::blend_tiles(in, 64, 16, 5, [&](const std::vector<cv::Mat>& t) {
-          ++calls;
-          EXPECT_LE(t.size(), 5u);
-          return t;
-        });
+    const cv::Mat out = astroflow::blend_tiles(in, 64, 16, 5, [&](const std::vector<cv::Mat>& t) {
+      ++calls;
+      EXPECT_LE(t.size(), 5u);
+      return t;
+    });
     ASSERT_EQ(out.size(), in.size());
     EXPECT_LE(cv::norm(out, in, cv::NORM_INF), 1e-5);  // weights normalised to sum one
     EXPECT_GE(calls, 1);
@@ -79,7 +78,7 @@ TEST(DenoiseBlend, IdentityNetworkReturnsItsInputForAnySize) {
 }
 
 TEST(DenoiseBlend, TilesCoverTheImageWithTheRequestedOverlap) {
-  const auto s = astroflow::denoise::tile_starts(1000, 256, 32);
+  const auto s = astroflow::tile_starts(1000, 256, 32);
   ASSERT_GE(s.size(), 2u);
   EXPECT_EQ(s.front(), 0);
   EXPECT_EQ(s.back(), 1000 - 256);
@@ -91,11 +90,10 @@ TEST(DenoiseBlend, PerTileOffsetsBlendWithoutAStep) {
   // the raised-cosine window spreads each over the overlap (slope <= pi / (2 * 32) per pixel).
   const cv::Mat in(300, 400, CV_32F, cv::Scalar(0));
   int index = 0;
-  const cv::Mat out =
-      astroflow::denoise::blend_tiles(in, 128, 32, 1, [&](const std::vector<cv::Mat>& t) {
-        std::vector<cv::Mat> o{t[0] + static_cast<float>(index++ % 2)};
-        return o;
-      });
+  const cv::Mat out = astroflow::blend_tiles(in, 128, 32, 1, [&](const std::vector<cv::Mat>& t) {
+    std::vector<cv::Mat> o{t[0] + static_cast<float>(index++ % 2)};
+    return o;
+  });
   double worst = 0.0;
   for (int y = 1; y < out.rows; ++y) {
     for (int x = 1; x < out.cols; ++x) {
@@ -237,8 +235,7 @@ TEST(DenoiseEval, HeldOutTestFields) {
     const auto e = astroflow::evaluate_denoise_files(
         base + ".fits", base + ".denoised.fits", base + ".model.fits", base + ".truth.fits", eo);
     // Bare inference on the same number of 256x256 tiles (no normalisation, no blending).
-    const std::size_t n_tiles =
-        astroflow::denoise::tile_grid(noisy.cols, noisy.rows, 256, 32).size();
+    const std::size_t n_tiles = astroflow::tile_grid(noisy.cols, noisy.rows, 256, 32).size();
     astroflow::OnnxModel m = astroflow::OnnxModel::load(model_path(), {8, false, true});
     const int dims[4] = {static_cast<int>(n_tiles), 1, 256, 256};
     cv::Mat blob(4, dims, CV_32F, cv::Scalar(0));

@@ -35,7 +35,10 @@ std::string write_config(const TempDir& dir, const std::string& name, const std:
                   "output: " +
                       output +
                       "\n"
-                      "run: {batch: 1, max_in_flight: 1}\n"
+                      // Group commits of exactly 4 inputs: a kill lands between commits,
+                      // with outputs of uncommitted inputs on disk that --resume must redo.
+                      "run: {batch: 1, max_in_flight: 1, commit_every: 4, "
+                      "commit_interval_s: 600}\n"
                       "stages:\n"
                       "  - {plugin: background, back_size: " +
                       back_size +
@@ -139,6 +142,7 @@ TEST(Resume, SigkillThenResumeEqualsUninterruptedRun) {
   const std::size_t done_before = count_lines(manifest);
   ASSERT_GE(done_before, 2u);
   ASSERT_LT(done_before, static_cast<std::size_t>(kFiles)) << "killed too late to test resume";
+  EXPECT_EQ(done_before % 4, 0u) << "manifest lines are committed in groups of run.commit_every";
 
   // The first finished input's catalog: a resumed run must not rewrite it.
   const nlohmann::json first = nlohmann::json::parse(

@@ -16,4 +16,9 @@ std::unique_ptr<StageInstance> open_builtin_stage(
     PluginRegistry& registry, const std::string& name,
     const std::map<std::string, OptionValue>& overrides = {});
 
+/// Runs an opened stage on one 64 x 64 frame with a science plane only (no background/rms
+/// planes, no catalog) and returns the reason the stage flagged it with; "" when the frame came
+/// back unflagged. For the image-level CNN stages' "needs the background planes" tests.
+std::string reason_for_bare_frame(StageInstance& stage);
+
 }  // namespace astroflow::test

@@ -60,6 +60,22 @@ TEST_F(AtomicFileTest, ThrowingWriterLeavesNoFileAndNoTemporary) {
   EXPECT_TRUE(entries().empty()) << entries().front();
 }
 
+TEST_F(AtomicFileTest, DeferredWriteReplacesWholeAndSyncFilesystemNamesAMissingFolder) {
+  const fs::path target = dir_ / "a.cat.fits";
+  write_file_atomically(target.string(), "first", Durability::kDeferred);
+  write_file_atomically(target.string(), std::string(100000, 'x'), Durability::kDeferred);
+  EXPECT_EQ(slurp(target), std::string(100000, 'x'));
+  EXPECT_EQ(entries(), std::vector<std::string>{"a.cat.fits"});
+  sync_filesystem(dir_.string());  // makes the group durable; nothing to observe but no error
+  const std::string missing = (dir_ / "nope").string();
+  try {
+    sync_filesystem(missing);
+    ADD_FAILURE() << "sync_filesystem on a missing folder did not throw";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(AtomicFileTest, FailedRewriteKeepsTheOldFile) {
   const fs::path target = dir_ / "summary.json";
   write_file_atomically(target.string(), "old");

@@ -256,6 +256,75 @@ TEST_F(ConfigTest, UnknownCatalogFormatPointsAtTheListItem) {
   EXPECT_NE(std::string(e.what()).find("did you mean 'csv'?"), std::string::npos) << e.what();
 }
 
+TEST_F(ConfigTest, PerInputCatalogDefaultsToCatalogAndIsChecked) {
+  {
+    const std::string path = write("default.yaml", "output: {catalog: [csv]}\nstages: []\n");
+    const PipelineConfig c = PipelineConfig::load(path);
+    EXPECT_EQ(c.output.per_input_catalog, std::vector<std::string>{"csv"});
+    EXPECT_FALSE(c.output.per_input_catalog_set);
+    EXPECT_EQ(PipelineConfig::load(write("none.yaml", "stages: []\n")).output.per_input_catalog,
+              (std::vector<std::string>{"fits", "csv"}));
+  }
+  {
+    const std::string path = write("fits.yaml",
+                                   "output:\n"
+                                   "  catalog: [fits, csv]\n"
+                                   "  per_input_catalog: [fits]\n"
+                                   "stages: []\n");
+    const PipelineConfig c = PipelineConfig::load(path);
+    EXPECT_EQ(c.output.catalog, (std::vector<std::string>{"fits", "csv"}));
+    EXPECT_EQ(c.output.per_input_catalog, std::vector<std::string>{"fits"});
+    EXPECT_EQ(PipelineConfig::load(path, {"output.per_input_catalog=[]"}).output.per_input_catalog,
+              std::vector<std::string>{});
+    // It changes the outputs, so it is part of the hash; a config without it keeps its hash.
+    const std::string plain = write("plain.yaml", "output:\n  catalog: [fits, csv]\nstages: []\n");
+    EXPECT_NE(c.hash(), PipelineConfig::load(plain).hash());
+    EXPECT_EQ(PipelineConfig::load(plain).canonical_text.find("per_input_catalog"),
+              std::string::npos);
+  }
+  {
+    const std::string path =
+        write("bad.yaml", "output:\n  per_input_catalog: [fits, ecsv]\nstages: []\n");
+    const ConfigError e = load_error(path);
+    expect_at(e, path, 2, 29, "output.per_input_catalog[1]");
+    EXPECT_NE(std::string(e.what()).find("unknown catalog format 'ecsv'"), std::string::npos)
+        << e.what();
+  }
+  {
+    const std::string path =
+        write("twice.yaml", "output:\n  per_input_catalog: [fits, fits]\nstages: []\n");
+    expect_at(load_error(path), path, 2, 29, "output.per_input_catalog[1]");
+  }
+}
+
+TEST_F(ConfigTest, GroupCommitSettingsAreRangeCheckedAndNotHashed) {
+  const std::string path = write("commit.yaml",
+                                 "run:\n"
+                                 "  commit_every: 16\n"
+                                 "  commit_interval_s: 0.5\n"
+                                 "stages: []\n");
+  const PipelineConfig c = PipelineConfig::load(path);
+  EXPECT_EQ(c.run.commit_every, 16);
+  EXPECT_EQ(c.run.commit_interval_s, 0.5);
+  const PipelineConfig d = PipelineConfig::load(write("default.yaml", "stages: []\n"));
+  EXPECT_EQ(d.run.commit_every, 256);
+  EXPECT_EQ(d.run.commit_interval_s, 2.0);
+  // Durability batching changes no output byte: resuming with other settings redoes nothing.
+  EXPECT_EQ(c.hash(), d.hash());
+
+  const std::string zero = write("zero.yaml", "run:\n  commit_every: 0\nstages: []\n");
+  expect_at(load_error(zero), zero, 2, 3, "run.commit_every");
+  const std::string neg =
+      write("neg.yaml", "run:\n  batch: 4\n  commit_interval_s: -1\nstages: []\n");
+  const ConfigError e = load_error(neg);
+  expect_at(e, neg, 3, 3, "run.commit_interval_s");
+  EXPECT_NE(std::string(e.what()).find("expected a number of seconds"), std::string::npos)
+      << e.what();
+  const std::string word = write("word.yaml", "run:\n  commit_interval_s: soon\nstages: []\n");
+  expect_at(load_error(word), word, 2, 3, "run.commit_interval_s");
+  EXPECT_EQ(PipelineConfig::load(path, {"run.commit_every=1"}).run.commit_every, 1);
+}
+
 TEST_F(ConfigTest, DuplicateMappingKeyIsAnError) {
   const std::string path = write("a.yaml",
                                  "run:\n"

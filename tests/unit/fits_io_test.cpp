@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <opencv2/core.hpp>
@@ -708,6 +709,52 @@ TEST(FitsWrite, EmptyCatalogKeepsItsColumns) {
   EXPECT_EQ(back.rows(), 0u);
   ASSERT_EQ(back.columns().size(), 2u);
   EXPECT_EQ(back.columns()[1].type(), ColumnType::kString);
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The pipeline writes per-input outputs from memory (one write, hashed without reading back):
+// the bytes must be those of the on-disk writers.
+TEST(FitsWrite, InMemoryBytesEqualTheFileWriters) {
+  TempDir dir("fits-mem");
+  Header header;
+  header.set("ORIGIN", std::string_view("astroflow"));
+  header.set("EXPTIME", 2000.0, "[s]");
+  for (int i = 0; i < 60; ++i) header.add_history("line " + std::to_string(i));
+  Catalog big;  // several FITS blocks: the in-memory buffer has to grow
+  big.add_column<std::int32_t>("NUMBER");
+  big.add_column<std::string>("CLASS");
+  big.resize(5000);
+  for (std::size_t r = 0; r < big.rows(); ++r) {
+    big.get<std::int32_t>("NUMBER")[r] = static_cast<std::int32_t>(r + 1);
+    big.get<std::string>("CLASS")[r] = r % 3 == 0 ? "disk" : "point_source";
+  }
+  Catalog empty;
+  empty.add_column<std::int32_t>("NUMBER");
+  const std::vector<std::pair<std::string, Catalog>> catalogs = {
+      {"sample", sample_catalog()}, {"big", big}, {"empty", empty}};
+  for (const auto& [name, cat] : catalogs) {
+    const std::string path = dir / (name + ".fits");
+    write_fits_catalog(path, cat, header);
+    EXPECT_TRUE(fits_catalog_bytes(cat, header, "CATALOG", path) == file_bytes(path)) << name;
+    write_csv_catalog(path + ".csv", cat);
+    EXPECT_EQ(csv_catalog_text(cat), file_bytes(path + ".csv")) << name;
+  }
+  cv::Mat img(300, 200, CV_32F);
+  cv::randu(img, -1.0f, 1.0f);
+  cv::Mat seg(40, 30, CV_32S, cv::Scalar(7));
+  for (const auto& [name, pix] : std::vector<std::pair<std::string, cv::Mat>>{
+           {"img", img}, {"seg", seg}, {"roi", img(cv::Rect(3, 5, 17, 11))}}) {
+    const std::string path = dir / (name + ".fits");
+    write_fits_image(path, pix, header, {"astroflow test"});
+    EXPECT_TRUE(fits_image_bytes(pix, header, {"astroflow test"}, path) == file_bytes(path))
+        << name;
+  }
+  cv::Mat rgb(2, 2, CV_8UC3);
+  EXPECT_THROW((void)fits_image_bytes(rgb, Header{}, {}, "rgb.fits"), FrameError);
 }
 
 TEST(FitsRead, SextractorStyleVectorAndShortColumns) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -99,6 +100,28 @@ TEST(Manifest, WriterAppendsAfterATornLineWithoutLosingTheNewEntry) {
   EXPECT_EQ(skipped, 1U);
   const std::string text = read_text_file(path);
   EXPECT_EQ(text.find("\n\n"), std::string::npos);
+}
+
+TEST(Manifest, GroupAppendWritesEveryLineInOrder) {
+  TempDir dir("manifest");
+  const std::string path = dir / "manifest.jsonl";
+  write_text_file(path, sample_entry("a.fits").to_json_line() + "{\"path\":\"torn");
+  {
+    ManifestWriter w(path);
+    w.append(std::vector<ManifestEntry>{sample_entry("b.fits"), sample_entry("c.fits"),
+                                        sample_entry("a.fits")});
+    w.append(std::vector<ManifestEntry>{});  // an empty group writes nothing
+  }
+  std::size_t skipped = 0;
+  const auto entries = read_manifest(path, &skipped);
+  ASSERT_EQ(entries.size(), 3U);  // a.fits: the later line wins, in first-appearance order
+  EXPECT_EQ(entries[0].path, "a.fits");
+  EXPECT_EQ(entries[1].path, "b.fits");
+  EXPECT_EQ(entries[2].path, "c.fits");
+  EXPECT_EQ(skipped, 1U);
+  const std::string text = read_text_file(path);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 5);
+  EXPECT_EQ(text.back(), '\n');
 }
 
 TEST(Manifest, MissingFileReadsAsEmpty) {

@@ -332,6 +332,10 @@ FieldOptions sparse_field(std::uint64_t seed) {
   o.n_stars = 5;
   o.spike_mag = 15.0;
   o.blend_fraction = 0.0;
+  // Single-Sérsic sources only: clumps and merger nuclei move the light centroid off the
+  // catalogued (flux-weighted) centre by design, and the centroid/flux tests are about Sérsic
+  // rendering. Irregulars are tested in TruthClassMapFollowsSegmentationAndMorphology.
+  o.irregular_density_arcmin2 = 0.0;
   return o;
 }
 
@@ -402,14 +406,15 @@ TEST_F(SimField, FilesAreByteIdenticalAcrossRuns) {
   FieldOptions o2 = o;
   o2.output_dir = fresh_dir("field-b").string();
   const auto paths_b = write_field(simulate_field(o2), o2);
-  ASSERT_EQ(paths_a.size(), 7U);
+  ASSERT_EQ(paths_a.size(), 8U);
   ASSERT_EQ(paths_a.size(), paths_b.size());
   for (std::size_t i = 0; i < paths_a.size(); ++i)
     EXPECT_EQ(sha256_file(paths_a[i]), sha256_file(paths_b[i])) << paths_a[i];
   const Catalog truth = read_fits_catalog(o.output_dir + "/field.truth.fits");
   EXPECT_EQ(truth.rows(), field_->sources.size());
-  for (const char* col : {"ID", "X_IMAGE", "Y_IMAGE", "ALPHA_J2000", "DELTA_J2000", "FLUX", "MAG",
-                          "TYPE", "SERSIC_N", "R_EFF", "AXIS_RATIO", "THETA", "SNR"})
+  for (const char* col :
+       {"ID", "X_IMAGE", "Y_IMAGE", "ALPHA_J2000", "DELTA_J2000", "FLUX", "MAG", "TYPE", "SERSIC_N",
+        "R_EFF", "AXIS_RATIO", "THETA", "SNR", "MORPH", "MORPH_ID"})
     EXPECT_TRUE(truth.has(col)) << col;
   std::ifstream csv(o.output_dir + "/field.truth.csv");
   std::string header_line;
@@ -535,6 +540,43 @@ TEST_F(SimField, TruthSegmentationFollowsTheModel) {
                                           static_cast<int>(std::lround(s.x_pix))),
               s.id);
   }
+}
+
+TEST_F(SimField, TruthClassMapFollowsSegmentationAndMorphology) {
+  FieldOptions o = small_field(11);
+  o.irregular_density_arcmin2 = 40.0;  // a few irregulars on this small field
+  const FieldSimulation f = simulate_field(o);
+  std::map<int, int> per_class;
+  for (const TruthSource& s : f.sources) {
+    ++per_class[s.morph];
+    if (s.is_star) {
+      EXPECT_EQ(s.morph, kMorphPointSource);
+    } else if (s.morph != kMorphIrregular) {
+      EXPECT_EQ(s.morph, s.sersic_n >= 2.5 ? kMorphSpheroid : kMorphDisk) << s.id;
+    }
+  }
+  EXPECT_GE(per_class[kMorphIrregular], 2);
+  EXPECT_GE(per_class[kMorphSpheroid], 1);
+  EXPECT_GE(per_class[kMorphDisk], 1);
+  ASSERT_EQ(f.truthclass.type(), CV_8U);
+  for (int y = 0; y < f.truthseg.rows; ++y)
+    for (int x = 0; x < f.truthseg.cols; ++x) {
+      const int id = f.truthseg.at<std::int32_t>(y, x);
+      const int expected =
+          id == 0 ? kMorphBackground : f.sources[static_cast<std::size_t>(id - 1)].morph;
+      ASSERT_EQ(f.truthclass.at<std::uint8_t>(y, x), expected) << x << "," << y;
+    }
+  // The irregulars come from their own stream: the other sources are unchanged.
+  std::size_t others = 0;
+  for (const TruthSource& s : field_->sources) {
+    if (s.morph == kMorphIrregular) continue;
+    ASSERT_LT(others, f.sources.size());
+    EXPECT_EQ(s.x_pix, f.sources[others].x_pix);
+    EXPECT_EQ(s.mag, f.sources[others].mag);
+    ++others;
+  }
+  EXPECT_EQ(field_morph_names()[kMorphIrregular], "irregular");
+  EXPECT_EQ(field_morph_names()[kMorphPointSource], "point_source");
 }
 
 // ------------------------------------------------------------------------------------------

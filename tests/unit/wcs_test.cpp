@@ -13,6 +13,9 @@
 #include <cmath>
 #include <map>
 #include <numbers>
+#include <random>
+#include <regex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -379,6 +382,48 @@ TEST(Wcs, IsWcsKeyword) {
   for (const char* k : {"OBJECT", "EXPTIME", "A", "CRPIX", "CD", "FILTER", "DATE-OBS"}) {
     EXPECT_FALSE(Wcs::is_wcs_keyword(k)) << k;
   }
+}
+
+TEST(Wcs, IsWcsKeywordAgreesWithTheRegexItReplaced) {
+  // The definition is_wcs_keyword implements by hand (a std::regex was too slow per card).
+  const std::regex reference(
+      "^((CTYPE|CUNIT|CRVAL|CDELT|CRPIX|CROTA|CRDER|CSYER|CNAME|CPDIS|CQDIS|CPERR|CQERR|DVERR)[0-9]"
+      "+[A-Z]?"
+      "|(PC|CD|PV|PS)[0-9]+_[0-9]+[A-Z]?"
+      "|(A|B|AP|BP)_[0-9]+_[0-9]+"
+      "|(A|B|AP|BP)_ORDER|A_DMAX|B_DMAX"
+      "|(DP|DQ)[0-9]+"
+      "|(WCSAXES|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|WCSNAME)[A-Z]?)$");
+  const std::vector<std::string> stems = {
+      "CTYPE",   "CUNIT",   "CRVAL",   "CDELT",   "CRPIX",    "CROTA",   "CRDER", "CSYER",
+      "CNAME",   "CPDIS",   "CQDIS",   "CPERR",   "CQERR",    "DVERR",   "PC",    "CD",
+      "PV",      "PS",      "A",       "B",       "AP",       "BP",      "DP",    "DQ",
+      "WCSAXES", "LONPOLE", "LATPOLE", "RADESYS", "RADECSYS", "EQUINOX", "EPOCH", "WCSNAME",
+      "C",       "CR",      "CRPI",    "D",       "W",        "OBJECT",  ""};
+  const std::vector<std::string> tails = {
+      "",      "1",      "12",     "1A",    "1a",      "1AB",   "A",    "_",
+      "1_",    "1_2",    "1_2A",   "1_2_",  "_1",      "_1_",   "_1_2", "_12_3",
+      "_1_2A", "_ORDER", "_DMAX",  "ORDER", "_ORDERX", "1_2_3", "X",    "-1",
+      " ",     "1 ",     "_1_2_3", "9Z",    "0_0",     "AB",    "1_A"};
+  std::size_t checked = 0;
+  for (const std::string& s : stems) {
+    for (const std::string& t : tails) {
+      const std::string key = s + t;
+      EXPECT_EQ(Wcs::is_wcs_keyword(key), std::regex_match(key, reference)) << "'" << key << "'";
+      ++checked;
+    }
+  }
+  // Random keys over the characters that matter.
+  std::mt19937 rng(12345);
+  const std::string alphabet = "ABCDPQRSTVWXY_0129";
+  for (int i = 0; i < 20000; ++i) {
+    std::string key;
+    const int len = 1 + static_cast<int>(rng() % 8);
+    for (int j = 0; j < len; ++j) key.push_back(alphabet[rng() % alphabet.size()]);
+    EXPECT_EQ(Wcs::is_wcs_keyword(key), std::regex_match(key, reference)) << "'" << key << "'";
+    ++checked;
+  }
+  EXPECT_GT(checked, 20000u);
 }
 
 }  // namespace

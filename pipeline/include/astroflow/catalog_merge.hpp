@@ -16,6 +16,7 @@
 #include "astroflow/catalog.hpp"
 #include "astroflow/header.hpp"
 #include "astroflow/manifest.hpp"
+#include "astroflow/run_report.hpp"
 #include "astroflow/run_summary.hpp"
 #include "astroflow/sky_match.hpp"
 
@@ -44,6 +45,17 @@ struct MergedRowImages {
 };
 [[nodiscard]] MergedRowImages merged_row_images(const Catalog& merged,
                                                 const std::vector<ManifestEntry>& entries);
+
+/// The merged catalog of `entries` (as rebuild_merged_catalog) written as <dir>/catalog.fits
+/// and/or catalog.csv without holding it: a first pass over the per-frame catalogs finds the
+/// merged columns, string widths and row count, a second appends the rows in chunks. Same bytes
+/// as write_merged_catalog(rebuild_merged_catalog(...)); memory stays bounded by a block of
+/// per-frame catalogs whatever the number of inputs. Fills `stats` (report.html) when given.
+/// Both files are written atomically.
+void stream_merged_catalog(const std::vector<ManifestEntry>& entries,
+                           const std::vector<std::string>& output_dir_of_entry,
+                           const std::string& dir, const std::vector<std::string>& formats,
+                           const Header& header, CatalogStats* stats = nullptr);
 
 /// Writes `merged` as <dir>/catalog.fits and/or catalog.csv ("fits", "csv" in formats).
 void write_merged_catalog(const std::string& dir, const Catalog& merged,

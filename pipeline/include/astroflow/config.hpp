@@ -56,7 +56,12 @@ struct InputConfig {
 struct OutputConfig {
   std::string dir;  ///< may be empty when --output is given
   std::vector<std::string> catalog = {"fits", "csv"};
-  std::vector<std::string> images;  ///< plane names to write per input, e.g. "segmap"
+  /// output.per_input_catalog: formats of the per-input catalogs (<stem>.cat.fits/.cat.csv).
+  /// Unset: the same as `catalog`. A folder of cutouts needs only [fits] (what --resume and
+  /// --shard rebuild the merged catalog from) or [] (no per-input file; no --resume/--shard).
+  std::vector<std::string> per_input_catalog = {"fits", "csv"};
+  bool per_input_catalog_set = false;  ///< given in the YAML or by --set
+  std::vector<std::string> images;     ///< plane names to write per input, e.g. "segmap"
   bool quicklook = false;
   /// output.merge_sky: {radius_arcsec, keep}: cross-image duplicate flagging of the merged
   /// catalog (sky_match.hpp: N_OBS, DUPLICATE_OF). Off unless the section is present.
@@ -75,6 +80,12 @@ struct RunConfig {
   int tile_size = 2048;   ///< images larger than this (either axis) are tiled
   int tile_overlap = 64;  ///< pixels shared by neighbouring tiles
   std::uint64_t seed = 0;
+  /// Group commit of the manifest (docs/batch.md): finished inputs' outputs are made durable
+  /// together (one syncfs) and their manifest lines appended with one write + fsync, once
+  /// commit_every inputs are pending or commit_interval_s has passed since the oldest pending
+  /// one, and at the end. Not part of the config hash: it changes no output byte.
+  int commit_every = 256;
+  double commit_interval_s = 2.0;
 };
 
 struct StageConfig {

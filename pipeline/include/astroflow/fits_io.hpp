@@ -13,6 +13,9 @@
 // "path[HDU]: " and gives CFITSIO's reason.
 #pragma once
 
+#include <map>
+#include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -60,5 +63,45 @@ void write_fits_catalog(const std::string& path, const Catalog& catalog,
 
 /// Writes a CSV with a header row of column names. Atomic.
 void write_csv_catalog(const std::string& path, const Catalog& catalog);
+
+/// The bytes write_fits_image / write_fits_catalog / write_csv_catalog would write, built in
+/// memory: for small per-input outputs that are hashed and written with one write(2)
+/// (write_file_atomically). `label_path` names the file in error messages.
+[[nodiscard]] std::string fits_image_bytes(const cv::Mat& pixels, const Header& header,
+                                           const std::vector<std::string>& history,
+                                           const std::string& label_path);
+[[nodiscard]] std::string fits_catalog_bytes(const Catalog& catalog, const Header& primary_header,
+                                             const std::string& extname,
+                                             const std::string& label_path);
+[[nodiscard]] std::string csv_catalog_text(const Catalog& catalog);
+
+/// write_csv_catalog's text in pieces, for catalogs written chunk by chunk: the header row of
+/// column names, then the rows of each chunk (same columns, same order).
+void write_csv_header(std::ostream& os, const Catalog& schema);
+void write_csv_rows(std::ostream& os, const Catalog& chunk);
+
+/// A FITS catalog whose rows arrive in chunks, for catalogs too large to hold (the run's merged
+/// catalog). The columns (names, types, units, descriptions) come from `schema`, whose rows are
+/// ignored; a string column is string_widths[name] characters wide (at least 1). The table is
+/// created for exactly `rows` rows, and close() throws unless that many were appended. The bytes
+/// equal write_fits_catalog's of the whole catalog when the widths are its longest strings.
+/// Writes `tmp_path` only; the caller renames it (write_atomically). Errors name `final_path`.
+class FitsCatalogAppender {
+ public:
+  FitsCatalogAppender(const std::string& tmp_path, const std::string& final_path,
+                      const Catalog& schema,
+                      const std::map<std::string, std::size_t>& string_widths, std::size_t rows,
+                      const Header& primary_header = {}, const std::string& extname = "CATALOG");
+  FitsCatalogAppender(const FitsCatalogAppender&) = delete;
+  FitsCatalogAppender& operator=(const FitsCatalogAppender&) = delete;
+  ~FitsCatalogAppender();
+  /// Appends the chunk's rows; its columns must be the schema's, in order (std::invalid_argument).
+  void append(const Catalog& chunk);
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace astroflow

@@ -8,9 +8,9 @@
 // one large image. Stages process whole batches so CNN stages can run batched inference.
 #pragma once
 
-#include <opencv2/core/mat.hpp>
 #include <cstdint>
 #include <map>
+#include <opencv2/core/mat.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,14 +30,14 @@ enum FrameFlag : std::uint32_t {
 };
 
 struct Provenance {
-  std::string stage;           ///< stage instance name in the config
-  std::string plugin;          ///< plugin name
+  std::string stage;   ///< stage instance name in the config
+  std::string plugin;  ///< plugin name
   std::string plugin_version;
-  std::string model_sha256;    ///< empty for classical stages
+  std::string model_sha256;  ///< empty for classical stages
 };
 
 struct FrameIssue {
-  std::string stage;   ///< "reader", "writer" or the stage name
+  std::string stage;  ///< "reader", "writer" or the stage name
   std::string reason;
 };
 
@@ -53,11 +53,21 @@ struct TileInfo {
 };
 
 struct Frame {
+  Frame() = default;
+  Frame(const Frame&) = default;
+  Frame& operator=(const Frame&) = default;
+  // noexcept, so that a growing std::vector<Frame> moves its frames instead of copying them (a
+  // copy duplicates the header and the WCS, through wcssub). cv::Mat and Catalog's deque do not
+  // declare their moves noexcept; neither throws short of running out of memory.
+  Frame(Frame&&) noexcept = default;
+  Frame& operator=(Frame&&) noexcept = default;
+  ~Frame() = default;
+
   // Identity
-  std::string path;       ///< input file as given
-  int hdu_index = 0;      ///< 0 = primary HDU (astropy convention)
-  std::string hdu_name;   ///< EXTNAME or "PRIMARY"
-  int hdu_version = 0;    ///< EXTVER, 0 when absent
+  std::string path;             ///< input file as given
+  int hdu_index = 0;            ///< 0 = primary HDU (astropy convention)
+  std::string hdu_name;         ///< EXTNAME or "PRIMARY"
+  int hdu_version = 0;          ///< EXTVER, 0 when absent
   std::size_t input_index = 0;  ///< position of the file in the sorted input list
 
   // Pixels
@@ -66,8 +76,8 @@ struct Frame {
   cv::Mat mask;     ///< optional, CV_32SC1 bit mask (e.g. an HST DQ extension)
   std::map<std::string, cv::Mat> planes;  ///< named output/intermediate planes
 
-  Header header;            ///< cards to propagate to outputs (non-structural)
-  std::optional<Wcs> wcs;   ///< for a tile: already shifted to the tile origin
+  Header header;                    ///< cards to propagate to outputs (non-structural)
+  std::optional<Wcs> wcs;           ///< for a tile: already shifted to the tile origin
   double pixel_scale_arcsec = 0.0;  ///< from the WCS, or 0 when unknown
 
   Catalog catalog;

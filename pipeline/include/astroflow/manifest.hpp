@@ -2,9 +2,11 @@
 //
 // One JSON object per line, one line per input file finished (ok or failed). A line is appended
 // (O_APPEND, one write(2), then fsync) only after every output of that input has been renamed
-// into place, so after a crash the file holds whole lines for finished inputs and at most one
-// incomplete last line, which read_manifest ignores. A later line for the same input replaces
-// an earlier one (a redone input appends a fresh line).
+// into place and made durable, so after a crash the file holds whole lines for finished inputs
+// and at most one incomplete last line, which read_manifest ignores. run_pipeline commits in
+// groups: the outputs of several inputs are made durable together (one syncfs), then their lines
+// are appended with one write and one fsync. A later line for the same input replaces an earlier
+// one (a redone input appends a fresh line).
 //
 // --resume skips an input when its latest entry (is_entry_current):
 //   * has status "ok",
@@ -101,6 +103,9 @@ class ManifestWriter {
 
   /// One write(2) of the entry's line, then fsync. Throws std::runtime_error naming the file.
   void append(const ManifestEntry& entry);
+  /// The entries' lines with one write(2) and one fsync: a group commit. A crash mid-way
+  /// leaves whole lines for a prefix of the group and at most one torn last line.
+  void append(const std::vector<ManifestEntry>& entries);
   [[nodiscard]] const std::string& path() const { return path_; }
 
  private:

@@ -1,7 +1,8 @@
 // run_pipeline: streams the input files through the stages and writes every output.
 //
 // Graph (oneTBB flow graph):
-//   input_node (file list, grouped into units) -> limiter_node (run.max_in_flight)
+//   input_node (file list, grouped into units by a WorkSource: work_source.hpp; under MPI, rank
+//   0 hands units out) -> limiter_node (run.max_in_flight)
 //   -> reader (parallel: reads pixels, cuts large images into tiles, forms batches of run.batch)
 //   -> one function_node per stage (concurrency = threads, one StageInstance per slot)
 //   -> finisher (parallel: stitches tiles, renumbers sources, writes the per-input outputs)
@@ -33,6 +34,8 @@
 
 namespace astroflow {
 
+class WorkSource;
+
 struct RunOptions {
   std::string input_override;   ///< --input: a folder or one file; empty = config input.path
   std::string output_override;  ///< --output; empty = config output.dir
@@ -46,6 +49,9 @@ struct RunOptions {
   bool resume = false;
   /// --shard i/N: process only the inputs of this shard (shard.hpp); default: all.
   Shard shard;
+  /// Where the graph's units come from (work_source.hpp); null = this run's own input list.
+  /// A distributed source (MPI) makes only its leader write the run-level outputs.
+  WorkSource* work_source = nullptr;
 };
 
 /// One input file found by the scan.
@@ -73,11 +79,12 @@ struct InputFile {
 /// Runs the whole pipeline. Instances of every stage are created, configured and opened first
 /// (FatalError there stops before any pixel is read), closed at the end.
 /// Writes the per-input outputs, appends one manifest.jsonl line per input once its outputs are
-/// in place, then <output>/catalog.fits, catalog.csv (as configured, rebuilt from the per-input
-/// <stem>.cat.fits in input order, so a resumed or sharded run writes the same bytes; with
-/// output.merge_sky, duplicates flagged), summary.json and report.html (with a gallery of
-/// quick-looks under quicklook/ when output.quicklook is set). Returns the report that
-/// summary.json holds. --resume and --shard need "fits" in output.catalog (FatalError).
+/// in place and durable (group commit: run.commit_every, run.commit_interval_s), then
+/// <output>/catalog.fits, catalog.csv (as configured, rebuilt from the per-input <stem>.cat.fits in
+/// input order, so a resumed or sharded run writes the same bytes; with output.merge_sky,
+/// duplicates flagged), summary.json and report.html (with a gallery of quick-looks under
+/// quicklook/ when output.quicklook is set). Returns the report that summary.json holds. --resume
+/// and --shard need "fits" in output.per_input_catalog (FatalError).
 RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedStage>& stages,
                        const RunOptions& options);
 

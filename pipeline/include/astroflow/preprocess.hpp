@@ -8,8 +8,10 @@
 #pragma once
 
 #include <opencv2/core/mat.hpp>
+#include <string>
 #include <vector>
 
+#include "astroflow/frame.hpp"
 #include "astroflow/model_card.hpp"
 
 namespace astroflow {
@@ -54,5 +56,25 @@ struct Peak {
 /// Local maxima of a CV_32F heatmap that are >= threshold and the largest value in their
 /// (2 * radius + 1)^2 neighbourhood, strongest first; ties resolve to the first in raster order.
 [[nodiscard]] std::vector<Peak> find_peaks(const cv::Mat& heatmap, float threshold, int radius = 1);
+
+/// The image-level normalisation of the CNN stages that tile whole frames (denoise, detect):
+/// t = (science - background) / rms with the `background` stage's planes; `subtracted` (header
+/// BKG_SUB = T) means the science plane already had the background removed, so b = 0. Pixels
+/// where the science, background or rms value is not finite, or rms <= 0, become 0 (= the
+/// background) and are marked 1 in `blank` (CV_8U). Throws FrameError when the planes do not
+/// match the science plane in size or type (CV_32F).
+[[nodiscard]] cv::Mat normalise_by_planes(const cv::Mat& science, const cv::Mat& background,
+                                          const cv::Mat& rms, bool subtracted, cv::Mat& blank);
+
+/// normalise_by_planes on a frame's "background" and "rms" planes (`subtracted` from its header
+/// card BKG_SUB = T). Throws FrameError naming `stage` when a plane is missing.
+[[nodiscard]] cv::Mat normalise_frame_by_planes(const Frame& frame, const std::string& stage,
+                                                cv::Mat& blank);
+
+/// The tile size at which a stage runs a card's fixed-size network over whole images: `tile` 0
+/// means the card's input height; another value must equal it, and `overlap` may be at most half
+/// the tile. Throws FatalError naming the stage, the option and the card otherwise.
+[[nodiscard]] int checked_network_tile(const ModelCard& card, const std::string& stage_name,
+                                       int tile, int overlap);
 
 }  // namespace astroflow

@@ -232,9 +232,13 @@ struct FieldOptions {
   double star_mag_faint = 27.0;           ///< [--star-mag-faint]
   double spike_mag = 19.5;                ///< [--spike-mag] stars brighter get spikes and a halo
   double blend_fraction = 0.05;           ///< [--blend-fraction] galaxies given a close companion
-  int n_cosmic_rays = 100;                ///< [--cosmics]
-  int n_hot_pixels = 20;                  ///< [--hot-pixels]
-  int oversample = 3;                     ///< [--oversample] galaxy rendering grid factor
+  /// [--irregular-density] irregular galaxies (clumpy disks and mergers, from the cutout
+  /// generator's definitions) per arcmin^2, magnitudes in [mag_bright, min(mag_faint, 24.5)];
+  /// drawn from their own random stream, so the other sources do not change with it.
+  double irregular_density_arcmin2 = 3.0;
+  int n_cosmic_rays = 100;  ///< [--cosmics]
+  int n_hot_pixels = 20;    ///< [--hot-pixels]
+  int oversample = 3;       ///< [--oversample] galaxy rendering grid factor
   /// [--noise-seed] seed of the photon/read noise only; 0: use `seed`. A second value gives a
   /// second noise realisation of the same scene (Noise2Noise training); cosmic rays and hot
   /// pixels still follow `seed`.
@@ -257,13 +261,30 @@ struct TruthSource {
   double theta_deg = 0.0;
   double snr = 0.0;
   int blend_parent = 0;  ///< id of the galaxy this one was placed next to, 0 if none
+  int morph = 0;         ///< truth morphology, a FieldMorph value (the truthclass pixel value)
 };
+
+/// Truth morphology of a field source, as in the classify classes: the value of the truth class
+/// map (<name>.truthclass.fits) and of the truth column MORPH_ID. Single-Sérsic galaxies are
+/// spheroids when n >= 2.5 and disks otherwise; irregulars are drawn as such; stars are point
+/// sources.
+enum FieldMorph : int {
+  kMorphBackground = 0,
+  kMorphSpheroid = 1,
+  kMorphDisk = 2,
+  kMorphIrregular = 3,
+  kMorphPointSource = 4
+};
+inline constexpr int kFieldMorphCount = 5;
+/// "background", "spheroid", "disk", "irregular", "point_source" (index = FieldMorph value).
+[[nodiscard]] const std::array<std::string_view, kFieldMorphCount>& field_morph_names();
 
 struct FieldSimulation {
   cv::Mat image;          ///< CV_32F noisy image: model + sky + noise + cosmic rays + hot pixels
   cv::Mat model;          ///< CV_32F noiseless sources only (no sky, no artifacts)
   cv::Mat sky;            ///< CV_32F sky plane (mean sky_counts, with the gradient)
   cv::Mat truthseg;       ///< CV_32S truth segmentation (see docs/simulator.md)
+  cv::Mat truthclass;     ///< CV_8U truth class map: the FieldMorph of the truthseg source
   cv::Mat artifact_mask;  ///< CV_8U, 1 where a cosmic ray or hot pixel added counts
   Header header;          ///< WCS + GAIN, MAGZERO, EXPTIME, SKY, RDNOISE, SEEING, ...
   TanWcsParams wcs;
@@ -277,9 +298,9 @@ struct FieldSimulation {
 /// Generates the field in memory. Deterministic in `options`.
 [[nodiscard]] FieldSimulation simulate_field(const FieldOptions& options);
 
-/// Writes <name>.fits, <name>.model.fits, <name>.truthseg.fits, <name>.truth.fits,
-/// <name>.truth.csv, <name>.artifacts.fits and <name>.artifacts.csv into options.output_dir.
-/// Returns the paths written.
+/// Writes <name>.fits, <name>.model.fits, <name>.truthseg.fits, <name>.truthclass.fits,
+/// <name>.truth.fits, <name>.truth.csv, <name>.artifacts.fits and <name>.artifacts.csv into
+/// options.output_dir. Returns the paths written.
 std::vector<std::string> write_field(const FieldSimulation& field, const FieldOptions& options);
 
 // ---------------------------------------------------------------------------------------------
@@ -356,6 +377,17 @@ struct CutoutLabel {
   double dec_deg = 0.0;
   int n_neighbours = 0;
 };
+
+/// The unit-flux Sérsic components of one galaxy of class `cls` (spheroid, disk or irregular;
+/// docs/simulator.md gives the definitions) centred at (x, y), the main component first, its
+/// r_eff log-uniform in [r_eff_min_pix, r_eff_max_pix]. Fills the morphology fields of `label`
+/// (subtype, r_eff, Sérsic n, axis ratio, bulge/clump/companion parameters). Shared by the
+/// cutout generator and the field generator's irregular galaxies.
+[[nodiscard]] std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng,
+                                                                 double x_pix, double y_pix,
+                                                                 double r_eff_min_pix,
+                                                                 double r_eff_max_pix,
+                                                                 CutoutLabel& label);
 
 struct CutoutStamp {
   cv::Mat image;         ///< CV_32F noisy stamp (sky included)

@@ -1,4 +1,5 @@
-// Overlapping-tile inference with smooth blending, shared by the denoise stage and its test.
+// Overlapping-tile inference with smooth blending, shared by the CNN stages that map an image to
+// images (denoise, segment) and by their tests.
 //
 // An image of any size is covered by tile x tile windows whose starts are spaced by
 // tile - overlap (the last window is pulled back to end on the image edge, so it may overlap
@@ -7,7 +8,8 @@
 // the image (sides on the image border keep weight 1, so border pixels are not down-weighted);
 // the blend divides by the summed weights, so the weights sum to one at every pixel and an
 // identity network returns its input exactly. A tile that sticks out of a small image is padded
-// with zeros (the background in normalised units) and the padding is discarded.
+// with zeros (the background in normalised units) and the padding is discarded. Outputs may have
+// several channels (CV_32FC(k), e.g. per-class probabilities); each channel is blended alike.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +18,7 @@
 #include <opencv2/core.hpp>
 #include <vector>
 
-namespace astroflow::denoise {
+namespace astroflow {
 
 /// Starts of the windows along one axis of length n (0-based); a single 0 when n <= tile.
 inline std::vector<int> tile_starts(int n, int tile, int overlap) {
@@ -58,13 +60,15 @@ inline std::vector<TileRect> tile_grid(int width, int height, int tile, int over
 
 /// Runs `infer` on batches of at most `batch` tiles and blends the results. `image`: CV_32F
 /// without NaN. `infer(const std::vector<cv::Mat>& tiles) -> std::vector<cv::Mat>` maps
-/// tile x tile CV_32F inputs to outputs of the same size.
+/// tile x tile CV_32F inputs to tile x tile outputs of type CV_32FC(k), the same k for every
+/// tile; the result is CV_32FC(k) of the image size.
 template <typename Infer>
 cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infer&& infer) {
   const int w = image.cols;
   const int h = image.rows;
   const std::vector<TileRect> grid = tile_grid(w, h, tile, overlap);
-  cv::Mat acc(h, w, CV_64F, cv::Scalar(0));
+  cv::Mat acc;
+  int nch = 0;
   cv::Mat wsum(h, w, CV_64F, cv::Scalar(0));
   for (std::size_t first = 0; first < grid.size(); first += static_cast<std::size_t>(batch)) {
     const std::size_t last = std::min(grid.size(), first + static_cast<std::size_t>(batch));
@@ -84,23 +88,35 @@ cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infe
       const auto wy = window_1d(tile, overlap, r.y0 > 0, r.y0 + tile < h);
       const auto wx = window_1d(tile, overlap, r.x0 > 0, r.x0 + tile < w);
       const cv::Mat& o = outputs[i - first];
+      CV_Assert(o.depth() == CV_32F && o.rows == tile && o.cols == tile);
+      if (acc.empty()) {
+        nch = o.channels();
+        acc = cv::Mat(h, w, CV_64FC(nch), cv::Scalar::all(0));
+      }
+      CV_Assert(o.channels() == nch);
       for (int y = 0; y < ch; ++y) {
         const float* src = o.ptr<float>(y);
-        double* a = acc.ptr<double>(r.y0 + y) + r.x0;
+        double* a = acc.ptr<double>(r.y0 + y) + static_cast<std::ptrdiff_t>(r.x0) * nch;
         double* s = wsum.ptr<double>(r.y0 + y) + r.x0;
         for (int x = 0; x < cw; ++x) {
           const double wt = static_cast<double>(wy[static_cast<std::size_t>(y)]) *
                             wx[static_cast<std::size_t>(x)];
-          a[x] += wt * src[x];
+          for (int c = 0; c < nch; ++c) a[x * nch + c] += wt * src[x * nch + c];
           s[x] += wt;
         }
       }
     }
   }
-  cv::Mat out;
-  cv::divide(acc, wsum, acc);
-  acc.convertTo(out, CV_32F);
+  cv::Mat out(h, w, CV_32FC(nch));
+  for (int y = 0; y < h; ++y) {
+    const double* a = acc.ptr<double>(y);
+    const double* s = wsum.ptr<double>(y);
+    float* d = out.ptr<float>(y);
+    for (int x = 0; x < w; ++x) {
+      for (int c = 0; c < nch; ++c) d[x * nch + c] = static_cast<float>(a[x * nch + c] / s[x]);
+    }
+  }
   return out;
 }
 
-}  // namespace astroflow::denoise
+}  // namespace astroflow

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Retrains models/detect from scratch, on the CPU:
+#   1. builds the astroflow CLI if $BUILD/bin/astroflow is missing,
+#   2. simulates the fields of fields.txt (train / validation / test: disjoint seeds, several
+#      depths, densities, star counts, blend fractions and PSFs; stars with halos and spikes,
+#      cosmic rays and hot pixels come with every field),
+#   3. runs the C++ `background` stage on every field (models/common/background.yaml: planes background and
+#      rms, exactly what the detect stage normalises with at inference),
+#   4. trains the CenterNet (train.py; checkpoint choice on the validation fields only), exports
+#      model.onnx (opset 13, dynamic batch), writes model.yaml, metrics.json and the reference
+#      pair; the test fields are read once, after the model is fixed.
+# Usage: models/detect/train.sh        (MAX_TRAIN_S bounds the training loop: the cores are shared)
+# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S, STEPS_PER_EPOCH.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+DATA=${DATA:-$BUILD/detect-data}
+THREADS=${THREADS:-2}
+MAX_TRAIN_S=${MAX_TRAIN_S:-2100}
+AF=${AF:-$BUILD/bin/astroflow}
+
+if [ ! -x "$AF" ]; then
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$BUILD" -j"$THREADS" --target astroflow_cli astroflow_plugin_background
+fi
+
+mkdir -p "$DATA"
+grep -v '^#' "$ROOT/models/detect/fields.txt" | while read -r split name seed size gain sky dens stars blend fwhm irr; do
+  [ -f "$DATA/$split/$name.fits" ] && continue
+  "$AF" simulate field --seed "$seed" --size "$size" --gain "$gain" --sky "$sky" \
+    --galaxy-density "$dens" --stars "$stars" --blend-fraction "$blend" --psf-fwhm "$fwhm" \
+    --irregular-density "$irr" \
+    --output "$DATA/$split" --name "$name" > /dev/null
+done
+for split in train val test; do
+  [ -n "$(ls "$DATA/bkg/$split"/*.rms.fits 2>/dev/null)" ] && continue
+  "$AF" run "$ROOT/models/common/background.yaml" --input "$DATA/$split" --output "$DATA/bkg/$split" \
+    --set 'input.pattern=*[0-9].fits' > /dev/null
+done
+
+nice -n 19 /usr/bin/python3 "$ROOT/models/detect/train.py" --data "$DATA" --out "$ROOT/models/detect" \
+  --fields "$ROOT/models/detect/fields.txt" --threads "$THREADS" --max-train-s "$MAX_TRAIN_S" \
+  --recipe "models/detect/train.sh  (MAX_TRAIN_S=$MAX_TRAIN_S)"

@@ -1,0 +1,38 @@
+// Kron (AUTO) aperture photometry as SExtractor does it, shared by the stages that measure
+// FLUX_AUTO (sources, detect).
+//
+// The first moment of the light (Kron 1980) inside an ellipse of 6 x (A, B, THETA) gives the Kron
+// radius r_k; the AUTO aperture is the ellipse of max(2.5 r_k, 3.5) in units of (A, B). Pixels of
+// other objects (segmap label neither 0 nor `number`) and blank pixels inside the window are
+// replaced by their mirror image through the centre when that one is clean, otherwise dropped.
+// The error adds the rms plane in quadrature and, with gain > 0, the Poisson term of the
+// positive pixels.
+#pragma once
+
+#include <opencv2/core/mat.hpp>
+
+namespace astroflow {
+
+struct KronEllipse {
+  double x_pix = 0.0;  ///< centre, 0-based, in the image given to kron_photometry
+  double y_pix = 0.0;
+  double a_pix = 1.0;  ///< profile RMS along the major axis (SExtractor A_IMAGE)
+  double b_pix = 1.0;
+  double theta_deg = 0.0;  ///< CCW from +x
+};
+
+struct KronResult {
+  double kron_radius = 0.0;  ///< in units of A, B; 0 when the first moment is not positive
+  double flux = 0.0;         ///< FLUX_AUTO, in the units of `image`
+  double flux_err = 0.0;     ///< FLUXERR_AUTO
+  bool crowded = false;      ///< another object's pixels fall inside the aperture
+  bool cut = false;          ///< the aperture runs off the image or over blank pixels
+};
+
+/// `image`: background-subtracted CV_32F (NaN = blank); `rms`: CV_32F, same size; `segmap`:
+/// CV_32S labels of the same size, or empty (then only blank pixels are mirrored). `number`:
+/// this object's label in `segmap`. `gain` in e-/count, 0 for no Poisson term.
+[[nodiscard]] KronResult kron_photometry(const KronEllipse& e, int number, const cv::Mat& image,
+                                         const cv::Mat& rms, const cv::Mat& segmap, double gain);
+
+}  // namespace astroflow

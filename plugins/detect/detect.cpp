@@ -1,0 +1,469 @@
+// The `detect` stage: a CenterNet-style CNN (models/detect) run on overlapping tiles of an image
+// of any size, giving one catalog row per source. README.md in this folder lists the columns,
+// the flags and the tile rule.
+//
+// Normalisation: t = (x - b) / rms with the `background` stage's planes (preprocess.hpp,
+// normalise_by_planes), then the card's stretch (asinh(t / scale)). Blank pixels are 0.
+// Decoding: the network gives, at 1/stride resolution, a heatmap per class (star, galaxy), the
+// log half extents of the source's box and the sub-cell offset of its centre. Peaks are 3x3
+// local maxima of max(heatmaps) above `threshold` (find_peaks). A peak is kept by the tile that
+// owns its position (the shared band of two tiles is split at its middle), so a source in an
+// overlap is reported once; a duplicate found by the other tile within merge_radius_pix sets
+// the tile-merged flag. cv::dnn::NMSBoxes then removes boxes that overlap a stronger one by
+// more than nms_iou (double peaks of one extended source).
+// Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
+// nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
+// footprint around the network's centre, and Kron photometry (kron_aperture.hpp).
+//
+// One OnnxModel per instance (cv::dnn::Net is not thread-safe); the host gives each concurrent
+// slot its own instance.
+#include <algorithm>
+#include <astroflow/kron_aperture.hpp>
+#include <astroflow/onnx_model.hpp>
+#include <astroflow/plugin.hpp>
+#include <astroflow/preprocess.hpp>
+#include <astroflow/tile_blend.hpp>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <numeric>
+#include <opencv2/core.hpp>
+#include <opencv2/dnn.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+// FLAGS bits: SExtractor's meaning where one exists (1, 2, 8, 16); 256 is detect's own.
+constexpr std::int32_t kFlagCrowded = 1;       // another source's footprint in the AUTO aperture
+constexpr std::int32_t kFlagBlended = 2;       // another detection's centre inside this box
+constexpr std::int32_t kFlagEdge = 8;          // the box touches the image edge or blank pixels
+constexpr std::int32_t kFlagApertureCut = 16;  // AUTO aperture runs off the image / blank pixels
+constexpr std::int32_t kFlagTileMerged = 256;  // also found by a neighbouring network tile
+
+// Footprint pixels are those above this many rms inside the box.
+constexpr float kFootprintSigma = 1.0f;
+constexpr double kNoMag = 99.0;
+
+struct Candidate {
+  double x = 0.0;  // 0-based, frame coordinates
+  double y = 0.0;
+  float score = 0.0f;
+  float p_star = 0.0f;
+  double hx = 1.0;  // half extents of the box, pixels
+  double hy = 1.0;
+  bool merged = false;
+};
+
+// Owned interval [lo, hi) of each tile start along one axis: the band shared by two
+// neighbouring tiles is split at its middle; outer sides extend to infinity.
+std::vector<std::pair<double, double>> owned_ranges(const std::vector<int>& starts, int tile) {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::pair<double, double>> r(starts.size(), {-inf, inf});
+  for (std::size_t k = 0; k + 1 < starts.size(); ++k) {
+    const double mid = 0.5 * (starts[k + 1] + starts[k] + tile);
+    r[k].second = mid;
+    r[k + 1].first = mid;
+  }
+  return r;
+}
+
+class DetectStage : public astroflow::Stage {
+ public:
+  void configure(const astroflow::Options& o) override {
+    model_path_ = o.get_string("model");
+    threshold_ = static_cast<float>(o.get_double("threshold"));
+    tile_ = static_cast<int>(o.get_int("tile"));
+    overlap_ = static_cast<int>(o.get_int("overlap"));
+    batch_ = static_cast<int>(o.get_int("batch"));
+    nms_iou_ = static_cast<float>(o.get_double("nms_iou"));
+    merge_radius_pix_ = o.get_double("merge_radius_pix");
+    gain_ = o.get_double("gain");
+    zeropoint_ = o.get_double("mag_zeropoint");
+  }
+
+  void open(const astroflow::StageContext& ctx) override {
+    Stage::open(ctx);
+    std::filesystem::path p(model_path_);
+    if (p.is_relative() && !ctx.config_dir.empty() && !std::filesystem::exists(p)) {
+      p = std::filesystem::path(ctx.config_dir) / p;
+    }
+    // OnnxModelError / ModelCardError are FatalErrors naming the model file.
+    model_.emplace(astroflow::OnnxModel::load(p.string(), {batch_, false, true}));
+    const auto& card = model_->card();
+    if (card.output_semantics != "heatmap" || card.class_names.size() != 2 ||
+        card.channels() != 1 || card.height_pix() != card.width_pix()) {
+      throw astroflow::FatalError(card.card_path +
+                                  ": detect needs a 1-channel square input and output.semantics "
+                                  "heatmap with two class names (star, galaxy)");
+    }
+    if (card.normalisation.background != "none") {
+      throw astroflow::FatalError(card.card_path +
+                                  ": detect normalises with the background stage's planes; the "
+                                  "card's normalisation.background must be none");
+    }
+    star_class_ = card.class_names[0] == "star" ? 0 : 1;
+    tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
+  }
+
+ protected:
+  void process_frame(astroflow::Frame& frame) override {
+    cv::Mat blank;
+    const cv::Mat t = astroflow::normalise_frame_by_planes(frame, "detect", blank);
+
+    std::vector<Candidate> cands = run_network(t, blank);
+    cands = suppress(std::move(cands));
+    measure(frame, t, blank, cands);
+    frame.header.add_history("astroflow detect: model sha256 " + model_->card().sha256);
+    stamp(frame, model_->card().sha256);
+  }
+
+ private:
+  // Runs the network tile by tile; returns the owned peaks with the tile-merged flag set.
+  std::vector<Candidate> run_network(const cv::Mat& t, const cv::Mat& blank) {
+    const int w = t.cols;
+    const int h = t.rows;
+    const auto& norm = model_->card().normalisation;
+    cv::Mat input(t.size(), CV_32F);
+    for (int y = 0; y < h; ++y) {
+      const float* s = t.ptr<float>(y);
+      float* d = input.ptr<float>(y);
+      for (int x = 0; x < w; ++x) {
+        const double v = s[x] / norm.scale;
+        d[x] = static_cast<float>(norm.method == "asinh" ? std::asinh(v) : v);
+      }
+    }
+    const std::vector<int> xs = astroflow::tile_starts(w, tile_, overlap_);
+    const std::vector<int> ys = astroflow::tile_starts(h, tile_, overlap_);
+    const auto own_x = owned_ranges(xs, tile_);
+    const auto own_y = owned_ranges(ys, tile_);
+    struct TileRef {
+      std::size_t ix, iy;
+    };
+    std::vector<TileRef> tiles;
+    for (std::size_t iy = 0; iy < ys.size(); ++iy) {
+      for (std::size_t ix = 0; ix < xs.size(); ++ix) {
+        // A tile with no finite pixel (chip gaps, padding of mosaics) holds no source.
+        const cv::Rect r(xs[ix], ys[iy], std::min(tile_, w - xs[ix]), std::min(tile_, h - ys[iy]));
+        if (cv::countNonZero(blank(r)) < r.area()) tiles.push_back({ix, iy});
+      }
+    }
+
+    std::vector<Candidate> owned;
+    std::vector<Candidate> others;
+    const std::size_t plane = static_cast<std::size_t>(tile_) * tile_;
+    for (std::size_t first = 0; first < tiles.size(); first += static_cast<std::size_t>(batch_)) {
+      const std::size_t last = std::min(tiles.size(), first + static_cast<std::size_t>(batch_));
+      const int dims[4] = {static_cast<int>(last - first), 1, tile_, tile_};
+      cv::Mat blob(4, dims, CV_32F, cv::Scalar(0));
+      for (std::size_t i = first; i < last; ++i) {
+        const int x0 = xs[tiles[i].ix];
+        const int y0 = ys[tiles[i].iy];
+        const int cw = std::min(tile_, w - x0);
+        const int ch = std::min(tile_, h - y0);
+        cv::Mat dst(tile_, tile_, CV_32F, blob.ptr<float>() + (i - first) * plane);
+        input(cv::Rect(x0, y0, cw, ch)).copyTo(dst(cv::Rect(0, 0, cw, ch)));
+      }
+      const cv::Mat out = model_->run(blob).at(0);
+      if (out.dims != 4 || out.size[1] < 6) {
+        throw astroflow::FrameError("detect: the network output is not N x 6 x H x W");
+      }
+      const int oh = out.size[2];
+      const int ow = out.size[3];
+      const double stride = static_cast<double>(tile_) / ow;
+      const std::size_t oplane = static_cast<std::size_t>(oh) * ow;
+      for (std::size_t i = first; i < last; ++i) {
+        const float* o = out.ptr<float>() + (i - first) * 6 * oplane;
+        const cv::Mat hs(oh, ow, CV_32F, const_cast<float*>(o + star_class_ * oplane));
+        const cv::Mat hg(oh, ow, CV_32F, const_cast<float*>(o + (1 - star_class_) * oplane));
+        const cv::Mat hmax = cv::max(hs, hg);
+        const int x0 = xs[tiles[i].ix];
+        const int y0 = ys[tiles[i].iy];
+        for (const astroflow::Peak& pk : astroflow::find_peaks(hmax, threshold_, 1)) {
+          const std::size_t k = static_cast<std::size_t>(pk.y_pix) * ow + pk.x_pix;
+          Candidate c;
+          c.x = x0 + stride * (pk.x_pix + o[4 * oplane + k]) - 0.5;
+          c.y = y0 + stride * (pk.y_pix + o[5 * oplane + k]) - 0.5;
+          const int px = static_cast<int>(std::lround(c.x));
+          const int py = static_cast<int>(std::lround(c.y));
+          // Peaks in the zero padding of an edge tile or on blank pixels are not sources.
+          if (px < 0 || py < 0 || px >= w || py >= h || blank.at<unsigned char>(py, px) != 0) {
+            continue;
+          }
+          c.score = pk.value;
+          const float s = hs.at<float>(pk.y_pix, pk.x_pix);
+          const float g = hg.at<float>(pk.y_pix, pk.x_pix);
+          c.p_star = s + g > 0.0f ? s / (s + g) : 0.5f;
+          c.hx = std::exp(std::clamp(o[2 * oplane + k], -3.0f, 6.0f));
+          c.hy = std::exp(std::clamp(o[3 * oplane + k], -3.0f, 6.0f));
+          const auto& ox = own_x[tiles[i].ix];
+          const auto& oy = own_y[tiles[i].iy];
+          const double u = c.x + 0.5;  // edge coordinate, as in the pipeline's tile rule
+          const double v = c.y + 0.5;
+          const bool mine = u >= ox.first && u < ox.second && v >= oy.first && v < oy.second;
+          (mine ? owned : others).push_back(c);
+        }
+      }
+    }
+    const double r2 = merge_radius_pix_ * merge_radius_pix_;
+    for (Candidate& c : owned) {
+      for (const Candidate& d : others) {
+        if ((c.x - d.x) * (c.x - d.x) + (c.y - d.y) * (c.y - d.y) <= r2) {
+          c.merged = true;
+          break;
+        }
+      }
+    }
+    return owned;
+  }
+
+  // OpenCV's NMS on the boxes: removes a box overlapping a stronger one by more than nms_iou.
+  std::vector<Candidate> suppress(std::vector<Candidate> cands) const {
+    if (cands.size() < 2) return cands;
+    std::vector<cv::Rect2d> boxes;
+    std::vector<float> scores;
+    for (const Candidate& c : cands) {
+      boxes.emplace_back(c.x - c.hx, c.y - c.hy, 2.0 * c.hx, 2.0 * c.hy);
+      scores.push_back(c.score);
+    }
+    std::vector<int> keep;
+    cv::dnn::NMSBoxes(boxes, scores, 0.0f, nms_iou_, keep);
+    std::sort(keep.begin(), keep.end());
+    std::vector<Candidate> out;
+    out.reserve(keep.size());
+    for (int k : keep) out.push_back(cands[static_cast<std::size_t>(k)]);
+    return out;
+  }
+
+  void measure(astroflow::Frame& frame, const cv::Mat& t, const cv::Mat& blank,
+               std::vector<Candidate>& cands) const {
+    const int w = t.cols;
+    const int h = t.rows;
+    // Catalog order: by y, then x (as the sources stage numbers its rows).
+    std::sort(cands.begin(), cands.end(), [](const Candidate& a, const Candidate& b) {
+      return a.y != b.y ? a.y < b.y : a.x < b.x;
+    });
+    const std::size_t n = cands.size();
+    const cv::Mat& rms = frame.planes.at("rms");
+    const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
+
+    // Background-subtracted pixels in counts, NaN where blank.
+    cv::Mat image(t.size(), CV_32F);
+    {
+      const cv::Mat& bkg = frame.planes.at("background");
+      for (int y = 0; y < h; ++y) {
+        const float* s = frame.science.ptr<float>(y);
+        const float* b = bkg.ptr<float>(y);
+        const unsigned char* m = blank.ptr<unsigned char>(y);
+        float* d = image.ptr<float>(y);
+        for (int x = 0; x < w; ++x) {
+          d[x] = m[x] != 0 ? std::numeric_limits<float>::quiet_NaN()
+                           : s[x] - (subtracted ? 0.0f : b[x]);
+        }
+      }
+    }
+
+    // Footprints: each pixel above kFootprintSigma inside a box goes to the source whose box
+    // centre is nearest in box units.
+    cv::Mat segmap(h, w, CV_32S, cv::Scalar(0));
+    cv::Mat best(h, w, CV_32F, cv::Scalar(std::numeric_limits<float>::infinity()));
+    auto box_of = [&](const Candidate& c) {
+      const int x0 = std::max(0, static_cast<int>(std::floor(c.x - c.hx)));
+      const int x1 = std::min(w - 1, static_cast<int>(std::ceil(c.x + c.hx)));
+      const int y0 = std::max(0, static_cast<int>(std::floor(c.y - c.hy)));
+      const int y1 = std::min(h - 1, static_cast<int>(std::ceil(c.y + c.hy)));
+      return cv::Rect(x0, y0, std::max(0, x1 - x0 + 1), std::max(0, y1 - y0 + 1));
+    };
+    for (std::size_t k = 0; k < n; ++k) {
+      const Candidate& c = cands[k];
+      const cv::Rect r = box_of(c);
+      for (int y = r.y; y < r.y + r.height; ++y) {
+        const float* tv = t.ptr<float>(y);
+        int* sg = segmap.ptr<int>(y);
+        float* bd = best.ptr<float>(y);
+        for (int x = r.x; x < r.x + r.width; ++x) {
+          if (tv[x] <= kFootprintSigma) continue;
+          const double dx = (x - c.x) / c.hx;
+          const double dy = (y - c.y) / c.hy;
+          const auto d2 = static_cast<float>(dx * dx + dy * dy);
+          if (d2 <= 1.0f && d2 < bd[x]) {
+            bd[x] = d2;
+            sg[x] = static_cast<int>(k + 1);
+          }
+        }
+      }
+    }
+
+    double gain = gain_;
+    if (gain <= 0.0) gain = frame.header.get_double("GAIN").value_or(0.0);
+    const double zp = frame.header.get_double("MAGZERO").value_or(zeropoint_);
+    const auto& tile = frame.tile;
+    std::vector<std::int32_t> number(n), flags(n), xmin(n), xmax(n), ymin(n), ymax(n);
+    std::vector<double> xim(n), yim(n), ra(n), dec(n), a(n), b(n), theta(n), kron(n), flux(n),
+        fluxerr(n), mag(n);
+    std::vector<float> score(n), class_star(n);
+    for (std::size_t k = 0; k < n; ++k) {
+      const Candidate& c = cands[k];
+      const int label = static_cast<int>(k + 1);
+      const cv::Rect r = box_of(c);
+      std::int32_t f = c.merged ? kFlagTileMerged : 0;
+      // Second moments of the footprint around the network's centre.
+      double sw = 0.0;
+      double xx = 0.0;
+      double yy = 0.0;
+      double xy = 0.0;
+      int npix = 0;
+      bool touches_blank = false;
+      for (int y = r.y; y < r.y + r.height; ++y) {
+        const int* sg = segmap.ptr<int>(y);
+        const float* v = image.ptr<float>(y);
+        for (int x = r.x; x < r.x + r.width; ++x) {
+          if (!std::isfinite(v[x])) touches_blank = true;
+          if (sg[x] != label) continue;
+          const double wv = std::max(0.0, static_cast<double>(v[x]));
+          const double dx = x - c.x;
+          const double dy = y - c.y;
+          sw += wv;
+          xx += wv * dx * dx;
+          yy += wv * dy * dy;
+          xy += wv * dx * dy;
+          ++npix;
+        }
+      }
+      double ak = c.hx / 2.0;
+      double bk = c.hy / 2.0;
+      double th = 0.0;
+      if (ak < bk) {
+        std::swap(ak, bk);
+        th = 90.0;
+      }
+      if (npix >= 3 && sw > 0.0) {
+        xx /= sw;
+        yy /= sw;
+        xy /= sw;
+        // SExtractor's guard against a singular (e.g. one-pixel-wide) footprint.
+        if (xx * yy - xy * xy < 1.0 / 144.0) {
+          xx += 1.0 / 12.0;
+          yy += 1.0 / 12.0;
+        }
+        const double mean = 0.5 * (xx + yy);
+        const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
+        ak = std::sqrt(std::max(0.0, mean + diff));
+        bk = std::sqrt(std::max(0.0, mean - diff));
+        th = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
+      }
+      const astroflow::KronResult kr =
+          astroflow::kron_photometry({c.x, c.y, ak, bk, th}, label, image, rms, segmap, gain);
+      if (kr.crowded) f |= kFlagCrowded;
+      if (kr.cut) f |= kFlagApertureCut;
+      if (touches_blank || c.x - c.hx < 0.0 || c.y - c.hy < 0.0 || c.x + c.hx > w - 1 ||
+          c.y + c.hy > h - 1) {
+        f |= kFlagEdge;
+      }
+      for (std::size_t j = 0; j < n; ++j) {
+        if (j != k && std::abs(cands[j].x - c.x) <= c.hx && std::abs(cands[j].y - c.y) <= c.hy) {
+          f |= kFlagBlended;
+          break;
+        }
+      }
+      number[k] = label;
+      flags[k] = f;
+      xim[k] = c.x + 1.0 + tile.x0_pix;
+      yim[k] = c.y + 1.0 + tile.y0_pix;
+      xmin[k] = r.x + 1 + tile.x0_pix;
+      xmax[k] = r.x + r.width + tile.x0_pix;
+      ymin[k] = r.y + 1 + tile.y0_pix;
+      ymax[k] = r.y + r.height + tile.y0_pix;
+      a[k] = ak;
+      b[k] = bk;
+      theta[k] = th;
+      kron[k] = kr.kron_radius;
+      flux[k] = kr.flux;
+      fluxerr[k] = kr.flux_err;
+      mag[k] = kr.flux > 0.0 ? zp - 2.5 * std::log10(kr.flux) : kNoMag;
+      score[k] = c.score;
+      class_star[k] = c.p_star;
+      ra[k] = std::numeric_limits<double>::quiet_NaN();
+      dec[k] = std::numeric_limits<double>::quiet_NaN();
+      if (frame.wcs) {
+        // frame.wcs is already shifted to the tile origin: it takes tile-local coordinates.
+        const astroflow::SkyCoord s = frame.wcs->pixel_to_sky({c.x + 1.0, c.y + 1.0});
+        ra[k] = s.ra_deg;
+        dec[k] = s.dec_deg;
+      }
+    }
+
+    if (!frame.catalog.empty()) {
+      log().warn(frame.label() + ": replacing a catalog of " +
+                 std::to_string(frame.catalog.rows()) + " rows with the detections");
+    }
+    astroflow::Catalog& cat = frame.catalog;
+    cat = astroflow::Catalog{};
+    cat.resize(n);
+    cat.add_column<std::int32_t>("NUMBER", "", "running object number") = number;
+    cat.add_column<double>("X_IMAGE", "pix", "network centre x, 1-based, full image") = xim;
+    cat.add_column<double>("Y_IMAGE", "pix", "network centre y, 1-based, full image") = yim;
+    cat.add_column<double>("ALPHA_J2000", "deg", "right ascension of the centre") = ra;
+    cat.add_column<double>("DELTA_J2000", "deg", "declination of the centre") = dec;
+    cat.add_column<std::int32_t>("XMIN_IMAGE", "pix", "minimum x of the box") = xmin;
+    cat.add_column<std::int32_t>("XMAX_IMAGE", "pix", "maximum x of the box") = xmax;
+    cat.add_column<std::int32_t>("YMIN_IMAGE", "pix", "minimum y of the box") = ymin;
+    cat.add_column<std::int32_t>("YMAX_IMAGE", "pix", "maximum y of the box") = ymax;
+    cat.add_column<double>("A_IMAGE", "pix", "profile RMS along the major axis") = a;
+    cat.add_column<double>("B_IMAGE", "pix", "profile RMS along the minor axis") = b;
+    cat.add_column<double>("THETA_IMAGE", "deg", "position angle, CCW from +x") = theta;
+    cat.add_column<float>("DET_SCORE", "", "heatmap peak value (0-1)") = score;
+    cat.add_column<float>("CLASS_STAR", "", "probability of a star (star / (star + galaxy))") =
+        class_star;
+    cat.add_column<double>("KRON_RADIUS", "", "Kron radius in units of A_IMAGE, B_IMAGE") = kron;
+    cat.add_column<double>("FLUX_AUTO", "count", "flux in the Kron aperture") = flux;
+    cat.add_column<double>("FLUXERR_AUTO", "count", "RMS error of FLUX_AUTO") = fluxerr;
+    cat.add_column<double>("MAG_AUTO", "mag", "Kron magnitude") = mag;
+    cat.add_column<std::int32_t>("FLAGS", "",
+                                 "1 crowded, 2 blended, 8 edge, 16 aperture cut, "
+                                 "256 tile-merged") = flags;
+  }
+
+  std::string model_path_;
+  float threshold_ = 0.5f;
+  int tile_ = 0;
+  int overlap_ = 32;
+  int batch_ = 8;
+  float nms_iou_ = 0.7f;
+  double merge_radius_pix_ = 2.0;
+  double gain_ = 0.0;
+  double zeropoint_ = 25.0;
+  int star_class_ = 0;
+  std::optional<astroflow::OnnxModel> model_;
+};
+
+}  // namespace
+
+ASTROFLOW_PLUGIN(
+    DetectStage, "detect", "1.0.0", "MIT",
+    "CenterNet detection on overlapping tiles: positions, boxes, shapes, class and Kron flux",
+    "plane:background,plane:rms",
+    "column:NUMBER,column:X_IMAGE,column:Y_IMAGE,column:ALPHA_J2000,column:DELTA_J2000,"
+    "column:XMIN_IMAGE,column:XMAX_IMAGE,column:YMIN_IMAGE,column:YMAX_IMAGE,column:A_IMAGE,"
+    "column:B_IMAGE,column:THETA_IMAGE,column:DET_SCORE,column:CLASS_STAR,column:KRON_RADIUS,"
+    "column:FLUX_AUTO,column:FLUXERR_AUTO,column:MAG_AUTO,column:FLAGS",
+    astroflow::OptionSchema()
+        .add_path("model", std::nullopt,
+                  "model.onnx (its model.yaml card beside it) or the card; relative to the config")
+        .add_double("threshold", 0.5, "minimum heatmap peak value (DET_SCORE) of a detection", 0.01,
+                    1.0)
+        .add_int("tile", 0, "network tile size in pixels; 0 = the card's input size", 0, 4096)
+        .add_int("overlap", 32, "overlap of neighbouring network tiles in pixels", 0, 2048)
+        .add_int("batch", 8, "tiles per forward pass", 1, 1024)
+        .add_double("nms_iou", 0.7, "boxes overlapping a stronger one by more are dropped (NMS)",
+                    0.05, 1.0)
+        .add_double("merge_radius_pix", 2.0,
+                    "a peak of a neighbouring tile this close marks the row tile-merged", 0.0, 50.0)
+        .add_double("gain", 0.0,
+                    "e-/count for the Poisson term of FLUXERR_AUTO; 0 = header GAIN, none if "
+                    "absent",
+                    0.0, 1e9)
+        .add_double("mag_zeropoint", 25.0, "zero point used when the header has no MAGZERO", -100.0,
+                    100.0))

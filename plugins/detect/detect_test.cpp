@@ -1,0 +1,294 @@
+// Tests of the detect plugin with the shipped model (models/detect), loaded through the host's
+// PluginRegistry as in a run, after the background stage, on seeded synthetic data: simulated
+// fields with a truth table, a source placed on the border of two network tiles, blank (NaN)
+// regions, and the checks against the model card.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <astroflow/plugin_registry.hpp>
+#include <astroflow/simulate.hpp>
+#include <astroflow/wcs.hpp>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <memory>
+#include <opencv2/core.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "plugin_stage.hpp"
+
+using astroflow::Frame;
+using astroflow::OptionValue;
+
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr std::int32_t kFlagEdge = 8;
+constexpr std::int32_t kFlagApertureCut = 16;
+constexpr std::int32_t kFlagTileMerged = 256;
+
+std::string model_path() {
+  return std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.onnx";
+}
+
+std::unique_ptr<astroflow::StageInstance> make_stage(
+    astroflow::PluginRegistry& registry, const std::string& name,
+    const std::map<std::string, OptionValue>& overrides = {}) {
+  return astroflow::test::open_builtin_stage(registry, name, overrides);
+}
+
+// background -> detect on one frame.
+Frame run_detect(Frame f, const std::map<std::string, OptionValue>& detect_options = {}) {
+  astroflow::PluginRegistry registry;
+  auto bkg = make_stage(registry, "background", {});
+  std::map<std::string, OptionValue> opts = detect_options;
+  opts["model"] = model_path();
+  auto det = make_stage(registry, "detect", opts);
+  astroflow::Batch batch;
+  batch.frames.push_back(std::move(f));
+  bkg->process(batch);
+  det->process(batch);
+  return std::move(batch.frames[0]);
+}
+
+Frame field_frame(const astroflow::FieldSimulation& sim) {
+  Frame f;
+  f.path = "field.fits";
+  f.science = sim.image.clone();
+  f.header = sim.header;
+  f.wcs = astroflow::Wcs::from_header(sim.header);
+  return f;
+}
+
+// Index of the detection nearest (x0, y0) (0-based) within r pixels, or -1; counts all within r.
+int nearest(const astroflow::Catalog& cat, double x0, double y0, double r, int* count = nullptr) {
+  const auto& x = cat.get<double>("X_IMAGE");
+  const auto& y = cat.get<double>("Y_IMAGE");
+  int best = -1;
+  double best_d = r;
+  int n = 0;
+  for (std::size_t i = 0; i < cat.rows(); ++i) {
+    const double d = std::hypot(x[i] - 1.0 - x0, y[i] - 1.0 - y0);
+    if (d <= r) {
+      ++n;
+      if (d <= best_d) {
+        best_d = d;
+        best = static_cast<int>(i);
+      }
+    }
+  }
+  if (count != nullptr) *count = n;
+  return best;
+}
+
+TEST(DetectPlugin, FlagsAFrameWithoutTheBackgroundPlanes) {
+  astroflow::PluginRegistry registry;
+  auto det = make_stage(registry, "detect", {{"model", model_path()}});
+  astroflow::Batch batch;
+  Frame f;
+  f.path = "bare.fits";
+  f.science = cv::Mat(64, 64, CV_32F, cv::Scalar(1));
+  batch.frames.push_back(std::move(f));
+  det->process(batch);
+  ASSERT_TRUE(batch.frames[0].failed());
+  ASSERT_FALSE(batch.frames[0].issues.empty());
+  EXPECT_NE(batch.frames[0].issues[0].reason.find("background"), std::string::npos);
+}
+
+TEST(DetectPlugin, RefusesATileOrOverlapThatDoesNotFitTheCard) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, std::int64_t>>{{"tile", 100}, {"overlap", 200}}) {
+    SCOPED_TRACE(key);
+    astroflow::PluginRegistry registry;
+    try {
+      (void)make_stage(registry, "detect", {{"model", model_path()}, {key, value}});
+      FAIL() << "option " << key << " = " << value << " was accepted";
+    } catch (const std::exception& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(key), std::string::npos) << msg;
+      if (key == "tile") {
+        EXPECT_NE(msg.find("model.yaml"), std::string::npos) << msg;
+      }
+    }
+  }
+}
+
+TEST(DetectPlugin, RefusesAModelThatIsNotADetector) {
+  // The classify card is a valid card of another task: a fatal error naming it.
+  astroflow::PluginRegistry registry;
+  try {
+    (void)make_stage(
+        registry, "detect",
+        {{"model", std::string(ASTROFLOW_SOURCE_DIR) + "/models/classify/model.onnx"}});
+    FAIL() << "a classifier was accepted as a detector";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("classify/model.yaml"), std::string::npos) << e.what();
+  }
+}
+
+TEST(DetectPlugin, FindsBrightSimulatedSourcesWithinTwoPixels) {
+  // Seed 8351: not among models/detect/fields.txt (8101-8302) nor the bench fields (9001+).
+  astroflow::FieldOptions fo;
+  fo.seed = 8351;
+  fo.width_pix = 700;
+  fo.height_pix = 600;
+  fo.n_stars = 60;
+  const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
+  const Frame out = run_detect(field_frame(sim));
+  ASSERT_FALSE(out.failed()) << (out.issues.empty() ? "" : out.issues[0].reason);
+  const astroflow::Catalog& cat = out.catalog;
+  for (const char* col :
+       {"NUMBER", "X_IMAGE", "Y_IMAGE", "ALPHA_J2000", "DELTA_J2000", "XMIN_IMAGE", "XMAX_IMAGE",
+        "YMIN_IMAGE", "YMAX_IMAGE", "A_IMAGE", "B_IMAGE", "THETA_IMAGE", "DET_SCORE", "CLASS_STAR",
+        "FLUX_AUTO", "FLUXERR_AUTO", "FLAGS"}) {
+    EXPECT_TRUE(cat.has(col)) << col;
+  }
+  ASSERT_GT(cat.rows(), 20u);
+
+  // Bright (truth S/N >= 30) sources: found within 2 px, star/galaxy right, flux close.
+  int bright = 0;
+  int found = 0;
+  int class_ok = 0;
+  std::vector<double> flux_ratio;
+  const auto& ra = cat.get<double>("ALPHA_J2000");
+  const auto& dec = cat.get<double>("DELTA_J2000");
+  const auto& flux = cat.get<double>("FLUX_AUTO");
+  const auto& fluxerr = cat.get<double>("FLUXERR_AUTO");
+  const auto& cls = cat.get<float>("CLASS_STAR");
+  double worst_sky_arcsec = 0.0;
+  std::string missed;
+  for (const astroflow::TruthSource& s : sim.sources) {
+    if (s.snr < 30.0 || s.x_pix < 8 || s.y_pix < 8 || s.x_pix > fo.width_pix - 9 ||
+        s.y_pix > fo.height_pix - 9) {
+      continue;
+    }
+    ++bright;
+    const int k = nearest(cat, s.x_pix, s.y_pix, 2.0);
+    if (k < 0) {
+      const int near5 = nearest(cat, s.x_pix, s.y_pix, 6.0);
+      missed += " [" + std::to_string(s.x_pix) + "," + std::to_string(s.y_pix) +
+                (s.is_star ? " star" : " galaxy") + " S/N " + std::to_string(s.snr) +
+                (s.blend_parent != 0 ? " blend" : "") +
+                (near5 >= 0 ? " detection within 6 px" : "") + "]";
+      continue;
+    }
+    ++found;
+    class_ok += (cls[static_cast<std::size_t>(k)] > 0.5f) == s.is_star;
+    const double dra =
+        (ra[static_cast<std::size_t>(k)] - s.ra_deg) * std::cos(s.dec_deg * M_PI / 180);
+    const double ddec = dec[static_cast<std::size_t>(k)] - s.dec_deg;
+    worst_sky_arcsec = std::max(worst_sky_arcsec, std::hypot(dra, ddec) * 3600.0);
+    EXPECT_GT(fluxerr[static_cast<std::size_t>(k)], 0.0);
+    if (s.blend_parent == 0)
+      flux_ratio.push_back(flux[static_cast<std::size_t>(k)] / s.flux_counts);
+  }
+  ASSERT_GT(bright, 15);
+  EXPECT_GE(found, static_cast<int>(std::ceil(0.95 * bright)))
+      << found << " of " << bright << "; missed:" << missed;
+  EXPECT_GE(class_ok, static_cast<int>(std::ceil(0.9 * found))) << class_ok << " of " << found;
+  // 2 px at 0.06"/px: the sky position follows the pixel position through the WCS.
+  EXPECT_LE(worst_sky_arcsec, 2.0 * 0.06 + 1e-6);
+  ASSERT_FALSE(flux_ratio.empty());
+  std::nth_element(flux_ratio.begin(), flux_ratio.begin() + flux_ratio.size() / 2,
+                   flux_ratio.end());
+  const double median_ratio = flux_ratio[flux_ratio.size() / 2];
+  EXPECT_GT(median_ratio, 0.85);  // Kron apertures hold about 90-95% of the light
+  EXPECT_LT(median_ratio, 1.1);
+
+  // Purity: detections that match any truth source (of any S/N) within 2 px.
+  int matched = 0;
+  for (std::size_t i = 0; i < cat.rows(); ++i) {
+    const double x = cat.get<double>("X_IMAGE")[i] - 1.0;
+    const double y = cat.get<double>("Y_IMAGE")[i] - 1.0;
+    matched += std::any_of(sim.sources.begin(), sim.sources.end(), [&](const auto& s) {
+      return std::hypot(s.x_pix - x, s.y_pix - y) <= 2.0;
+    });
+  }
+  EXPECT_GE(matched, static_cast<int>(0.9 * static_cast<double>(cat.rows())))
+      << matched << " of " << cat.rows();
+}
+
+// A flat, noisy frame with round Moffat stars (FWHM 3 px, beta 3) at the given positions.
+Frame star_frame(int w, int h, const std::vector<cv::Point2d>& stars, double flux) {
+  const double sigma = 1.0;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> noise(0.0f, static_cast<float>(sigma));
+  cv::Mat img(h, w, CV_32F);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) img.at<float>(y, x) = 10.0f + noise(rng);
+  }
+  const double beta = 3.0;
+  const double alpha = 3.0 / (2.0 * std::sqrt(std::pow(2.0, 1.0 / beta) - 1.0));
+  const double norm = (beta - 1.0) / (M_PI * alpha * alpha);
+  for (const cv::Point2d& s : stars) {
+    for (int y = std::max(0, static_cast<int>(s.y) - 25);
+         y < std::min(h, static_cast<int>(s.y) + 26); ++y) {
+      for (int x = std::max(0, static_cast<int>(s.x) - 25);
+           x < std::min(w, static_cast<int>(s.x) + 26); ++x) {
+        const double r2 = (x - s.x) * (x - s.x) + (y - s.y) * (y - s.y);
+        img.at<float>(y, x) +=
+            static_cast<float>(flux * norm * std::pow(1.0 + r2 / (alpha * alpha), -beta));
+      }
+    }
+  }
+  Frame f;
+  f.path = "stars.fits";
+  f.science = img;
+  return f;
+}
+
+TEST(DetectPlugin, ASourceOnATileBorderIsFoundOnce) {
+  // 256 px tiles with 32 px overlap on 480 px: starts 0 and 224, the shared band is [224, 256)
+  // and its middle (the ownership line) is 240. Stars on the line, either side of it and in the
+  // corner shared by four tiles.
+  const std::vector<cv::Point2d> stars = {{240.0, 100.0}, {239.6, 300.0}, {241.3, 400.0},
+                                          {100.0, 240.2}, {240.4, 239.7}, {230.0, 170.0},
+                                          {60.0, 60.0},   {400.0, 400.0}};
+  const Frame out = run_detect(star_frame(480, 480, stars, 400.0));
+  ASSERT_FALSE(out.failed()) << (out.issues.empty() ? "" : out.issues[0].reason);
+  const auto& flags = out.catalog.get<std::int32_t>("FLAGS");
+  for (const cv::Point2d& s : stars) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    int count = 0;
+    const int k = nearest(out.catalog, s.x, s.y, 5.0, &count);
+    ASSERT_GE(k, 0);
+    EXPECT_EQ(count, 1);
+    const bool in_band = (s.x >= 224 && s.x < 256) || (s.y >= 224 && s.y < 256);
+    const bool merged = (flags[static_cast<std::size_t>(k)] & kFlagTileMerged) != 0;
+    EXPECT_EQ(merged, in_band);
+  }
+  EXPECT_EQ(out.catalog.rows(), stars.size());
+}
+
+TEST(DetectPlugin, BlankRegionsGiveNoDetectionsThere) {
+  // Stars beside a NaN block and a NaN column: each is found once, none in the blank pixels,
+  // and the one next to the block is flagged (box or AUTO aperture reaches blank pixels).
+  const std::vector<cv::Point2d> stars = {
+      {100.0, 100.0}, {205.0, 150.0}, {300.0, 60.0}, {60.0, 250.0}};
+  Frame f = star_frame(360, 320, stars, 400.0);
+  f.science(cv::Rect(210, 100, 90, 120)).setTo(kNaN);
+  f.science.col(30).setTo(kNaN);
+  const Frame out = run_detect(std::move(f));
+  ASSERT_FALSE(out.failed()) << (out.issues.empty() ? "" : out.issues[0].reason);
+  const auto& x = out.catalog.get<double>("X_IMAGE");
+  const auto& y = out.catalog.get<double>("Y_IMAGE");
+  for (std::size_t i = 0; i < out.catalog.rows(); ++i) {
+    const bool in_block = x[i] - 1 >= 210 && x[i] - 1 < 300 && y[i] - 1 >= 100 && y[i] - 1 < 220;
+    EXPECT_FALSE(in_block) << x[i] << "," << y[i];
+  }
+  for (const cv::Point2d& s : stars) {
+    int count = 0;
+    EXPECT_GE(nearest(out.catalog, s.x, s.y, 2.0, &count), 0) << s.x << "," << s.y;
+    EXPECT_EQ(count, 1);
+  }
+  const int k = nearest(out.catalog, 205.0, 150.0, 2.0);
+  ASSERT_GE(k, 0);
+  EXPECT_NE(out.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)] &
+                (kFlagEdge | kFlagApertureCut),
+            0);
+  EXPECT_TRUE(std::isfinite(out.catalog.get<double>("FLUX_AUTO")[static_cast<std::size_t>(k)]));
+}
+
+}  // namespace
