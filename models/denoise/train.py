@@ -12,7 +12,8 @@ interpolation kernel (bicubic there), a difference far below the noise for a smo
 Network: a 3-level U-Net (16/32/64 channels, ReLU, max pooling, ConvTranspose upsampling, skip
 connections) that predicts the negative noise, so output = input + net(input): the clean image
 in normalised units. Loss: Huber (delta 1 sigma) so that bright-star pixels, whose Poisson noise
-is many background sigmas, do not dominate.
+is many background sigmas, do not dominate, plus a local-flux term (see objective) so that faint
+sources keep their flux. The checkpoint kept is the one with the lowest validation loss.
 
 Targets:
   --target truth  the noiseless <name>.model.fits divided by rms (the background of the clean
@@ -25,6 +26,7 @@ the model is fixed, and only to report metrics.
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -193,6 +195,22 @@ def field_metrics(model, fields):
     return ratios
 
 
+def objective(pred, y, flux_weight):
+    """Huber on pixels (delta 1 sigma) plus the mean absolute error of the local flux: the
+    residual averaged over 4x4 and 8x8 blocks (half-overlapping). The second term is zero only
+    when the model keeps the flux of every small region, which pixel losses alone do not ask for:
+    they let the net shrink faint sources towards the background."""
+    r = pred - y
+    flux = sum(F.avg_pool2d(r, k, stride=k // 2).abs().mean() for k in (4, 8))
+    return F.huber_loss(pred, y, delta=1.0) + flux_weight * flux
+
+
+def patch_loss(model, x, y, flux_weight):
+    with torch.no_grad():
+        p = torch.cat([model(x[i:i + 8]) for i in range(0, len(x), 8)])
+    return float(objective(p, y, flux_weight))
+
+
 def patch_ratio(model, x, y):
     """RMS(x - y) / RMS(pred - y) over the faint (|y| < 0.5 sigma) pixels of the patches."""
     with torch.no_grad():
@@ -210,14 +228,16 @@ def main():
     ap.add_argument("--out", default=HERE)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--patch", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps-per-epoch", type=int, default=40)
     ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--max-minutes", type=float, default=12.0)
-    ap.add_argument("--val-patches", type=int, default=24)
+    ap.add_argument("--val-patches", type=int, default=64)
     ap.add_argument("--test-crop", type=int, default=512, help="centre crop of each test field")
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--flux-weight", type=float, default=1.0,
+                    help="weight of the local-flux term of the loss (see objective)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--export", action="store_true", help="write model.onnx, card, reference")
     ap.add_argument("--recipe", default="models/denoise/train.sh")
@@ -244,30 +264,39 @@ def main():
     model = UNet()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, a.epochs * a.steps_per_epoch)
-    best, history = (-1.0, None, 0), []
+    total_steps, step = a.epochs * a.steps_per_epoch, 0
+    best, history = (math.inf, None, 0, 0.0), []
     for epoch in range(a.epochs):
         model.train()
         total = 0.0
         for _ in range(a.steps_per_epoch):
             x, y = random_patches(train, a.batch, a.patch, rng)
             opt.zero_grad()
-            loss = F.huber_loss(model(x), y, delta=1.0)
+            loss = objective(model(x), y, a.flux_weight)
             loss.backward()
             opt.step()
-            sched.step()
+            step += 1
+            # Cosine decay over steps or wall-clock time, whichever runs out first, so a run
+            # cut by --max-minutes still ends annealed.
+            progress = min(1.0, max(step / total_steps, (time.time() - t0) / (a.max_minutes * 60)))
+            for g in opt.param_groups:
+                g["lr"] = a.lr * 0.5 * (1 + math.cos(math.pi * progress))
             total += loss.item()
         model.eval()
         val_ratio = patch_ratio(model, val_x, val_y)
+        val_loss = patch_loss(model, val_x, val_y, a.flux_weight)
         history.append({"epoch": epoch + 1, "train_loss": total / a.steps_per_epoch,
-                        "val_noise_reduction": val_ratio})
-        print(f"epoch {epoch + 1}: loss {total / a.steps_per_epoch:.4f}  val noise reduction "
-              f"{val_ratio:.3f}x  ({time.time() - t0:.0f} s)", flush=True)
-        if val_ratio > best[0]:
-            best = (val_ratio, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
+                        "val_loss": val_loss, "val_noise_reduction": val_ratio})
+        print(f"epoch {epoch + 1}: loss {total / a.steps_per_epoch:.4f}  val loss {val_loss:.4f}  "
+              f"val noise reduction {val_ratio:.3f}x  ({time.time() - t0:.0f} s)", flush=True)
+        # Selection on the training objective (pixels + local flux), not on background noise
+        # alone: the noise-only criterion favours over-smoothed models that lose faint flux.
+        if val_loss < best[0]:
+            best = (val_loss, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1,
+                    val_ratio)
         elif epoch + 1 - best[2] >= a.patience:
             break
-        if time.time() - t0 > a.max_minutes * 60:
+        if time.time() - t0 > a.max_minutes * 60 or step >= total_steps:
             break
     model.load_state_dict(best[1])
     model.eval()
@@ -285,7 +314,8 @@ def main():
     torch.save(model.state_dict(), os.path.join(a.out, f"weights_{tag}.pt"))
     summary = {"target": tag, "parameters": n_params, "training_time_s": round(training_time_s, 1),
                "epochs_run": len(history), "best_epoch": best[2],
-               "val_noise_reduction": round(best[0], 4),
+               "val_loss": round(best[0], 5), "val_noise_reduction": round(best[3], 4),
+               "flux_weight": a.flux_weight,
                "test_noise_reduction_per_field": [round(r, 4) for r in test_ratios],
                "history": history}
     with open(os.path.join(a.out, f"train_{tag}.json"), "w") as f:
@@ -324,7 +354,7 @@ def main():
                      "time_s": round(training_time_s, 1), "parameters": n_params,
                      "epochs_run": len(history), "best_epoch": best[2],
                      "patch_pix": a.patch, "batch": a.batch,
-                     "steps_per_epoch": a.steps_per_epoch},
+                     "steps_per_epoch": a.steps_per_epoch, "flux_weight": a.flux_weight},
         "test_metrics": {"noise_reduction_mean": round(float(np.mean(test_ratios)), 4)},
     }
     write_card(os.path.join(a.out, "model.yaml"), card)

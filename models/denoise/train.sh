@@ -9,7 +9,7 @@
 #   4. reports the noise reduction on the test fields (never used for a choice).
 # The C++ metrics of the card (metrics.json) come from the plugin test with the data folder:
 #   DENOISE_EVAL_DIR=$DATA build/bin/denoise_test --gtest_filter=DenoiseEval.*
-# Usage: models/denoise/train.sh           (about 13 min on 2 shared cores)
+# Usage: models/denoise/train.sh           (at most MAX_MINUTES of training, default 18)
 #        TARGET=n2n models/denoise/train.sh  (Noise2Noise variant; does not export)
 # Environment: BUILD, DATA, THREADS, MAX_MINUTES, TARGET (truth | n2n).
 set -euo pipefail
@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 DATA=${DATA:-$BUILD/denoise-data}
 THREADS=${THREADS:-2}
-MAX_MINUTES=${MAX_MINUTES:-12}
+MAX_MINUTES=${MAX_MINUTES:-18}
 TARGET=${TARGET:-truth}
 
 if [ ! -x "$BUILD/bin/astroflow" ]; then
