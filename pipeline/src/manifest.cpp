@@ -27,7 +27,7 @@ std::runtime_error errno_error(const std::string& path, const std::string& what)
   return std::runtime_error(path + ": " + what + ": " + std::strerror(errno));
 }
 
-void write_all(int fd, const std::string& text, const std::string& path) {
+void write_all(int fd, std::string_view text, const std::string& path) {
   std::size_t done = 0;
   while (done < text.size()) {
     const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
@@ -235,6 +235,11 @@ void ManifestWriter::append(const std::vector<ManifestEntry>& entries) {
   if (entries.empty()) return;
   std::string lines;
   for (const ManifestEntry& e : entries) lines += e.to_json_line();
+  append_lines(lines);
+}
+
+void ManifestWriter::append_lines(std::string_view lines) {
+  if (lines.empty()) return;
   write_all(fd_, lines, path_);
   if (::fsync(fd_) != 0) throw errno_error(path_, "fsync failed");
 }

@@ -1,53 +1,16 @@
 #include "astroflow/work_source.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <stdexcept>
+
+#include "astroflow/manifest.hpp"
 
 namespace astroflow {
 namespace fs = std::filesystem;
-
-namespace {
-
-[[noreturn]] void throw_errno(const std::string& path, const std::string& what) {
-  throw std::runtime_error(path + ": " + what + ": " + std::strerror(errno));
-}
-
-/// Owns a file descriptor.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  [[nodiscard]] int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-void write_all(int fd, std::string_view text, const std::string& path) {
-  while (!text.empty()) {
-    const ssize_t n = ::write(fd, text.data(), text.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(path, "write failed");
-    }
-    text.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
-
-}  // namespace
 
 std::vector<InputFile> take_unit(const std::vector<InputFile>& files, std::size_t& pos,
                                  const UnitLimits& limits) {
@@ -94,6 +57,7 @@ std::size_t fold_rank_manifests(const std::string& run_manifest, bool keep) {
   }
   std::sort(ranks.begin(), ranks.end());
   std::size_t lines = 0;
+  std::optional<ManifestWriter> writer;  // opened at the first line to fold
   for (const fs::path& rank : ranks) {
     if (keep) {
       std::ifstream in(rank, std::ios::binary);
@@ -101,19 +65,11 @@ std::size_t fold_rank_manifests(const std::string& run_manifest, bool keep) {
       std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       text.erase(text.find_last_of('\n') == std::string::npos ? 0 : text.find_last_of('\n') + 1);
       if (!text.empty()) {
-        Fd fd(::open(run_manifest.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-        if (fd.get() < 0) throw_errno(run_manifest, "cannot open manifest for appending");
-        // A torn last line of the main log must not swallow the first folded line.
-        struct stat st {};
-        char last = '\n';
-        if (::fstat(fd.get(), &st) == 0 && st.st_size > 0 &&
-            ::pread(fd.get(), &last, 1, st.st_size - 1) != 1)
-          last = '\n';
-        if (last != '\n') text.insert(text.begin(), '\n');
-        write_all(fd.get(), text, run_manifest);
-        if (::fsync(fd.get()) != 0) throw_errno(run_manifest, "fsync failed");
+        // The writer closes a torn last line of the main log first, so the first folded
+        // line starts on its own line.
+        if (!writer) writer.emplace(run_manifest);
+        writer->append_lines(text);
         lines += static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n'));
-        if (last != '\n') --lines;
       }
     }
     // Removed only once its lines are durable in the main log: a crash in between leaves

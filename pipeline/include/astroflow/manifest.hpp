@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "astroflow/config.hpp"
@@ -106,6 +107,9 @@ class ManifestWriter {
   /// The entries' lines with one write(2) and one fsync: a group commit. A crash mid-way
   /// leaves whole lines for a prefix of the group and at most one torn last line.
   void append(const std::vector<ManifestEntry>& entries);
+  /// Whole JSON lines (each ending in '\n', e.g. another rank's log) with one write(2) and one
+  /// fsync.
+  void append_lines(std::string_view lines);
   [[nodiscard]] const std::string& path() const { return path_; }
 
  private:
