@@ -15,7 +15,7 @@ Targets, from the simulator's truth:
     the segment's centre, falling to the border; 0 on the background). Between two touching
     sources it dips to its minimum, which is where the stage's marker watershed splits blends.
 
-Network: a 4-level U-Net (16/32/64/128 channels; conv + batch-norm + ReLU pairs, max pooling,
+Network: a 4-level U-Net (12/24/48/96 channels by default, --widths; conv + batch-norm + ReLU pairs, max pooling,
 ConvTranspose up-sampling, skip connections) with two 1x1 heads; the exported graph returns one
 N x 6 x H x W tensor: 5 class logits, then sigmoid(distance logit).
 
@@ -247,8 +247,7 @@ def stage_prepare(a, split):
 
 def stage_fit(a):
     t0 = time.time()
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = torch.device("cpu")  # the project trains on Debian's CPU torch only
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
@@ -260,7 +259,8 @@ def stage_fit(a):
     cw = torch.tensor(cw / cw.mean(), dtype=torch.float32, device=device)
     val_b = crops(val, a.val_patches, a.patch, torch.Generator().manual_seed(a.seed + 1))
 
-    model = SegUNet().to(device)
+    widths = tuple(int(v) for v in a.widths.split(","))
+    model = SegUNet(widths).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     best = (float("inf"), None, 0)
@@ -310,6 +310,7 @@ def stage_fit(a):
     np.savez(os.path.join(a.cache, "weights.npz"), **{k: v.numpy() for k, v in best[1].items()})
     with open(os.path.join(a.cache, "fit.json"), "w") as fh:
         json.dump({"device": str(device), "torch": torch.__version__, "parameters": n_params,
+                   "widths": list(widths), "threads": a.threads,
                    "fit_time_s": round(time.time() - t0, 1), "epochs_run": len(history),
                    "best_epoch": best[2], "class_weights": [round(float(v), 4) for v in cw],
                    "patch_pix": a.patch, "batch": a.batch, "steps_per_epoch": a.steps_per_epoch,
@@ -323,7 +324,7 @@ def stage_finish(a, rows, split):
     torch.set_num_threads(a.threads)
     fit = json.load(open(os.path.join(a.cache, "fit.json")))
     z = np.load(os.path.join(a.cache, "weights.npz"))
-    model = SegUNet()
+    model = SegUNet(tuple(fit["widths"]))
     model.load_state_dict({k: torch.from_numpy(np.array(z[k])) for k in z.files})
     model.eval()
 
@@ -363,7 +364,8 @@ def stage_finish(a, rows, split):
                    "layout": "N x 6 x H x W: 5 class logits, then sigmoid inner distance"},
         "training": {"recipe": a.recipe, "seeds": dict(seeds, torch=a.seed),
                      "time_s": fit["fit_time_s"], "device": fit["device"],
-                     "torch": fit["torch"], "parameters": fit["parameters"],
+                     "torch": fit["torch"], "threads": fit["threads"],
+                     "parameters": fit["parameters"], "widths": fit["widths"],
                      "epochs_run": fit["epochs_run"], "best_epoch": fit["best_epoch"],
                      "patch_pix": fit["patch_pix"], "batch": fit["batch"],
                      "steps_per_epoch": fit["steps_per_epoch"],
@@ -392,13 +394,14 @@ def main():
     ap.add_argument("--steps-per-epoch", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=10000)
     ap.add_argument("--patience", type=int, default=100000,
-                    help="epochs without a better validation loss before stopping; the default
-                    lets the wall-clock budget end the fit")
+                    help="epochs without a better validation loss before stopping; the default "
+                    "lets the wall-clock budget end the fit")
     ap.add_argument("--max-train-s", type=float, default=400.0)
     ap.add_argument("--val-patches", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    ap.add_argument("--widths", default="12,24,48,96",
+                    help="channels of the four U-Net levels (comma-separated)")
     ap.add_argument("--recipe", default="models/segment/train.sh")
     a = ap.parse_args()
     rows = [ln.split() for ln in open(a.fields) if ln.strip() and not ln.startswith("#")]

@@ -9,20 +9,21 @@
 #   4. trains the U-Net (train.py; early stopping on the validation fields only), exports
 #      model.onnx (opset 13, dynamic batch, H and W), writes model.yaml, metrics.json and the
 #      reference pair; the test fields are read once, after the model is fixed.
-# The stages of train.py can run apart (--stage prepare|fit|finish): the shipped model's fit ran
-# on a GPU machine from the prepared arrays (docs/segment.md), prepare and finish here.
+# The stages of train.py can run apart (--stage prepare|fit|finish); all of them run on the CPU
+# with Debian's python3-torch.
 # Usage: models/segment/train.sh      (MAX_TRAIN_S bounds the training loop by wall time; the
-#        shipped model's 400 s fit ran on one GPU: about 19,400 steps of 32 patches of 160 px.
-#        On the 2 shared CPU cores here one step of 8 patches of 128 px took 46 s at nice 19
-#        under a load of ~13, so the same budget gives a far less trained model there: give it
-#        hours, or run --stage fit where torch sees a GPU.)
-# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S.
+#        shipped model: MAX_TRAIN_S=3000 THREADS=1, 12/24/48/96 channels, batches of 16 patches
+#        of 128 px, about 1 s a step on one idle core of the 2-core development VM.)
+# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S, PATCH, BATCH, WIDTHS.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 DATA=${DATA:-$BUILD/segment-data}
 THREADS=${THREADS:-1}
-MAX_TRAIN_S=${MAX_TRAIN_S:-400}
+MAX_TRAIN_S=${MAX_TRAIN_S:-3000}
+PATCH=${PATCH:-128}
+BATCH=${BATCH:-16}
+WIDTHS=${WIDTHS:-12,24,48,96}
 AF=${AF:-$BUILD/bin/astroflow}
 
 if [ ! -x "$AF" ]; then
@@ -44,9 +45,9 @@ for split in train val test; do
     --output "$DATA/bkg/$split" > /dev/null
 done
 
-# prepare (arrays from the FITS fields) -> fit (the training loop; uses a GPU when torch sees one)
-# -> finish (test metrics, ONNX export with Debian's torch, reference pair, card, metrics.json).
+# prepare (arrays from the FITS fields) -> fit (the training loop, on the CPU)
+# -> finish (test metrics, ONNX export, reference pair, card, metrics.json).
 nice -n 19 /usr/bin/python3 "$ROOT/models/segment/train.py" --stage all --data "$DATA" \
   --cache "$DATA/cache" --out "$ROOT/models/segment" --fields "$ROOT/models/segment/fields.txt" \
-  --threads "$THREADS" --max-train-s "$MAX_TRAIN_S" \
-  --recipe "models/segment/train.sh  (MAX_TRAIN_S=$MAX_TRAIN_S)"
+  --threads "$THREADS" --max-train-s "$MAX_TRAIN_S" --patch "$PATCH" --batch "$BATCH" \
+  --widths "$WIDTHS" --recipe "models/segment/train.sh  (MAX_TRAIN_S=$MAX_TRAIN_S THREADS=$THREADS)"

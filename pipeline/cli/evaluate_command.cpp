@@ -32,6 +32,7 @@ CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& a) {
       ->required();
   dc->add_option("--tile", a.tile_pix, "the denoise stage's tile size (0: skip the seam metric)");
   dc->add_option("--overlap", a.overlap_pix, "the denoise stage's tile overlap");
+  dc->add_option("--json", a.json, "also write the report as JSON to this file");
   a.denoise_cmd = dc;
   auto* de = ev->add_subcommand(
       "detect", "completeness/purity per mag bin, star/galaxy accuracy, deblending of close pairs");
@@ -80,8 +81,10 @@ int run_evaluate(EvaluateArgs& a) {
     DenoiseEvalOptions o;
     o.tile_pix = a.tile_pix;
     o.overlap_pix = a.overlap_pix;
-    std::cout << format_denoise_report(
-        evaluate_denoise_files(a.noisy, a.denoised, a.truth, a.truth_table, o));
+    const DenoiseEvaluation e =
+        evaluate_denoise_files(a.noisy, a.denoised, a.truth, a.truth_table, o);
+    std::cout << format_denoise_report(e);
+    if (!a.json.empty()) write_file_atomically(a.json, to_json(e));
     return 0;
   }
   if (a.detect_cmd != nullptr && a.detect_cmd->parsed()) {

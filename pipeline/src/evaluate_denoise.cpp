@@ -4,6 +4,7 @@
 #include "astroflow/evaluate_denoise.hpp"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -369,6 +370,38 @@ std::string format_denoise_report(const DenoiseEvaluation& e) {
   s += fmt::format("largest tile-seam jump           {:.4f} sigma (control, off seams: {:.4f})\n",
                    e.max_seam_jump_sigma, e.max_control_jump_sigma);
   return s;
+}
+
+std::string to_json(const DenoiseEvaluation& e) {
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
+  nlohmann::json j;
+  j["sigma_noisy"] = num(e.sigma_noisy);
+  j["background_pixels"] = e.background_pixels;
+  j["rms_noisy"] = num(e.rms_noisy);
+  j["rms_denoised"] = num(e.rms_denoised);
+  j["noise_reduction"] = num(e.noise_reduction);
+  j["psnr_noisy_db"] = num(e.psnr_noisy_db);
+  j["psnr_denoised_db"] = num(e.psnr_denoised_db);
+  j["psnr_gain_db"] = num(e.psnr_gain_db);
+  j["ssim_noisy"] = num(e.ssim_noisy);
+  j["ssim_denoised"] = num(e.ssim_denoised);
+  j["flux_bins"] = nlohmann::json::array();
+  for (const FluxBiasBin& b : e.flux_bins) {
+    j["flux_bins"].push_back({{"snr_min", num(b.snr_min)},
+                              {"snr_max", num(b.snr_max)},
+                              {"count", b.count},
+                              {"median_bias_noisy", num(b.median_bias_noisy)},
+                              {"median_bias_denoised", num(b.median_bias_denoised)},
+                              {"scatter_noisy", num(b.scatter_noisy)},
+                              {"scatter_denoised", num(b.scatter_denoised)}});
+  }
+  j["stars_measured"] = e.stars_measured;
+  j["star_fwhm_truth_pix"] = num(e.star_fwhm_truth_pix);
+  j["star_fwhm_change"] = num(e.star_fwhm_change);
+  j["star_fwhm_change_noisy"] = num(e.star_fwhm_change_noisy);
+  j["max_seam_jump_sigma"] = num(e.max_seam_jump_sigma);
+  j["max_control_jump_sigma"] = num(e.max_control_jump_sigma);
+  return j.dump(2) + "\n";
 }
 
 }  // namespace astroflow

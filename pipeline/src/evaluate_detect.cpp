@@ -260,10 +260,45 @@ DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth
     e.bins.push_back(b);
   }
 
-  // Star/galaxy accuracy.
   const Column* cls = detections.find(o.class_column);
   const Column* ttype = truth.find("TYPE");
   const Column* tsnr = truth.find("SNR");
+
+  // Completeness per truth-SNR bin, all rows and stars.
+  if (tsnr != nullptr && !o.snr_edges.empty()) {
+    if (!std::is_sorted(o.snr_edges.begin(), o.snr_edges.end()) ||
+        std::adjacent_find(o.snr_edges.begin(), o.snr_edges.end()) != o.snr_edges.end()) {
+      throw FatalError("evaluate detect: the S/N bin edges must increase");
+    }
+    e.snr_bins.resize(o.snr_edges.size());
+    for (std::size_t b = 0; b < o.snr_edges.size(); ++b) {
+      e.snr_bins[b].snr_min = o.snr_edges[b];
+      e.snr_bins[b].snr_max = b + 1 < o.snr_edges.size()
+                                  ? o.snr_edges[b + 1]
+                                  : std::numeric_limits<double>::infinity();
+    }
+    for (std::size_t i = 0; i < tx.size(); ++i) {
+      const double snr = value_at(*tsnr, i);
+      if (!std::isfinite(snr) || snr < o.snr_edges.front()) continue;
+      const auto b = static_cast<std::size_t>(
+          std::upper_bound(o.snr_edges.begin(), o.snr_edges.end(), snr) - o.snr_edges.begin() -
+          1);
+      DetectSnrBin& bin = e.snr_bins[b];
+      const bool found = m.truth_to_det[i] >= 0;
+      ++bin.truth;
+      bin.truth_matched += found ? 1 : 0;
+      if (ttype != nullptr && trimmed_lower(ttype->as_text(i)) == "star") {
+        ++bin.stars;
+        bin.stars_matched += found ? 1 : 0;
+      }
+    }
+    for (DetectSnrBin& bin : e.snr_bins) {
+      bin.completeness = ratio(bin.truth_matched, bin.truth);
+      bin.star_completeness = ratio(bin.stars_matched, bin.stars);
+    }
+  }
+
+  // Star/galaxy accuracy.
   if (cls == nullptr) {
     e.class_note = "catalog has no " + o.class_column + " column";
   } else if (ttype == nullptr || tsnr == nullptr) {
@@ -355,6 +390,16 @@ std::string to_text(const DetectEvaluation& e) {
     s += fmt::format("{:5.1f}-{:<5.1f}  {:7d}  {:>12}  {:6d}  {:>7}\n", b.mag_min, b.mag_max,
                      b.truth, pct(b.completeness), b.detections, pct(b.purity));
   }
+  if (!e.snr_bins.empty()) {
+    s += "\ntruth S/N      N_true  completeness   N_stars  star completeness\n";
+    for (const DetectSnrBin& b : e.snr_bins) {
+      const std::string range = std::isfinite(b.snr_max)
+                                    ? fmt::format("{:g}-{:g}", b.snr_min, b.snr_max)
+                                    : fmt::format(">= {:g}", b.snr_min);
+      s += fmt::format("{:<12}  {:7d}  {:>12}  {:8d}  {:>17}\n", range, b.truth,
+                       pct(b.completeness), b.stars, pct(b.star_completeness));
+    }
+  }
   if (e.class_measured) {
     s += fmt::format(
         "\nstar/galaxy ({} > {:g}, truth S/N > {:g}): accuracy {:.2f}% of {} "
@@ -394,6 +439,17 @@ std::string to_json(const DetectEvaluation& e) {
                          {"detections", b.detections},
                          {"detections_matched", b.detections_matched},
                          {"purity", num(b.purity)}});
+  }
+  j["snr_bins"] = nlohmann::json::array();
+  for (const DetectSnrBin& b : e.snr_bins) {
+    j["snr_bins"].push_back({{"snr_min", b.snr_min},
+                             {"snr_max", num(b.snr_max)},
+                             {"truth", b.truth},
+                             {"truth_matched", b.truth_matched},
+                             {"completeness", num(b.completeness)},
+                             {"stars", b.stars},
+                             {"stars_matched", b.stars_matched},
+                             {"star_completeness", num(b.star_completeness)}});
   }
   nlohmann::json c;
   c["measured"] = e.class_measured;

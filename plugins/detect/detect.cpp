@@ -126,15 +126,9 @@ class DetectStage : public astroflow::Stage {
     const int w = t.cols;
     const int h = t.rows;
     const auto& norm = model_->card().normalisation;
-    cv::Mat input(t.size(), CV_32F);
-    for (int y = 0; y < h; ++y) {
-      const float* s = t.ptr<float>(y);
-      float* d = input.ptr<float>(y);
-      for (int x = 0; x < w; ++x) {
-        const double v = s[x] / norm.scale;
-        d[x] = static_cast<float>(norm.method == "asinh" ? std::asinh(v) : v);
-      }
-    }
+    cv::Mat input;
+    t.convertTo(input, CV_32F, 1.0 / norm.scale);
+    if (norm.method == "asinh") astroflow::asinh_in_place(input);
     const std::vector<int> xs = astroflow::tile_starts(w, tile_, overlap_);
     const std::vector<int> ys = astroflow::tile_starts(h, tile_, overlap_);
     const auto own_x = owned_ranges(xs, tile_);

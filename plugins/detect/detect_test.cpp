@@ -129,7 +129,7 @@ TEST(DetectPlugin, RefusesAModelThatIsNotADetector) {
 }
 
 TEST(DetectPlugin, FindsBrightSimulatedSourcesWithinTwoPixels) {
-  // Seed 8351: not among models/detect/fields.txt (8101-8302) nor the bench fields (9001+).
+  // Seed 8351: in no models/*/fields.txt (ModelSeeds test) nor the bench range (9001-9999).
   astroflow::FieldOptions fo;
   fo.seed = 8351;
   fo.width_pix = 700;

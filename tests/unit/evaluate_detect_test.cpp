@@ -104,6 +104,27 @@ TEST(EvaluateDetect, HandComputedMetrics) {
   EXPECT_DOUBLE_EQ(e.bins[4].purity, 0.0);
   EXPECT_TRUE(std::isnan(e.bins[5].purity));
 
+  // S/N bins (lower edges 0 3 5 10 20 50 100): 5-10: ID4 0/1; 10-20: ID5 (star) found, ID8
+  // not: 1/2, stars 1/1; 20-50: ID3 (star), ID6 found, ID7 not: 2/3, stars 1/1; 50-100: ID2 1/1;
+  // >= 100: ID1 1/1.
+  ASSERT_EQ(e.snr_bins.size(), 7U);
+  const std::size_t st[] = {0, 0, 1, 2, 3, 1, 1};
+  const std::size_t sm[] = {0, 0, 0, 1, 2, 1, 1};
+  const std::size_t ss[] = {0, 0, 0, 1, 1, 0, 0};
+  const std::size_t ssm[] = {0, 0, 0, 1, 1, 0, 0};
+  for (std::size_t b = 0; b < 7; ++b) {
+    EXPECT_EQ(e.snr_bins[b].truth, st[b]) << b;
+    EXPECT_EQ(e.snr_bins[b].truth_matched, sm[b]) << b;
+    EXPECT_EQ(e.snr_bins[b].stars, ss[b]) << b;
+    EXPECT_EQ(e.snr_bins[b].stars_matched, ssm[b]) << b;
+  }
+  EXPECT_DOUBLE_EQ(e.snr_bins[2].snr_min, 5.0);
+  EXPECT_DOUBLE_EQ(e.snr_bins[2].snr_max, 10.0);
+  EXPECT_TRUE(std::isinf(e.snr_bins[6].snr_max));
+  EXPECT_DOUBLE_EQ(e.snr_bins[4].completeness, 2.0 / 3.0);
+  EXPECT_DOUBLE_EQ(e.snr_bins[3].star_completeness, 1.0);
+  EXPECT_TRUE(std::isnan(e.snr_bins[0].completeness));
+
   ASSERT_TRUE(e.class_measured);
   EXPECT_EQ(e.class_count, 4U);
   EXPECT_EQ(e.class_correct, 3U);
@@ -124,6 +145,8 @@ TEST(EvaluateDetect, HandComputedMetrics) {
   EXPECT_TRUE(j["bins"][5]["purity"].is_null());
   EXPECT_DOUBLE_EQ(j["star_galaxy"]["accuracy"].get<double>(), 0.75);
   EXPECT_DOUBLE_EQ(j["deblending"]["success"].get<double>(), 0.5);
+  EXPECT_EQ(j["snr_bins"][4]["truth_matched"], 2);
+  EXPECT_TRUE(j["snr_bins"][6]["snr_max"].is_null());
   EXPECT_NE(to_text(e).find("accuracy 75.00% of 4"), std::string::npos) << to_text(e);
 }
 

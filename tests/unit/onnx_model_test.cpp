@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -295,6 +296,82 @@ TEST(Preprocess, SigmaClipRecoversGaussianNoise) {
   const auto s = astroflow::sigma_clipped_stats(img);
   EXPECT_NEAR(s.median, 50.0, 0.1);  // 3 sigma/sqrt(n) is 0.1
   EXPECT_NEAR(s.stddev, 4.0, 0.2);   // clipping at 3 sigma trims the std by ~1.4%
+}
+
+// The textbook algorithm the sorted/prefix-sum implementation replaces: filter, median by
+// nth_element, two-pass variance, repeat.
+astroflow::ClippedStats naive_clip(const cv::Mat& img, double nsigma, int iterations) {
+  std::vector<double> kept;
+  for (int y = 0; y < img.rows; ++y) {
+    for (int x = 0; x < img.cols; ++x) {
+      if (std::isfinite(img.at<float>(y, x))) kept.push_back(img.at<float>(y, x));
+    }
+  }
+  astroflow::ClippedStats s;
+  for (int it = 0; it <= iterations && !kept.empty(); ++it) {
+    std::vector<double> c = kept;
+    std::sort(c.begin(), c.end());
+    const std::size_t n = c.size();
+    s.median = n % 2 == 1 ? c[n / 2] : 0.5 * (c[n / 2 - 1] + c[n / 2]);
+    double mean = 0.0;
+    for (double v : kept) mean += v;
+    mean /= static_cast<double>(n);
+    double ss = 0.0;
+    for (double v : kept) ss += (v - mean) * (v - mean);
+    s.stddev = std::sqrt(ss / static_cast<double>(n));
+    s.n_used = n;
+    if (it == iterations || s.stddev == 0.0) break;
+    std::vector<double> next;
+    for (double v : kept) {
+      if (std::abs(v - s.median) <= nsigma * s.stddev) next.push_back(v);
+    }
+    if (next.size() == kept.size() || next.empty()) break;
+    kept = next;
+  }
+  return s;
+}
+
+TEST(Preprocess, SigmaClipAgreesWithTheTextbookAlgorithm) {
+  // Odd and even counts, negative values, NaN and infinite pixels, ties (integer counts), a
+  // bright source and a single-valued image; sizes that exercise all four radix passes.
+  std::mt19937 rng(4321);
+  for (int trial = 0; trial < 60; ++trial) {
+    const int w = 5 + trial % 17;
+    const int h = 3 + trial % 11;
+    std::normal_distribution<float> noise(trial % 3 == 0 ? -20.0f : 3.0f, 1.0f + trial % 5);
+    cv::Mat img(h, w, CV_32F);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        float v = noise(rng);
+        if (trial % 4 == 1) v = std::round(v);  // many ties
+        if (trial % 7 == 2) v = 42.0f;          // constant
+        img.at<float>(y, x) = v;
+      }
+    }
+    if (trial % 2 == 0) img.at<float>(h / 2, w / 2) = 1e4f;
+    if (trial % 5 == 0) img.at<float>(0, 0) = std::numeric_limits<float>::quiet_NaN();
+    if (trial % 6 == 0) img.at<float>(h - 1, 0) = std::numeric_limits<float>::infinity();
+    for (int iterations : {0, 1, 5}) {
+      const auto got = astroflow::sigma_clipped_stats(img, 2.5, iterations);
+      const auto want = naive_clip(img, 2.5, iterations);
+      EXPECT_DOUBLE_EQ(got.median, want.median) << trial << " " << iterations;
+      EXPECT_NEAR(got.stddev, want.stddev, 1e-9 * (1.0 + want.stddev)) << trial;
+      EXPECT_EQ(got.n_used, want.n_used) << trial << " " << iterations;
+    }
+  }
+}
+
+TEST(Preprocess, AsinhInPlaceMatchesStdAsinh) {
+  cv::Mat t(1, 2001, CV_32F);
+  for (int i = 0; i < t.cols; ++i) t.at<float>(0, i) = static_cast<float>((i - 1000) * 0.37);
+  t.at<float>(0, 0) = -1e4f;
+  t.at<float>(0, 1) = 1e-6f;
+  cv::Mat want(t.size(), CV_32F);
+  for (int i = 0; i < t.cols; ++i) want.at<float>(0, i) = std::asinh(t.at<float>(0, i));
+  astroflow::asinh_in_place(t);
+  EXPECT_LE(cv::norm(t, want, cv::NORM_INF), 5e-7);
+  EXPECT_EQ(t.at<float>(0, 1000), 0.0f);
+  EXPECT_LT(t.at<float>(0, 999), 0.0f);
 }
 
 TEST(Preprocess, NormaliseWithoutBackgroundIsPlainAsinhAndFillsNaN) {

@@ -97,4 +97,7 @@ struct DenoiseEvaluation {
 /// Human-readable report (what `astroflow evaluate denoise` prints).
 [[nodiscard]] std::string format_denoise_report(const DenoiseEvaluation& e);
 
+/// The same as JSON (`astroflow evaluate denoise --json`); non-finite numbers are null.
+[[nodiscard]] std::string to_json(const DenoiseEvaluation& e);
+
 }  // namespace astroflow

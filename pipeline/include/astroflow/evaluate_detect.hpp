@@ -22,6 +22,9 @@
 //  * star/galaxy accuracy over matched truth rows with SNR > class_snr_min: a detection is a
 //    star when class_column > class_threshold (SExtractor's CLASS_STAR > 0.5 by default);
 //    skipped, with a note, when the catalog has no such column;
+//  * completeness per truth-SNR bin (edges snr_edges; the last bin is open), for all truth rows
+//    and for stars alone (TYPE star): e.g. the share of stars with S/N > 5 still found on a
+//    denoised image; empty when the truth has no SNR column;
 //  * deblending success over truth pairs closer than blend_reff_factor x the larger R_EFF of
 //    the two (stars have R_EFF NaN, taken as 0), both with SNR >= blend_snr_min: the share of
 //    pairs whose two members are both matched (to distinct detections, by construction).
@@ -46,6 +49,8 @@ struct DetectEvalOptions {
   double class_snr_min = 20.0;   ///< truth SNR above which star/galaxy accuracy is measured
   double blend_reff_factor = 2.0;
   double blend_snr_min = 10.0;  ///< both members of a close pair at least this truth SNR
+  /// Lower edges of the truth-SNR completeness bins, increasing; the last bin has no top.
+  std::vector<double> snr_edges = {0.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0};
   /// When the catalog has a FILE column (a merged catalog): keep only rows whose FILE has this
   /// file name (folders ignored). Empty: every row (the catalog must then describe one image).
   std::string file;
@@ -74,6 +79,17 @@ struct DetectMagBin {
   double purity = 0.0;  ///< NaN when detections == 0
 };
 
+struct DetectSnrBin {
+  double snr_min = 0.0;
+  double snr_max = 0.0;  ///< infinity for the last bin
+  std::size_t truth = 0;
+  std::size_t truth_matched = 0;
+  double completeness = 0.0;  ///< NaN when truth == 0
+  std::size_t stars = 0;      ///< truth rows of TYPE star in the bin
+  std::size_t stars_matched = 0;
+  double star_completeness = 0.0;  ///< NaN when stars == 0
+};
+
 struct DetectEvaluation {
   DetectEvalOptions options;
   std::size_t truth_rows = 0;
@@ -86,6 +102,7 @@ struct DetectEvaluation {
   double median_offset_pix = 0.0;  ///< over matched detections
   std::vector<DetectMagBin> bins;
   bool has_det_mag = false;
+  std::vector<DetectSnrBin> snr_bins;  ///< empty when the truth has no SNR column
   // star/galaxy
   bool class_measured = false;
   std::string class_note;  ///< why it was skipped
