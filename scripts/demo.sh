@@ -23,6 +23,9 @@ mv out/truth/cutouts/stamp_*.fits sample/cutouts/
 
 "$AF" run configs/demo.yaml --input sample/ --output out/demo
 
+rm -rf out/denoise
+"$AF" run configs/denoise.yaml --input sample/field.fits --output out/denoise
+
 # The survey pipeline (configs/survey.yaml) on a mini-survey: one simulated sky cut into 2x2
 # overlapping tiles that share its WCS frame; the merged catalog flags cross-image duplicates.
 rm -rf out/survey-sim out/survey
@@ -41,6 +44,8 @@ Demo done.
                    (CLASS, CLASS_ID, P_<CLASS>: morphology of each source, models/classify)
   per image:       out/demo/field.cat.fits, field.segmap.fits, field.background.fits, ...
   run summary:     out/demo/summary.json
+  denoising:       out/denoise/field.denoised.fits (configs/denoise.yaml; sources ran on it),
+                   out/denoise/quicklook/field.denoised.png (raw | denoised), report.html
   survey run:      out/survey/report.html (configs/survey.yaml on sample/survey/, 4 overlapping
                    tiles; truth in out/survey-sim/); real HST data: bench/survey_real.sh
 Open out/demo/field.segmap.fits next to sample/field.fits in DS9, or read the catalog with

@@ -107,6 +107,9 @@ int cmd_run(const RunArgs& a) {
   registry.scan(PluginRegistry::search_path(config.plugin_paths));
   for (const std::string& r : registry.refusals()) logger->debug("plugin refused: {}", r);
   const std::vector<ResolvedStage> stages = resolve_stages(config, registry);
+  for (const ResolvedStage& s : stages) {
+    for (const std::string& w : s.replaced_planes) logger->warn("{}: {}", config.file, w);
+  }
 
   ProgressReporter progress(stderr, isatty(fileno(stderr)) != 0, a.progress_interval_s);
   RunOptions options;
@@ -191,6 +194,9 @@ int cmd_validate(const std::string& path, const std::vector<std::string>& sets) 
   registry.scan(PluginRegistry::search_path(config.plugin_paths));
   const std::vector<ResolvedStage> stages = resolve_stages(config, registry);
   std::cout << "OK " << config.file << " (config sha256 " << config.hash() << ")\n";
+  for (const ResolvedStage& s : stages) {
+    for (const std::string& w : s.replaced_planes) std::cout << "warning: " << w << "\n";
+  }
   std::cout << stages.size() << " stage(s):\n";
   int i = 0;
   for (const ResolvedStage& s : stages) {

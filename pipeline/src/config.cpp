@@ -1076,6 +1076,7 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
 
   std::vector<std::string> plugin_names;
   for (const LoadedPlugin* p : registry.plugins()) plugin_names.push_back(p->name());
+  std::map<std::string, std::string> plane_provider;  // plane token -> the stage that provides it
 
   std::vector<ResolvedStage> out;
   out.reserve(config.stages.size());
@@ -1169,7 +1170,19 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
       }
       throw ConfigError(stage.where, msg);
     }
-    for (auto& p : split_tokens(plugin->provides(), ',')) provided.push_back(std::move(p));
+    const std::string who =
+        "stage '" + stage.name + "' (stages[" + std::to_string(i) + "])";
+    for (auto& p : split_tokens(plugin->provides(), ',')) {
+      if (p.rfind("plane:", 0) == 0) {
+        auto [it, fresh] = plane_provider.emplace(p, who);
+        if (!fresh) {
+          rs.replaced_planes.push_back(who + " replaces the plane '" + p.substr(6) + "' of " +
+                                       it->second);
+          it->second = who;
+        }
+      }
+      provided.push_back(std::move(p));
+    }
     out.push_back(std::move(rs));
   }
 

@@ -473,6 +473,19 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
         const std::string png = "quicklook/" + rel_stem + ".png";
         write_png((out / png).string(), render_quicklook(f.science, f.catalog, segmap));
         w.outputs.push_back(ManifestOutput{png, sha256_file((out / png).string())});
+        // A denoising stage's result beside its input, in the input's stretch. The raw pixels
+        // are the science plane, or "science_raw" when the stage replaced the science plane.
+        if (auto den = f.planes.find("denoised"); den != f.planes.end()) {
+          auto raw_it = f.planes.find("science_raw");
+          const cv::Mat& raw = raw_it != f.planes.end() ? raw_it->second : f.science;
+          if (raw.size() == den->second.size() && raw.type() == CV_32FC1 &&
+              den->second.type() == CV_32FC1) {
+            const std::string side = "quicklook/" + rel_stem + ".denoised.png";
+            write_png((out / side).string(),
+                      render_side_by_side(raw, den->second, "raw", "denoised"));
+            w.outputs.push_back(ManifestOutput{side, sha256_file((out / side).string())});
+          }
+        }
       }
       w.sources = f.catalog.rows();
       if (!fits_catalogs) f.catalog = with_file_columns(f, file.relative);

@@ -21,14 +21,14 @@ double quantile(std::vector<float>& v, double q) {
   return v[static_cast<std::size_t>(k)];
 }
 
-}  // namespace
+struct Stretch {
+  double median = 0.0;
+  double soft = 1.0;
+  double white = 1.0;
+};
 
-cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const cv::Mat& segmap,
-                         const QuicklookOptions& options) {
-  if (science.empty() || science.type() != CV_32FC1)
-    throw std::invalid_argument("quicklook: science plane is empty or not CV_32FC1");
-
-  // Robust statistics on a regular sample of finite pixels.
+// Robust statistics on a regular sample of finite pixels.
+Stretch stretch_of(const cv::Mat& science, const QuicklookOptions& options) {
   const std::size_t total = science.total();
   const std::size_t step = std::max<std::size_t>(1, total / 65536);
   std::vector<float> sample;
@@ -38,16 +38,22 @@ cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const c
         science.at<float>(static_cast<int>(i / science.cols), static_cast<int>(i % science.cols));
     if (std::isfinite(v)) sample.push_back(v);
   }
-  const double median = quantile(sample, 0.5);
+  Stretch st;
+  st.median = quantile(sample, 0.5);
   std::vector<float> dev(sample.size());
   for (std::size_t i = 0; i < sample.size(); ++i)
-    dev[i] = static_cast<float>(std::abs(sample[i] - median));
+    dev[i] = static_cast<float>(std::abs(sample[i] - st.median));
   double sigma = 1.4826 * quantile(dev, 0.5);
   const double top = quantile(sample, 0.995);
-  if (!(sigma > 0)) sigma = std::max(1e-12, std::abs(top - median));
-  const double soft = options.softening_sigma * sigma;
-  const double white = std::asinh(std::max(top - median, soft) / soft);
+  if (!(sigma > 0)) sigma = std::max(1e-12, std::abs(top - st.median));
+  st.soft = options.softening_sigma * sigma;
+  st.white = std::asinh(std::max(top - st.median, st.soft) / st.soft);
+  return st;
+}
 
+// The stretched 8-bit image, shrunk so its longest side is at most max_size_pix.
+cv::Mat stretched_gray(const cv::Mat& science, const Stretch& st,
+                       const QuicklookOptions& options) {
   cv::Mat gray(science.size(), CV_8UC1);
   for (int y = 0; y < science.rows; ++y) {
     const float* in = science.ptr<float>(y);
@@ -58,23 +64,29 @@ cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const c
         out[x] = 0;
         continue;
       }
-      const double s = std::asinh((v - median) / soft) / white;
+      const double s = std::asinh((v - st.median) / st.soft) / st.white;
       out[x] = static_cast<unsigned char>(std::lround(255.0 * std::clamp(s, 0.0, 1.0)));
     }
   }
-
   const int longest = std::max(science.cols, science.rows);
   const double scale =
       longest > options.max_size_pix ? static_cast<double>(options.max_size_pix) / longest : 1.0;
+  if (scale >= 1.0) return gray;
   cv::Mat small;
-  if (scale < 1.0) {
-    cv::resize(gray, small,
-               cv::Size(std::max(1, static_cast<int>(std::lround(science.cols * scale))),
-                        std::max(1, static_cast<int>(std::lround(science.rows * scale)))),
-               0, 0, cv::INTER_AREA);
-  } else {
-    small = gray;
-  }
+  cv::resize(gray, small,
+             cv::Size(std::max(1, static_cast<int>(std::lround(science.cols * scale))),
+                      std::max(1, static_cast<int>(std::lround(science.rows * scale)))),
+             0, 0, cv::INTER_AREA);
+  return small;
+}
+
+}  // namespace
+
+cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const cv::Mat& segmap,
+                         const QuicklookOptions& options) {
+  if (science.empty() || science.type() != CV_32FC1)
+    throw std::invalid_argument("quicklook: science plane is empty or not CV_32FC1");
+  const cv::Mat small = stretched_gray(science, stretch_of(science, options), options);
   cv::Mat bgr;
   cv::cvtColor(small, bgr, cv::COLOR_GRAY2BGR);
   const double sx = static_cast<double>(bgr.cols) / science.cols;
@@ -122,6 +134,33 @@ cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog, const c
   cv::Mat flipped;
   cv::flip(bgr, flipped, 0);
   return flipped;
+}
+
+cv::Mat render_side_by_side(const cv::Mat& left, const cv::Mat& right,
+                            const std::string& left_label, const std::string& right_label,
+                            const QuicklookOptions& options) {
+  if (left.empty() || left.type() != CV_32FC1 || right.size() != left.size() ||
+      right.type() != CV_32FC1) {
+    throw std::invalid_argument("quicklook: side-by-side images must be CV_32FC1 of one size");
+  }
+  const Stretch st = stretch_of(left, options);
+  const cv::Mat a = stretched_gray(left, st, options);
+  const cv::Mat b = stretched_gray(right, st, options);
+  constexpr int kGap = 4;
+  cv::Mat both(a.rows, 2 * a.cols + kGap, CV_8UC1, cv::Scalar(128));
+  // Flipped apart so FITS row 1 is at the bottom of each panel, as in render_quicklook.
+  cv::flip(a, both(cv::Rect(0, 0, a.cols, a.rows)), 0);
+  cv::flip(b, both(cv::Rect(a.cols + kGap, 0, b.cols, b.rows)), 0);
+  cv::Mat bgr;
+  cv::cvtColor(both, bgr, cv::COLOR_GRAY2BGR);
+  const double font = std::clamp(a.cols / 600.0, 0.35, 1.2);
+  const int pad = std::max(2, static_cast<int>(std::lround(14 * font)));
+  const cv::Scalar label_colour(0, 220, 255);
+  cv::putText(bgr, left_label, cv::Point(pad / 2, 2 * pad), cv::FONT_HERSHEY_SIMPLEX, font,
+              label_colour, 1, cv::LINE_AA);
+  cv::putText(bgr, right_label, cv::Point(a.cols + kGap + pad / 2, 2 * pad),
+              cv::FONT_HERSHEY_SIMPLEX, font, label_colour, 1, cv::LINE_AA);
+  return bgr;
 }
 
 void write_png(const std::string& path, const cv::Mat& image) {

@@ -14,6 +14,7 @@
 #include <astroflow/preprocess.hpp>
 #include <astroflow/tile_blend.hpp>
 #include <cmath>
+#include <opencv2/imgproc.hpp>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -32,6 +33,7 @@ class DenoiseStage : public astroflow::Stage {
     overlap_ = static_cast<int>(o.get_int("overlap"));
     batch_ = static_cast<int>(o.get_int("batch"));
     replace_science_ = o.get_bool("replace_science");
+    flux_restore_sigma_ = o.get_double("flux_restore_sigma");
   }
 
   void open(const astroflow::StageContext& ctx) override {
@@ -58,7 +60,7 @@ class DenoiseStage : public astroflow::Stage {
     const cv::Mat& rms = frame.planes.at("rms");
     const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
 
-    const cv::Mat out_norm = astroflow::blend_tiles(
+    cv::Mat out_norm = astroflow::blend_tiles(
         norm, tile_, overlap_, batch_, [this](const std::vector<cv::Mat>& tiles) {
           const int dims[4] = {static_cast<int>(tiles.size()), 1, tile_, tile_};
           cv::Mat blob(4, dims, CV_32F);
@@ -75,6 +77,8 @@ class DenoiseStage : public astroflow::Stage {
           return outs;
         });
 
+    if (flux_restore_sigma_ > 0.0) restore_local_flux(norm, blank, out_norm);
+
     cv::Mat denoised(sci.size(), CV_32F);
     constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
     for (int y = 0; y < sci.rows; ++y) {
@@ -89,6 +93,8 @@ class DenoiseStage : public astroflow::Stage {
     }
     frame.planes["denoised"] = denoised;
     if (replace_science_) {
+      // The raw pixels stay as the plane "science_raw" (for the run's raw | denoised quick-look).
+      frame.planes["science_raw"] = frame.science;
       frame.science = denoised.clone();
       frame.header.set("DENOISED", true, "astroflow denoise replaced the science plane");
     }
@@ -97,6 +103,30 @@ class DenoiseStage : public astroflow::Stage {
   }
 
  private:
+  // Adds back the low-pass part of the residual (input - output, in normalised units), a
+  // Gaussian of flux_restore_sigma_ pixels, normalised over the non-blank pixels. A network
+  // trained for the mean squared error shrinks ambiguous faint flux towards its prior, which
+  // biases aperture fluxes; the residual's low-pass part carries that bias back (and some of
+  // the noise: a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of white noise).
+  void restore_local_flux(const cv::Mat& input, const cv::Mat& blank, cv::Mat& output) const {
+    cv::Mat residual;
+    cv::subtract(input, output, residual);
+    residual.setTo(0.0f, blank);
+    const int k = 2 * static_cast<int>(std::ceil(4.0 * flux_restore_sigma_)) + 1;
+    const cv::Size ksize(k, k);
+    cv::GaussianBlur(residual, residual, ksize, flux_restore_sigma_, flux_restore_sigma_,
+                     cv::BORDER_REFLECT);
+    if (cv::countNonZero(blank) > 0) {
+      cv::Mat weight(blank.size(), CV_32F, cv::Scalar(1.0f));
+      weight.setTo(0.0f, blank);
+      cv::GaussianBlur(weight, weight, ksize, flux_restore_sigma_, flux_restore_sigma_,
+                       cv::BORDER_REFLECT);
+      cv::max(weight, 1e-3f, weight);
+      cv::divide(residual, weight, residual);
+    }
+    output += residual;
+  }
+
   static std::string resolve(const std::string& p, const std::string& config_dir) {
     const fs::path path(p);
     if (path.is_absolute() || config_dir.empty()) return p;
@@ -113,6 +143,7 @@ class DenoiseStage : public astroflow::Stage {
   int overlap_ = 32;
   int batch_ = 8;
   bool replace_science_ = false;
+  double flux_restore_sigma_ = 0.0;
   std::optional<astroflow::OnnxModel> model_;
 };
 
@@ -129,4 +160,8 @@ ASTROFLOW_PLUGIN(
         .add_int("overlap", 32, "overlap of neighbouring tiles in pixels", 0, 2048)
         .add_int("batch", 8, "tiles per forward pass", 1, 1024)
         .add_bool("replace_science", false,
-                  "also replace the science plane by the denoised image (later stages see it)"))
+                  "also replace the science plane by the denoised image (later stages see it)")
+        .add_double("flux_restore_sigma", 0.0,
+                    "add back the residual's Gaussian low-pass of this sigma (pixels; 0 = off), "
+                    "which restores aperture fluxes at some cost in noise",
+                    0.0, 64.0))

@@ -12,6 +12,7 @@
 #include <astroflow/tile_blend.hpp>
 #include <chrono>
 #include <cmath>
+#include <opencv2/imgproc.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
@@ -171,6 +172,58 @@ TEST(DenoisePlugin, BlankPixelsStayBlankAndSubtractedFramesStayAtZero) {
   EXPECT_NEAR(cv::mean(d, finite_mask)[0], 0.0, 0.1);
   // replace_science: later stages see the denoised pixels.
   EXPECT_EQ(cv::norm(out.science, d, cv::NORM_INF, finite_mask), 0.0);
+}
+
+TEST(DenoisePlugin, FluxRestoreKeepsTheInputsApertureFluxAndTheRawPlane) {
+  // A faint Gaussian source (total flux 150, sigma 4 px: peak 1.5 sigma) in unit noise. Adding
+  // back the residual's low-pass makes the output's aperture flux follow the input's, where the
+  // plain output's differs from it by whatever the network took away.
+  auto run = [](double restore) {
+    astroflow::PluginRegistry registry;
+    auto stage = make_stage(registry, "denoise",
+                            {{"model", model_path()},
+                             {"flux_restore_sigma", restore},
+                             {"replace_science", true}});
+    astroflow::Batch batch;
+    Frame f;
+    f.path = "blob.fits";
+    f.science = gaussian_noise(256, 256, 0.0, 1.0, 21);
+    for (int y = 0; y < 256; ++y) {
+      for (int x = 0; x < 256; ++x) {
+        const double r2 = (x - 128.0) * (x - 128.0) + (y - 128.0) * (y - 128.0);
+        f.science.at<float>(y, x) += static_cast<float>(150.0 / (2 * M_PI * 16) * std::exp(-r2 / 32));
+      }
+    }
+    f.planes["background"] = cv::Mat(256, 256, CV_32F, cv::Scalar(0.0));
+    f.planes["rms"] = cv::Mat(256, 256, CV_32F, cv::Scalar(1.0));
+    batch.frames.push_back(std::move(f));
+    stage->process(batch);
+    return std::move(batch.frames[0]);
+  };
+  const Frame plain = run(0.0);
+  const Frame restored = run(2.0);
+  ASSERT_FALSE(plain.failed());
+  ASSERT_FALSE(restored.failed());
+  const cv::Mat& input = restored.planes.at("science_raw");  // replace_science keeps the raw
+  EXPECT_EQ(cv::norm(input, plain.planes.at("science_raw"), cv::NORM_INF), 0.0);
+  cv::Mat aperture(256, 256, CV_8U, cv::Scalar(0));
+  cv::circle(aperture, cv::Point(128, 128), 12, cv::Scalar(1), -1);
+  auto flux = [&](const cv::Mat& m) {
+    return cv::mean(m, aperture)[0] * cv::countNonZero(aperture);
+  };
+  const double in_flux = flux(input);
+  const double plain_off = flux(plain.planes.at("denoised")) - in_flux;
+  const double restored_off = flux(restored.planes.at("denoised")) - in_flux;
+  EXPECT_GT(std::abs(plain_off), 10.0);  // the network moved flux (measured 37 of 150)
+  // measured -4.9
+  EXPECT_LT(std::abs(restored_off), 0.3 * std::abs(plain_off)) << plain_off << " " << restored_off;
+  // Still a denoiser: the background noise stays well below the input's.
+  cv::Mat corner_in = input(cv::Rect(0, 0, 64, 64));
+  cv::Mat corner_out = restored.planes.at("denoised")(cv::Rect(0, 0, 64, 64));
+  cv::Scalar m_in, s_in, m_out, s_out;
+  cv::meanStdDev(corner_in, m_in, s_in);
+  cv::meanStdDev(corner_out, m_out, s_out);
+  EXPECT_LT(s_out[0], 0.5 * s_in[0]);
 }
 
 TEST(DenoisePlugin, ShippedModelReducesNoiseOnAHeldOutField) {

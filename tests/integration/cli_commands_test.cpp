@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -93,6 +94,11 @@ TEST(CliEvaluate, DenoiseReportsTheNoiseReductionOfARun) {
   // The shipped model measured 4.5x on a 512x512 field of this seed; 2x is the floor.
   EXPECT_GT(std::stod(m[1].str()), 2.0) << r.out;
   EXPECT_NE(r.out.find("largest tile-seam jump"), std::string::npos) << r.out;
+  // configs/denoise.yaml asks for quick-looks: raw | denoised side by side, listed in the report.
+  EXPECT_TRUE(std::filesystem::is_regular_file(dir / "out/quicklook/field.denoised.png"));
+  std::ifstream report(dir / "out/report.html");
+  const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("quicklook/field.denoised.png"), std::string::npos);
   // The JSON report carries the same numbers.
   std::ifstream js(dir / "denoise.json");
   const nlohmann::json j = nlohmann::json::parse(js);

@@ -688,6 +688,25 @@ class ResolveTest : public ConfigTest {
   PluginRegistry registry_;
 };
 
+TEST_F(ResolveTest, APlaneProvidedTwiceIsNotedOnTheLaterStage) {
+  if (!load_plugin("background") || !load_plugin("sources")) GTEST_SKIP() << "plugins not built";
+  // background twice (as after a denoising stage): its planes are replaced, the first is not.
+  const std::string path = write("twice.yaml",
+                                 "stages:\n"
+                                 "  - plugin: background\n"
+                                 "  - plugin: sources\n"
+                                 "  - {plugin: background, name: again}\n");
+  const PipelineConfig c = PipelineConfig::load(path);
+  const std::vector<ResolvedStage> r = resolve_stages(c, registry_);
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_TRUE(r[0].replaced_planes.empty());
+  EXPECT_TRUE(r[1].replaced_planes.empty());
+  ASSERT_FALSE(r[2].replaced_planes.empty());
+  const std::string& w = r[2].replaced_planes.front();
+  EXPECT_NE(w.find("stage 'again' (stages[2]) replaces the plane '"), std::string::npos) << w;
+  EXPECT_NE(w.find("of stage 'background' (stages[0])"), std::string::npos) << w;
+}
+
 TEST_F(ResolveTest, TypesOptionsAndFillsDefaults) {
   ASSERT_TRUE(load_plugin("background"));
   const std::string path = write("a.yaml",

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <opencv2/imgproc.hpp>
+#include <vector>
 
 #include "astroflow/quicklook.hpp"
 
@@ -47,6 +49,36 @@ TEST(Quicklook, EllipseIsDrawnAtTheSourceWithFitsRowOneAtTheBottom) {
   EXPECT_TRUE(red_near(29, 66));
   EXPECT_FALSE(red_near(29, 60)) << "the centre is not on the outline";
   EXPECT_FALSE(red_near(41, 19)) << "unflipped position must be empty";
+}
+
+TEST(Quicklook, SideBySideUsesTheLeftImagesStretchForBoth) {
+  // Left: noise around 10 with a bright square in its bottom rows (FITS rows 1-10); right: the
+  // same level without noise and without the square. Both panels share the left's stretch, so
+  // the flat right panel is uniform and as grey as the left panel's median.
+  cv::Mat left(80, 100, CV_32F);
+  cv::randn(left, 10.0, 1.0);
+  left(cv::Rect(40, 0, 10, 10)) += 100.0f;
+  const cv::Mat right(80, 100, CV_32F, cv::Scalar(10.0f));
+  const cv::Mat q = render_side_by_side(left, right, "", "");
+  ASSERT_EQ(q.type(), CV_8UC3);
+  EXPECT_EQ(q.cols, 204);
+  EXPECT_EQ(q.rows, 80);
+  cv::Mat gray;
+  cv::cvtColor(q, gray, cv::COLOR_BGR2GRAY);
+  const cv::Mat l = gray(cv::Rect(0, 0, 100, 80));
+  const cv::Mat r = gray(cv::Rect(104, 0, 100, 80));
+  double rmin = 0;
+  double rmax = 0;
+  cv::minMaxLoc(r, &rmin, &rmax);
+  EXPECT_EQ(rmin, rmax);  // flat, and no label drawn
+  // The square is white at the bottom of the left panel (row 1 at the bottom).
+  EXPECT_EQ(l.at<unsigned char>(75, 45), 255);
+  EXPECT_LT(l.at<unsigned char>(5, 45), 128);
+  std::vector<unsigned char> lv(l.begin<unsigned char>(), l.end<unsigned char>());
+  std::nth_element(lv.begin(), lv.begin() + lv.size() / 2, lv.end());
+  EXPECT_NEAR(static_cast<double>(rmin), static_cast<double>(lv[lv.size() / 2]), 3.0);
+  EXPECT_THROW((void)render_side_by_side(left, cv::Mat(10, 10, CV_32F), "a", "b"),
+               std::invalid_argument);
 }
 
 TEST(Quicklook, ThetaRotatesCounterClockwiseOnTheSky) {

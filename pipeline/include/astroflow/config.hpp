@@ -123,6 +123,11 @@ struct ResolvedStage {
   const StageConfig* config = nullptr;
   const LoadedPlugin* plugin = nullptr;
   Options options;
+  /// One line per plane this stage provides that an earlier stage already provided, e.g.
+  /// "stage 'segment' (stages[2]) replaces the plane 'segmap' of stage 'sources' (stages[1])":
+  /// legitimate (a second background stage after denoising) but worth a warning, since later
+  /// stages and the written outputs see only the last provider's plane.
+  std::vector<std::string> replaced_planes;
 };
 
 /// Checks every stage against the registry: unknown plugin, unknown option, wrong type,

@@ -28,6 +28,16 @@ struct QuicklookOptions {
 [[nodiscard]] cv::Mat render_quicklook(const cv::Mat& science, const Catalog& catalog,
                                        const cv::Mat& segmap, const QuicklookOptions& options = {});
 
+/// Two images of one size side by side (left | 4-pixel grey gap | right), both with the stretch
+/// of `left` (so a denoised image is shown in the units of its raw input), each shrunk to at
+/// most max_size_pix and flipped like render_quicklook, with a label in the top-left corner of
+/// each panel. CV_8UC3 (BGR). Throws std::invalid_argument on empty, non-CV_32FC1 or unequal
+/// images.
+[[nodiscard]] cv::Mat render_side_by_side(const cv::Mat& left, const cv::Mat& right,
+                                          const std::string& left_label,
+                                          const std::string& right_label,
+                                          const QuicklookOptions& options = {});
+
 /// PNG-encodes and writes atomically. Throws std::runtime_error naming the path.
 void write_png(const std::string& path, const cv::Mat& image);
 
