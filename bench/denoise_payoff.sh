@@ -15,6 +15,7 @@
 #            them (docs/denoise.md).
 #   SIZE     field side in pixels (default 4096)
 #   THREADS  (default 2)
+#   FLUX_RESTORE  the denoise stage's flux_restore_sigma (default 1, as configs/denoise.yaml)
 #   SRC_THRESHOLDS  sources thresholds, in units of the image's own background rms
 #   DET_THRESHOLDS  detect heatmap-score thresholds
 #   KEEP=1   keep the work folder;  OUT=DIR  also copy every JSON report there
@@ -26,6 +27,7 @@ af="$build/bin/astroflow"
 fields=${FIELDS:-"9401:2000 9402:700"}
 size=${SIZE:-4096}
 threads=${THREADS:-2}
+flux_restore=${FLUX_RESTORE:-1}
 src_thresholds=${SRC_THRESHOLDS:-"1.0 1.25 1.5 2 2.5 3 4 5 7"}
 det_thresholds=${DET_THRESHOLDS:-"0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8"}
 [ -x "$af" ] || { echo "denoise_payoff: $af not built" >&2; exit 2; }
@@ -40,7 +42,8 @@ input: {pattern: "*.fits", hdu: auto}
 output: {catalog: [fits], images: [denoised]}
 stages:
   - {plugin: background, back_size: 64, back_filtersize: 3}
-  - {plugin: denoise, model: $root/models/denoise/model.onnx, overlap: 32, batch: 8}
+  - {plugin: denoise, model: $root/models/denoise/model.onnx, overlap: 32, batch: 8,
+     flux_restore_sigma: $flux_restore}
 YAML
 cat > "$work/sources.yaml" <<'YAML'
 input: {pattern: "*.fits", hdu: auto}
@@ -100,7 +103,7 @@ for pair in $fields; do
   fi
 done
 
-echo "# bench/denoise_payoff.sh: SIZE=$size FIELDS=\"$fields\" THREADS=$threads"
+echo "# bench/denoise_payoff.sh: SIZE=$size FIELDS=\"$fields\" THREADS=$threads FLUX_RESTORE=$flux_restore"
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 /usr/bin/python3 - "$work" "$size" "$src_thresholds" "$det_thresholds" $fields <<'PY'
 import json, os, sys

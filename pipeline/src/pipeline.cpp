@@ -395,7 +395,17 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     return u;
   };
 
-  auto stitch_unit = [](UnitPtr u) -> UnitPtr {
+  // Planes the writer still reads after the stages: the requested images, the segmap (quick-look
+  // outlines) and a denoising stage's planes (side-by-side quick-look). A tiled image's other
+  // planes (background, rms, ...) are dropped before stitching, so they are never allocated
+  // at full size.
+  std::vector<std::string> kept_planes = config.output.images;
+  kept_planes.emplace_back("segmap");
+  if (config.output.quicklook) {
+    kept_planes.emplace_back("denoised");
+    kept_planes.emplace_back("science_raw");
+  }
+  auto stitch_unit = [&kept_planes](UnitPtr u) -> UnitPtr {
     for (Batch& b : u->batches) {
       if (b.tiled) continue;
       for (Frame& f : b.frames) u->results.push_back(std::move(f));
@@ -405,8 +415,13 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       for (Batch& b : u->batches) {
         if (!b.tiled) continue;
         for (Frame& f : b.frames) {
-          if (f.input_index == p.shell.input_index && f.hdu_index == p.shell.hdu_index)
+          if (f.input_index == p.shell.input_index && f.hdu_index == p.shell.hdu_index) {
+            std::erase_if(f.planes, [&](const auto& kv) {
+              return std::find(kept_planes.begin(), kept_planes.end(), kv.first) ==
+                     kept_planes.end();
+            });
             tiles.push_back(std::move(f));
+          }
         }
       }
       u->results.push_back(stitch_tiles(std::move(p.shell), std::move(tiles), *p.grid));

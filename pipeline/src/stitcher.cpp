@@ -103,17 +103,35 @@ Frame stitch_tiles(Frame shell, std::vector<Frame> tiles, const TileGrid& grid) 
     owned_rects(t, in_tile, in_full);
     src(in_tile).copyTo(dst(in_full));
   };
+  // One plane at a time over all tiles, each tile's copy released once pasted: the full-size
+  // plane grows as the tiles' copies go, so stitching adds about one plane to the peak memory
+  // instead of every plane at once.
+  auto tile_sized = [&](const Frame& t, const cv::Mat& m) {
+    return m.cols == grid.x_span(t.tile.index).length_pix &&
+           m.rows == grid.y_span(t.tile.index).length_pix;
+  };
   out.science = cv::Mat();
   out.weight = cv::Mat();
   out.mask = cv::Mat();
+  for (cv::Mat Frame::*member : {&Frame::science, &Frame::weight, &Frame::mask}) {
+    for (Frame& t : tiles) {
+      paste(out.*member, t.*member, t);
+      (t.*member).release();
+    }
+  }
+  std::vector<std::string> names;
   for (const Frame& t : tiles) {
-    paste(out.science, t.science, t);
-    paste(out.weight, t.weight, t);
-    paste(out.mask, t.mask, t);
     for (const auto& [name, plane] : t.planes) {
-      if (name == "segmap") continue;  // relabelled below
-      if (plane.rows == t.science.rows && plane.cols == t.science.cols)
-        paste(out.planes[name], plane, t);
+      if (name != "segmap" && std::find(names.begin(), names.end(), name) == names.end())
+        names.push_back(name);  // segmap is relabelled below
+    }
+  }
+  for (const std::string& name : names) {
+    for (Frame& t : tiles) {
+      auto it = t.planes.find(name);
+      if (it == t.planes.end()) continue;
+      if (tile_sized(t, it->second)) paste(out.planes[name], it->second, t);
+      t.planes.erase(it);
     }
   }
 
@@ -175,6 +193,7 @@ Frame stitch_tiles(Frame shell, std::vector<Frame> tiles, const TileGrid& grid) 
     cv::Mat seg = it->second;
     remap_segmap(seg, label_maps[ti], in_tile);
     paste(out.planes["segmap"], seg, tiles[ti]);
+    tiles[ti].planes.erase(it);
   }
 
   // Flags, issues and provenance.

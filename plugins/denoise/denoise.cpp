@@ -34,6 +34,7 @@ class DenoiseStage : public astroflow::Stage {
     batch_ = static_cast<int>(o.get_int("batch"));
     replace_science_ = o.get_bool("replace_science");
     flux_restore_sigma_ = o.get_double("flux_restore_sigma");
+    flux_restore_clip_ = o.get_double("flux_restore_clip");
   }
 
   void open(const astroflow::StageContext& ctx) override {
@@ -104,21 +105,27 @@ class DenoiseStage : public astroflow::Stage {
 
  private:
   // Adds back the low-pass part of the residual (input - output, in normalised units), a
-  // Gaussian of flux_restore_sigma_ pixels, normalised over the non-blank pixels. A network
-  // trained for the mean squared error shrinks ambiguous faint flux towards its prior, which
-  // biases aperture fluxes; the residual's low-pass part carries that bias back (and some of
-  // the noise: a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of white noise).
+  // Gaussian of flux_restore_sigma_ pixels, normalised over the pixels that take part. A network
+  // trained for the mean squared error pulls ambiguous faint flux towards its prior, which
+  // biases aperture fluxes; the residual's low-pass carries that flux back (and some of the
+  // noise: a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of white noise). Residual pixels
+  // beyond flux_restore_clip_ (noise units) and their 8 neighbours take no part: there the
+  // network removed a cosmic ray or hot pixel, which must not come back as a blob, or erred on
+  // a bright core, whose flux bias is small anyway. Blank pixels take no part either.
   void restore_local_flux(const cv::Mat& input, const cv::Mat& blank, cv::Mat& output) const {
     cv::Mat residual;
     cv::subtract(input, output, residual);
-    residual.setTo(0.0f, blank);
+    cv::Mat excluded = cv::abs(residual) > flux_restore_clip_;
+    cv::dilate(excluded, excluded, cv::Mat::ones(3, 3, CV_8U));
+    cv::bitwise_or(excluded, blank != 0, excluded);
+    residual.setTo(0.0f, excluded);
     const int k = 2 * static_cast<int>(std::ceil(4.0 * flux_restore_sigma_)) + 1;
     const cv::Size ksize(k, k);
     cv::GaussianBlur(residual, residual, ksize, flux_restore_sigma_, flux_restore_sigma_,
                      cv::BORDER_REFLECT);
-    if (cv::countNonZero(blank) > 0) {
+    if (cv::countNonZero(excluded) > 0) {
       cv::Mat weight(blank.size(), CV_32F, cv::Scalar(1.0f));
-      weight.setTo(0.0f, blank);
+      weight.setTo(0.0f, excluded);
       cv::GaussianBlur(weight, weight, ksize, flux_restore_sigma_, flux_restore_sigma_,
                        cv::BORDER_REFLECT);
       cv::max(weight, 1e-3f, weight);
@@ -144,6 +151,7 @@ class DenoiseStage : public astroflow::Stage {
   int batch_ = 8;
   bool replace_science_ = false;
   double flux_restore_sigma_ = 0.0;
+  double flux_restore_clip_ = 5.0;
   std::optional<astroflow::OnnxModel> model_;
 };
 
@@ -164,4 +172,8 @@ ASTROFLOW_PLUGIN(
         .add_double("flux_restore_sigma", 0.0,
                     "add back the residual's Gaussian low-pass of this sigma (pixels; 0 = off), "
                     "which restores aperture fluxes at some cost in noise",
-                    0.0, 64.0))
+                    0.0, 64.0)
+        .add_double("flux_restore_clip", 5.0,
+                    "residual pixels beyond this many noise sigmas (cosmic rays, hot pixels) and "
+                    "their neighbours are left out of flux_restore_sigma's low-pass",
+                    0.5, 1e6))

@@ -194,6 +194,7 @@ TEST(DenoisePlugin, FluxRestoreKeepsTheInputsApertureFluxAndTheRawPlane) {
         f.science.at<float>(y, x) += static_cast<float>(150.0 / (2 * M_PI * 16) * std::exp(-r2 / 32));
       }
     }
+    f.science.at<float>(60, 60) += 300.0f;  // a cosmic-ray hit: removed, and not put back
     f.planes["background"] = cv::Mat(256, 256, CV_32F, cv::Scalar(0.0));
     f.planes["rms"] = cv::Mat(256, 256, CV_32F, cv::Scalar(1.0));
     batch.frames.push_back(std::move(f));
@@ -217,6 +218,12 @@ TEST(DenoisePlugin, FluxRestoreKeepsTheInputsApertureFluxAndTheRawPlane) {
   EXPECT_GT(std::abs(plain_off), 10.0);  // the network moved flux (measured 37 of 150)
   // measured -4.9
   EXPECT_LT(std::abs(restored_off), 0.3 * std::abs(plain_off)) << plain_off << " " << restored_off;
+  // The hit's residual (about 300) is left out of the low-pass: without flux_restore_clip it
+  // would come back as a blob of about 300 / (2 pi) = 48 sigma.
+  const cv::Rect hit(57, 57, 7, 7);
+  EXPECT_LT(cv::norm(restored.planes.at("denoised")(hit), plain.planes.at("denoised")(hit),
+                     cv::NORM_INF),
+            1.0);
   // Still a denoiser: the background noise stays well below the input's.
   cv::Mat corner_in = input(cv::Rect(0, 0, 64, 64));
   cv::Mat corner_out = restored.planes.at("denoised")(cv::Rect(0, 0, 64, 64));
