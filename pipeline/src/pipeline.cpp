@@ -496,8 +496,11 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
           if (raw.size() == den->second.size() && raw.type() == CV_32FC1 &&
               den->second.type() == CV_32FC1) {
             const std::string side = "quicklook/" + rel_stem + ".denoised.png";
+            QuicklookOptions qo;
+            qo.softening_sigma = 1.0;  // shows the sky noise the denoiser removed
+            qo.black_sigma = 2.0;
             write_png((out / side).string(),
-                      render_side_by_side(raw, den->second, "raw", "denoised"));
+                      render_side_by_side(raw, den->second, "raw", "denoised", qo));
             w.outputs.push_back(ManifestOutput{side, sha256_file((out / side).string())});
           }
         }

@@ -22,7 +22,7 @@ double quantile(std::vector<float>& v, double q) {
 }
 
 struct Stretch {
-  double median = 0.0;
+  double median = 0.0;  ///< the black level (median - black_sigma sky sigmas)
   double soft = 1.0;
   double white = 1.0;
 };
@@ -46,6 +46,7 @@ Stretch stretch_of(const cv::Mat& science, const QuicklookOptions& options) {
   double sigma = 1.4826 * quantile(dev, 0.5);
   const double top = quantile(sample, 0.995);
   if (!(sigma > 0)) sigma = std::max(1e-12, std::abs(top - st.median));
+  st.median -= options.black_sigma * sigma;
   st.soft = options.softening_sigma * sigma;
   st.white = std::asinh(std::max(top - st.median, st.soft) / st.soft);
   return st;

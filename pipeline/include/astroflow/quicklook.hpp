@@ -20,6 +20,7 @@ struct QuicklookOptions {
   int max_size_pix = 1024;       ///< longest side of the PNG
   double ellipse_scale = 3.0;    ///< ellipse semi-axes in units of A_IMAGE/B_IMAGE
   double softening_sigma = 3.0;  ///< asinh softening, in units of the sky noise
+  double black_sigma = 0.0;      ///< black level: this many sky sigmas below the median
 };
 
 /// The quick-look as CV_8UC3 (BGR). `segmap` (CV_32S, same size as science) may be empty;
@@ -29,7 +30,9 @@ struct QuicklookOptions {
                                        const cv::Mat& segmap, const QuicklookOptions& options = {});
 
 /// Two images of one size side by side (left | 4-pixel grey gap | right), both with the stretch
-/// of `left` (so a denoised image is shown in the units of its raw input), each shrunk to at
+/// of `left` (so a denoised image is shown in the units of its raw input; the pipeline's raw |
+/// denoised quick-look uses softening 1 sigma and black 2 sigma below the median, which shows
+/// the sky noise), each shrunk to at
 /// most max_size_pix and flipped like render_quicklook, with a label in the top-left corner of
 /// each panel. CV_8UC3 (BGR). Throws std::invalid_argument on empty, non-CV_32FC1 or unequal
 /// images.
