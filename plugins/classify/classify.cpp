@@ -218,7 +218,10 @@ class ClassifyStage final : public astroflow::Stage {
       job.row = r;
       job.row_end = r + 1;
       job.resampled = factor != 1.0;
-      prepare(f.science, xc->as_double(r) - 1.0, yc->as_double(r) - 1.0, factor, w, h, job);
+      // X_IMAGE/Y_IMAGE are full-image positions, also on a tile of a large image (tiler.hpp):
+      // the tile's own pixels start at (tile.x0_pix, tile.y0_pix).
+      prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
+              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, w, h, job);
       jobs.push_back(std::move(job));
     }
   }

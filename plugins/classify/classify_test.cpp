@@ -222,6 +222,33 @@ TEST_F(TinyClassify, SourcesModeStampsEachSourceAndFlagsOffImageOnes) {
   EXPECT_TRUE(std::isnan(out.catalog.get<float>("P_A")[1]));
 }
 
+TEST_F(TinyClassify, SourcesModeOnATileUsesFullImagePositions) {
+  // The same 40x40 pixels as a tile whose first pixel is (1000, 2000) of a large image: the
+  // catalog (as on every tile) holds full-image positions, so the source is at FITS
+  // (1019, 2021), and the stamp must be the same as on the untiled frame.
+  cv::Mat img(40, 40, CV_32F, cv::Scalar(100.0f));
+  raw(0).copyTo(img(cv::Rect(10, 12, kSize, kSize)));
+  Frame f = cutout_frame(img);
+  f.tile.x0_pix = 1000;
+  f.tile.y0_pix = 2000;
+  f.tile.full_width_pix = 4000;
+  f.tile.full_height_pix = 4000;
+  f.tile.count = 4;
+  auto& x = f.catalog.add_column<double>("X_IMAGE", "pix");
+  auto& y = f.catalog.add_column<double>("Y_IMAGE", "pix");
+  f.catalog.resize(1);
+  x[0] = 1019.0;
+  y[0] = 2021.0;
+  auto s = stage({{"mode", std::string("sources")}});
+  Batch b;
+  b.frames.push_back(std::move(f));
+  s->process(b);
+  const Frame& out = b.frames[0];
+  ASSERT_FALSE(out.failed());
+  EXPECT_EQ(out.catalog.get<std::int32_t>("CLASS_FLAGS")[0], 0);
+  EXPECT_NEAR(out.catalog.get<float>("P_A")[0], expected_probs(0)[0], 1e-4);
+}
+
 TEST_F(TinyClassify, SourcesModeWithoutPositionsFailsTheFrame) {
   auto s = stage({{"mode", std::string("sources")}});
   Batch b;

@@ -56,8 +56,10 @@ class MorphometryStage : public astroflow::Stage {
     const astroflow::Column* numcol = cat.find("NUMBER");
 
     for (std::size_t row = 0; row < n; ++row) {
-      const double x = xcol->as_double(row) - 1.0;  // FITS 1-based -> 0-based
-      const double y = ycol->as_double(row) - 1.0;
+      // FITS 1-based full-image positions -> 0-based pixels of this frame (a tile of a large
+      // image starts at tile.x0_pix, tile.y0_pix; 0 otherwise).
+      const double x = xcol->as_double(row) - 1.0 - frame.tile.x0_pix;
+      const double y = ycol->as_double(row) - 1.0 - frame.tile.y0_pix;
       std::int32_t label = 0;
       if (!segmap.empty()) {
         label = numcol != nullptr ? static_cast<std::int32_t>(numcol->as_double(row))
