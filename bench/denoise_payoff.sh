@@ -80,21 +80,17 @@ for pair in $fields; do
     --truth "$d/sim/field.model.fits" --truth-table "$d/sim/field.truth.fits" \
     --json "$d/denoise.json" > "$d/denoise.txt"
   for img in raw den; do
-    for t in $src_thresholds; do
-      o=$d/out-$img-sources-$t
-      "$af" run "$work/sources.yaml" --input "$d/$img" --output "$o" --threads "$threads" \
-        --set stages[1].threshold="$t" --quiet
-      "$af" evaluate detect --catalog "$o/field.cat.fits" --truth "$d/sim/field.truth.fits" \
-        --json "$d/$img.sources.$t.json" > /dev/null
-      rm -rf "$o"
-    done
-    for t in $det_thresholds; do
-      o=$d/out-$img-detect-$t
-      "$af" run "$work/detect.yaml" --input "$d/$img" --output "$o" --threads "$threads" \
-        --set stages[1].threshold="$t" --quiet
-      "$af" evaluate detect --catalog "$o/field.cat.fits" --truth "$d/sim/field.truth.fits" \
-        --json "$d/$img.detect.$t.json" > /dev/null
-      rm -rf "$o"
+    for tool in sources detect; do
+      thresholds=$src_thresholds
+      [ "$tool" = detect ] && thresholds=$det_thresholds
+      for t in $thresholds; do
+        o=$d/out-$img-$tool-$t
+        "$af" run "$work/$tool.yaml" --input "$d/$img" --output "$o" --threads "$threads" \
+          --set stages[1].threshold="$t" --quiet
+        "$af" evaluate detect --catalog "$o/field.cat.fits" --truth "$d/sim/field.truth.fits" \
+          --json "$d/$img.$tool.$t.json" > /dev/null
+        rm -rf "$o"
+      done
     done
   done
   if [ -n "${OUT:-}" ]; then
