@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
@@ -91,7 +93,8 @@ class DetectStage : public astroflow::Stage {
       p = std::filesystem::path(ctx.config_dir) / p;
     }
     // OnnxModelError / ModelCardError are FatalErrors naming the model file.
-    model_.emplace(astroflow::OnnxModel::load(p.string(), {batch_, false, true}));
+    resolved_model_path_ = p.string();
+    model_.emplace(astroflow::OnnxModel::load(resolved_model_path_, {batch_, false, true}));
     const auto& card = model_->card();
     if (card.output_semantics != "heatmap" || card.class_names.size() != 2 ||
         card.channels() != 1 || card.height_pix() != card.width_pix()) {
@@ -121,6 +124,36 @@ class DetectStage : public astroflow::Stage {
   }
 
  private:
+  // A network for one concurrent batch: the stage's own first, then more loaded on demand
+  // (cv::dnn::Net is not thread-safe). Returned with release_model.
+  astroflow::OnnxModel* acquire_model() {
+    {
+      const std::lock_guard<std::mutex> lock(pool_mutex_);
+      if (!model_in_use_) {
+        model_in_use_ = true;
+        return &*model_;
+      }
+      if (!idle_models_.empty()) {
+        astroflow::OnnxModel* m = idle_models_.back();
+        idle_models_.pop_back();
+        return m;
+      }
+    }
+    auto m = std::make_unique<astroflow::OnnxModel>(
+        astroflow::OnnxModel::load(resolved_model_path_, {batch_, false, true}));
+    const std::lock_guard<std::mutex> lock(pool_mutex_);
+    extra_models_.push_back(std::move(m));
+    return extra_models_.back().get();
+  }
+  void release_model(astroflow::OnnxModel* m) {
+    const std::lock_guard<std::mutex> lock(pool_mutex_);
+    if (m == &*model_) {
+      model_in_use_ = false;
+    } else {
+      idle_models_.push_back(m);
+    }
+  }
+
   // Runs the network tile by tile; returns the owned peaks with the tile-merged flag set.
   std::vector<Candidate> run_network(const cv::Mat& t, const cv::Mat& blank) {
     const int w = t.cols;
@@ -145,11 +178,25 @@ class DetectStage : public astroflow::Stage {
       }
     }
 
-    std::vector<Candidate> owned;
-    std::vector<Candidate> others;
+    // Batches of tiles run concurrently (cv::parallel_for_), each on a network of its own from
+    // a small pool: OpenCV runs the forward pass inside a parallel region on one thread, which
+    // keeps both cores busy on many small tiles where one multi-threaded forward pass at a
+    // time left a quarter of the CPU idle. Results are gathered per batch and concatenated in
+    // batch order, so the output does not depend on the schedule.
     const std::size_t plane = static_cast<std::size_t>(tile_) * tile_;
-    for (std::size_t first = 0; first < tiles.size(); first += static_cast<std::size_t>(batch_)) {
-      const std::size_t last = std::min(tiles.size(), first + static_cast<std::size_t>(batch_));
+    const auto step = static_cast<std::size_t>(batch_);
+    const std::size_t n_batches = (tiles.size() + step - 1) / step;
+    struct BatchOut {
+      std::vector<Candidate> owned;
+      std::vector<Candidate> others;
+      std::string error;
+    };
+    std::vector<BatchOut> outs(n_batches);
+    auto run_batch = [&](std::size_t b) {
+      std::vector<Candidate>& owned = outs[b].owned;
+      std::vector<Candidate>& others = outs[b].others;
+      const std::size_t first = b * step;
+      const std::size_t last = std::min(tiles.size(), first + step);
       const int dims[4] = {static_cast<int>(last - first), 1, tile_, tile_};
       cv::Mat blob(4, dims, CV_32F, cv::Scalar(0));
       for (std::size_t i = first; i < last; ++i) {
@@ -160,7 +207,15 @@ class DetectStage : public astroflow::Stage {
         cv::Mat dst(tile_, tile_, CV_32F, blob.ptr<float>() + (i - first) * plane);
         input(cv::Rect(x0, y0, cw, ch)).copyTo(dst(cv::Rect(0, 0, cw, ch)));
       }
-      const cv::Mat out = model_->run(blob).at(0);
+      cv::Mat out;
+      {
+        struct Lease {
+          DetectStage* stage;
+          astroflow::OnnxModel* net;
+          ~Lease() { stage->release_model(net); }
+        } lease{this, acquire_model()};
+        out = lease.net->run(blob).at(0);
+      }
       if (out.dims != 4 || out.size[1] < 6) {
         throw astroflow::FrameError("detect: the network output is not N x 6 x H x W");
       }
@@ -200,6 +255,22 @@ class DetectStage : public astroflow::Stage {
           (mine ? owned : others).push_back(c);
         }
       }
+    };
+    cv::parallel_for_(cv::Range(0, static_cast<int>(n_batches)), [&](const cv::Range& r) {
+      for (int b = r.start; b < r.end; ++b) {
+        try {
+          run_batch(static_cast<std::size_t>(b));
+        } catch (const std::exception& e) {
+          outs[static_cast<std::size_t>(b)].error = e.what();
+        }
+      }
+    }, static_cast<double>(n_batches));
+    std::vector<Candidate> owned;
+    std::vector<Candidate> others;
+    for (BatchOut& o : outs) {
+      if (!o.error.empty()) throw astroflow::FrameError(o.error);
+      owned.insert(owned.end(), o.owned.begin(), o.owned.end());
+      others.insert(others.end(), o.others.begin(), o.others.end());
     }
     const double r2 = merge_radius_pix_ * merge_radius_pix_;
     for (Candidate& c : owned) {
@@ -431,6 +502,11 @@ class DetectStage : public astroflow::Stage {
   double zeropoint_ = 25.0;
   int star_class_ = 0;
   std::optional<astroflow::OnnxModel> model_;
+  std::string resolved_model_path_;
+  std::mutex pool_mutex_;
+  bool model_in_use_ = false;
+  std::vector<astroflow::OnnxModel*> idle_models_;
+  std::vector<std::unique_ptr<astroflow::OnnxModel>> extra_models_;
 };
 
 }  // namespace
