@@ -1170,8 +1170,7 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
       }
       throw ConfigError(stage.where, msg);
     }
-    const std::string who =
-        "stage '" + stage.name + "' (stages[" + std::to_string(i) + "])";
+    const std::string who = "stage '" + stage.name + "' (stages[" + std::to_string(i) + "])";
     for (auto& p : split_tokens(plugin->provides(), ',')) {
       if (p.rfind("plane:", 0) == 0) {
         auto [it, fresh] = plane_provider.emplace(p, who);

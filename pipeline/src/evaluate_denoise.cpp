@@ -4,10 +4,10 @@
 #include "astroflow/evaluate_denoise.hpp"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "astroflow/error.hpp"

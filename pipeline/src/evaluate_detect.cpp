@@ -273,16 +273,14 @@ DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth
     e.snr_bins.resize(o.snr_edges.size());
     for (std::size_t b = 0; b < o.snr_edges.size(); ++b) {
       e.snr_bins[b].snr_min = o.snr_edges[b];
-      e.snr_bins[b].snr_max = b + 1 < o.snr_edges.size()
-                                  ? o.snr_edges[b + 1]
-                                  : std::numeric_limits<double>::infinity();
+      e.snr_bins[b].snr_max =
+          b + 1 < o.snr_edges.size() ? o.snr_edges[b + 1] : std::numeric_limits<double>::infinity();
     }
     for (std::size_t i = 0; i < tx.size(); ++i) {
       const double snr = value_at(*tsnr, i);
       if (!std::isfinite(snr) || snr < o.snr_edges.front()) continue;
       const auto b = static_cast<std::size_t>(
-          std::upper_bound(o.snr_edges.begin(), o.snr_edges.end(), snr) - o.snr_edges.begin() -
-          1);
+          std::upper_bound(o.snr_edges.begin(), o.snr_edges.end(), snr) - o.snr_edges.begin() - 1);
       DetectSnrBin& bin = e.snr_bins[b];
       const bool found = m.truth_to_det[i] >= 0;
       ++bin.truth;

@@ -53,8 +53,7 @@ Stretch stretch_of(const cv::Mat& science, const QuicklookOptions& options) {
 }
 
 // The stretched 8-bit image, shrunk so its longest side is at most max_size_pix.
-cv::Mat stretched_gray(const cv::Mat& science, const Stretch& st,
-                       const QuicklookOptions& options) {
+cv::Mat stretched_gray(const cv::Mat& science, const Stretch& st, const QuicklookOptions& options) {
   cv::Mat gray(science.size(), CV_8UC1);
   for (int y = 0; y < science.rows; ++y) {
     const float* in = science.ptr<float>(y);

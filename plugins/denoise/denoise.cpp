@@ -14,9 +14,9 @@
 #include <astroflow/preprocess.hpp>
 #include <astroflow/tile_blend.hpp>
 #include <cmath>
-#include <opencv2/imgproc.hpp>
 #include <filesystem>
 #include <limits>
+#include <opencv2/imgproc.hpp>
 #include <optional>
 #include <string>
 #include <vector>

@@ -12,13 +12,13 @@
 #include <astroflow/tile_blend.hpp>
 #include <chrono>
 #include <cmath>
-#include <opencv2/imgproc.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <limits>
 #include <map>
 #include <memory>
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 #include <random>
 #include <string>
 
@@ -180,10 +180,9 @@ TEST(DenoisePlugin, FluxRestoreKeepsTheInputsApertureFluxAndTheRawPlane) {
   // plain output's differs from it by whatever the network took away.
   auto run = [](double restore) {
     astroflow::PluginRegistry registry;
-    auto stage = make_stage(registry, "denoise",
-                            {{"model", model_path()},
-                             {"flux_restore_sigma", restore},
-                             {"replace_science", true}});
+    auto stage = make_stage(
+        registry, "denoise",
+        {{"model", model_path()}, {"flux_restore_sigma", restore}, {"replace_science", true}});
     astroflow::Batch batch;
     Frame f;
     f.path = "blob.fits";
@@ -191,7 +190,8 @@ TEST(DenoisePlugin, FluxRestoreKeepsTheInputsApertureFluxAndTheRawPlane) {
     for (int y = 0; y < 256; ++y) {
       for (int x = 0; x < 256; ++x) {
         const double r2 = (x - 128.0) * (x - 128.0) + (y - 128.0) * (y - 128.0);
-        f.science.at<float>(y, x) += static_cast<float>(150.0 / (2 * M_PI * 16) * std::exp(-r2 / 32));
+        f.science.at<float>(y, x) +=
+            static_cast<float>(150.0 / (2 * M_PI * 16) * std::exp(-r2 / 32));
       }
     }
     f.science.at<float>(60, 60) += 300.0f;  // a cosmic-ray hit: removed, and not put back
@@ -221,9 +221,9 @@ TEST(DenoisePlugin, FluxRestoreKeepsTheInputsApertureFluxAndTheRawPlane) {
   // The hit's residual (about 300) is left out of the low-pass: without flux_restore_clip it
   // would come back as a blob of about 300 / (2 pi) = 48 sigma.
   const cv::Rect hit(57, 57, 7, 7);
-  EXPECT_LT(cv::norm(restored.planes.at("denoised")(hit), plain.planes.at("denoised")(hit),
-                     cv::NORM_INF),
-            1.0);
+  EXPECT_LT(
+      cv::norm(restored.planes.at("denoised")(hit), plain.planes.at("denoised")(hit), cv::NORM_INF),
+      1.0);
   // Still a denoiser: the background noise stays well below the input's.
   cv::Mat corner_in = input(cv::Rect(0, 0, 64, 64));
   cv::Mat corner_out = restored.planes.at("denoised")(cv::Rect(0, 0, 64, 64));

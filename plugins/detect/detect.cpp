@@ -256,15 +256,18 @@ class DetectStage : public astroflow::Stage {
         }
       }
     };
-    cv::parallel_for_(cv::Range(0, static_cast<int>(n_batches)), [&](const cv::Range& r) {
-      for (int b = r.start; b < r.end; ++b) {
-        try {
-          run_batch(static_cast<std::size_t>(b));
-        } catch (const std::exception& e) {
-          outs[static_cast<std::size_t>(b)].error = e.what();
-        }
-      }
-    }, static_cast<double>(n_batches));
+    cv::parallel_for_(
+        cv::Range(0, static_cast<int>(n_batches)),
+        [&](const cv::Range& r) {
+          for (int b = r.start; b < r.end; ++b) {
+            try {
+              run_batch(static_cast<std::size_t>(b));
+            } catch (const std::exception& e) {
+              outs[static_cast<std::size_t>(b)].error = e.what();
+            }
+          }
+        },
+        static_cast<double>(n_batches));
     std::vector<Candidate> owned;
     std::vector<Candidate> others;
     for (BatchOut& o : outs) {

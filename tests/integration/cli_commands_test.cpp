@@ -97,7 +97,8 @@ TEST(CliEvaluate, DenoiseReportsTheNoiseReductionOfARun) {
   // configs/denoise.yaml asks for quick-looks: raw | denoised side by side, listed in the report.
   EXPECT_TRUE(std::filesystem::is_regular_file(dir / "out/quicklook/field.denoised.png"));
   std::ifstream report(dir / "out/report.html");
-  const std::string html((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
+  const std::string html((std::istreambuf_iterator<char>(report)),
+                         std::istreambuf_iterator<char>());
   EXPECT_NE(html.find("quicklook/field.denoised.png"), std::string::npos);
   // The JSON report carries the same numbers.
   std::ifstream js(dir / "denoise.json");
