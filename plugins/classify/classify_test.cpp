@@ -196,14 +196,22 @@ TEST_F(TinyClassify, OtherPixelScaleIsResampledOrRefused) {
   }
 }
 
-TEST_F(TinyClassify, SourcesModeStampsEachSourceAndFlagsOffImageOnes) {
-  // A 40x40 image whose 16x16 block at (10..25, 12..27) is reference stamp 0.
+// A 40x40 image whose 16x16 block at (10..25, 12..27) is reference stamp 0, with an empty
+// catalog of n rows (X_IMAGE, Y_IMAGE) for the caller to fill.
+Frame block_frame(const cv::Mat& stamp0, std::size_t n) {
   cv::Mat img(40, 40, CV_32F, cv::Scalar(100.0f));
-  raw(0).copyTo(img(cv::Rect(10, 12, kSize, kSize)));
+  stamp0.copyTo(img(cv::Rect(10, 12, stamp0.cols, stamp0.rows)));
   Frame f = cutout_frame(img);
-  auto& x = f.catalog.add_column<double>("X_IMAGE", "pix");
-  auto& y = f.catalog.add_column<double>("Y_IMAGE", "pix");
-  f.catalog.resize(2);
+  f.catalog.add_column<double>("X_IMAGE", "pix");
+  f.catalog.add_column<double>("Y_IMAGE", "pix");
+  f.catalog.resize(n);
+  return f;
+}
+
+TEST_F(TinyClassify, SourcesModeStampsEachSourceAndFlagsOffImageOnes) {
+  Frame f = block_frame(raw(0), 2);
+  auto& x = f.catalog.get<double>("X_IMAGE");
+  auto& y = f.catalog.get<double>("Y_IMAGE");
   // Stamp centre pixel (8, 8) of the block is image pixel (18, 20), FITS (19, 21).
   x[0] = 19.0;
   y[0] = 21.0;
@@ -226,19 +234,14 @@ TEST_F(TinyClassify, SourcesModeOnATileUsesFullImagePositions) {
   // The same 40x40 pixels as a tile whose first pixel is (1000, 2000) of a large image: the
   // catalog (as on every tile) holds full-image positions, so the source is at FITS
   // (1019, 2021), and the stamp must be the same as on the untiled frame.
-  cv::Mat img(40, 40, CV_32F, cv::Scalar(100.0f));
-  raw(0).copyTo(img(cv::Rect(10, 12, kSize, kSize)));
-  Frame f = cutout_frame(img);
+  Frame f = block_frame(raw(0), 1);
   f.tile.x0_pix = 1000;
   f.tile.y0_pix = 2000;
   f.tile.full_width_pix = 4000;
   f.tile.full_height_pix = 4000;
   f.tile.count = 4;
-  auto& x = f.catalog.add_column<double>("X_IMAGE", "pix");
-  auto& y = f.catalog.add_column<double>("Y_IMAGE", "pix");
-  f.catalog.resize(1);
-  x[0] = 1019.0;
-  y[0] = 2021.0;
+  f.catalog.get<double>("X_IMAGE")[0] = 1019.0;
+  f.catalog.get<double>("Y_IMAGE")[0] = 2021.0;
   auto s = stage({{"mode", std::string("sources")}});
   Batch b;
   b.frames.push_back(std::move(f));
