@@ -128,6 +128,27 @@ for seed in seeds:
         print(f"| {seed} | {b['snr_min']:g}–{hi} | {b['count']} | {100 * b['median_bias_noisy']:+.2f}% | "
               f"{100 * b['median_bias_denoised']:+.2f}% | {100 * b['scatter_noisy']:.2f}% | {100 * b['scatter_denoised']:.2f}% |")
 
+# Pooled over the fields: the median of every source's fractional error in the bin (one
+# field's few hundred sources leave its median uncertain by about 1.25 x scatter / sqrt(N)).
+print("\n## Aperture-flux bias, all fields pooled\n")
+print("| S/N bin | N | bias noisy | bias denoised | ~standard error |")
+print("|---|---|---|---|---|")
+samples = [s for seed in seeds for s in load(seed, "denoise.json")["flux_samples"]]
+edges = [b["snr_min"] for b in load(seeds[0], "denoise.json")["flux_bins"]]
+def median(v):
+    v = sorted(v)
+    return None if not v else (v[len(v) // 2] if len(v) % 2 else 0.5 * (v[len(v) // 2 - 1] + v[len(v) // 2]))
+for k, lo in enumerate(edges):
+    hi = edges[k + 1] if k + 1 < len(edges) else float("inf")
+    en = [s[2] for s in samples if lo <= s[1] < hi and s[2] is not None]
+    ed = [s[3] for s in samples if lo <= s[1] < hi and s[3] is not None]
+    if not ed:
+        continue
+    m = median(ed)
+    mad = 1.4826 * median([abs(v - m) for v in ed])
+    print(f"| {lo:g}–{'∞' if hi == float('inf') else f'{hi:g}'} | {len(ed)} | {100 * median(en):+.2f}% | "
+          f"{100 * m:+.2f}% | {100 * 1.25 * mad / len(ed) ** 0.5:.2f}% |")
+
 def summary(seed, img, tool, t):
     j = load(seed, f"{img}.{tool}.{t}.json")
     bins = {b["snr_min"]: b for b in j["snr_bins"]}

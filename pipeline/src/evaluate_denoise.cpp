@@ -152,6 +152,30 @@ double max_jump(const cv::Mat& r, const cv::Mat& bg, const std::vector<int>& lin
   return worst;
 }
 
+// Mean over the background pixels of one whole column (vertical) or row of r[p] - r[p - 1], for
+// every p at least `margin` pixels inside the image; lines with too few background pairs are
+// skipped.
+std::vector<double> line_steps(const cv::Mat& r, const cv::Mat& bg, bool vertical, int margin) {
+  std::vector<double> out;
+  const int n_lines = vertical ? r.cols : r.rows;
+  const int len = vertical ? r.rows : r.cols;
+  for (int p = margin; p < n_lines - margin; ++p) {
+    double sum = 0.0;
+    int n = 0;
+    for (int t = 0; t < len; ++t) {
+      const int y1 = vertical ? t : p;
+      const int x1 = vertical ? p : t;
+      const int y0 = vertical ? t : p - 1;
+      const int x0 = vertical ? p - 1 : t;
+      if (bg.at<unsigned char>(y1, x1) == 0 || bg.at<unsigned char>(y0, x0) == 0) continue;
+      sum += static_cast<double>(r.at<float>(y1, x1)) - r.at<float>(y0, x0);
+      ++n;
+    }
+    if (n >= len / 4) out.push_back(std::abs(sum / n));
+  }
+  return out;
+}
+
 const Column& need(const Catalog& c, std::string_view name) {
   const Column* col = c.find(name);
   if (col == nullptr) throw FatalError("truth table: missing column " + std::string(name));
@@ -271,8 +295,11 @@ DenoiseEvaluation evaluate_denoise(const cv::Mat& noisy_in, const cv::Mat& denoi
     const double s = snr.as_double(i);
     for (std::size_t b = 0; b < nbins; ++b) {
       if (s >= o.snr_edges[b] && s < o.snr_edges[b + 1]) {
-        bn[b].push_back(aperture_sum(noisy, x, y, r).flux / ft - 1.0);
-        bd[b].push_back(aperture_sum(den, x, y, r).flux / ft - 1.0);
+        const FluxSample fs{i, s, aperture_sum(noisy, x, y, r).flux / ft - 1.0,
+                            aperture_sum(den, x, y, r).flux / ft - 1.0};
+        bn[b].push_back(fs.error_noisy);
+        bd[b].push_back(fs.error_denoised);
+        e.flux_samples.push_back(fs);
       }
     }
     if (star && s >= o.star_snr_min) {
@@ -300,6 +327,17 @@ DenoiseEvaluation evaluate_denoise(const cv::Mat& noisy_in, const cv::Mat& denoi
   e.star_fwhm_change = median_of(dfw);
   e.star_fwhm_change_noisy = median_of(dfw_noisy);
 
+  {
+    // Any seam (network tiles, the pipeline's stitch lines) shows as a step along a whole line.
+    const cv::Mat r = den - truth;
+    std::vector<double> steps = line_steps(r, bg, true, 8);
+    const std::vector<double> rows = line_steps(r, bg, false, 8);
+    steps.insert(steps.end(), rows.begin(), rows.end());
+    if (!steps.empty()) {
+      e.max_line_step_sigma = *std::max_element(steps.begin(), steps.end()) / sigma;
+      e.median_line_step_sigma = median_of(steps) / sigma;
+    }
+  }
   if (o.tile_pix > 0) {
     const cv::Mat r = den - truth;
     const std::vector<int> vx = tile_edges(w, o.tile_pix, o.overlap_pix);
@@ -369,6 +407,8 @@ std::string format_denoise_report(const DenoiseEvaluation& e) {
       e.stars_measured, e.star_fwhm_truth_pix, e.star_fwhm_change, e.star_fwhm_change_noisy);
   s += fmt::format("largest tile-seam jump           {:.4f} sigma (control, off seams: {:.4f})\n",
                    e.max_seam_jump_sigma, e.max_control_jump_sigma);
+  s += fmt::format("largest whole-line step         {:.4f} sigma (median over lines: {:.4f})\n",
+                   e.max_line_step_sigma, e.median_line_step_sigma);
   return s;
 }
 
@@ -395,12 +435,19 @@ std::string to_json(const DenoiseEvaluation& e) {
                               {"scatter_noisy", num(b.scatter_noisy)},
                               {"scatter_denoised", num(b.scatter_denoised)}});
   }
+  // [truth row (0-based), S/N, F_noisy / F_true - 1, F_denoised / F_true - 1] per source.
+  j["flux_samples"] = nlohmann::json::array();
+  for (const FluxSample& f : e.flux_samples) {
+    j["flux_samples"].push_back({f.truth_row, f.snr, num(f.error_noisy), num(f.error_denoised)});
+  }
   j["stars_measured"] = e.stars_measured;
   j["star_fwhm_truth_pix"] = num(e.star_fwhm_truth_pix);
   j["star_fwhm_change"] = num(e.star_fwhm_change);
   j["star_fwhm_change_noisy"] = num(e.star_fwhm_change_noisy);
   j["max_seam_jump_sigma"] = num(e.max_seam_jump_sigma);
   j["max_control_jump_sigma"] = num(e.max_control_jump_sigma);
+  j["max_line_step_sigma"] = num(e.max_line_step_sigma);
+  j["median_line_step_sigma"] = num(e.median_line_step_sigma);
   return j.dump(2) + "\n";
 }
 

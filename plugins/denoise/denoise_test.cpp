@@ -107,6 +107,22 @@ TEST(DenoiseBlend, PerTileOffsetsBlendWithoutAStep) {
   EXPECT_LE(worst, M_PI / (2 * 32) + 1e-3);
 }
 
+TEST(DenoiseEvaluate, WholeLineStepFindsASeamAnywhere) {
+  // denoised = truth + noise of 0.3 sigma, plus a step of 0.2 sigma from column 301 on (off any
+  // 256/32 tile edge): the whole-line statistic finds it, the noise floor stays far below.
+  const cv::Mat truth(400, 600, CV_32F, cv::Scalar(0));
+  const cv::Mat noisy = gaussian_noise(400, 600, 0.0, 1.0, 5);
+  cv::Mat smooth = gaussian_noise(400, 600, 0.0, 0.3, 6);
+  astroflow::DenoiseEvalOptions eo;
+  eo.tile_pix = 0;
+  const auto flat = astroflow::evaluate_denoise(noisy, smooth, truth, empty_truth(), eo);
+  smooth(cv::Rect(301, 0, 299, 400)) += 0.2f;
+  const auto step = astroflow::evaluate_denoise(noisy, smooth, truth, empty_truth(), eo);
+  EXPECT_LT(flat.max_line_step_sigma, 0.1);
+  EXPECT_LT(flat.median_line_step_sigma, 0.03);
+  EXPECT_NEAR(step.max_line_step_sigma, 0.2, 0.05);
+}
+
 TEST(DenoisePlugin, ConstantPlusNoiseHasNoSeamAndKeepsUnits) {
   astroflow::PluginRegistry registry;
   auto stage = make_stage(registry, "denoise", {{"model", model_path()}});

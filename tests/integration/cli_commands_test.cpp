@@ -106,6 +106,10 @@ TEST(CliEvaluate, DenoiseReportsTheNoiseReductionOfARun) {
   EXPECT_NEAR(j["noise_reduction"].get<double>(), std::stod(m[1].str()), 1e-3);
   EXPECT_EQ(j["flux_bins"].size(), 5U);
   EXPECT_TRUE(j["flux_bins"][4]["snr_max"].is_null());
+  std::size_t binned = 0;
+  for (const auto& b : j["flux_bins"]) binned += b["count"].get<std::size_t>();
+  EXPECT_GT(binned, 0U);
+  EXPECT_EQ(j["flux_samples"].size(), binned);  // one sample per source in the S/N bins
 }
 
 }  // namespace

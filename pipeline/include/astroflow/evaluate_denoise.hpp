@@ -24,6 +24,8 @@
 //    on the truth image: bias = median(F_img / F_truth - 1), scatter = 1.4826 MAD, per S/N bin;
 //  * star FWHM: for stars with SNR >= star_snr_min, 2.3548 sqrt((Ixx + Iyy) / 2) from
 //    flux-weighted second moments within 2 FWHM; change = median(FWHM_den / FWHM_truth - 1);
+//  * whole-line steps: the same difference averaged over every interior column and row (any
+//    seam, wherever its tile grid lies), largest and median over the lines;
 //  * seams: for the tile grid of the denoise stage (tile, overlap), along every tile edge
 //    column/row p, the mean over background pixels of one tile-length segment of
 //    r[p] - r[p - 1], r = denoised - truth, in units of sigma; the largest |value| is reported,
@@ -62,6 +64,14 @@ struct FluxBiasBin {
   double scatter_denoised = 0.0;
 };
 
+/// One truth source's aperture flux relative to the truth: F / F_true - 1.
+struct FluxSample {
+  std::size_t truth_row = 0;
+  double snr = 0.0;
+  double error_noisy = 0.0;
+  double error_denoised = 0.0;
+};
+
 struct DenoiseEvaluation {
   double sigma_noisy = 0.0;  ///< noise RMS of the noisy image (robust)
   std::size_t background_pixels = 0;
@@ -74,12 +84,20 @@ struct DenoiseEvaluation {
   double ssim_noisy = 0.0;
   double ssim_denoised = 0.0;
   std::vector<FluxBiasBin> flux_bins;
+  /// Every source that entered flux_bins (so several fields can be pooled into one median).
+  std::vector<FluxSample> flux_samples;
   std::size_t stars_measured = 0;
   double star_fwhm_truth_pix = 0.0;  ///< median
   double star_fwhm_change = 0.0;     ///< median fraction, denoised vs truth
   double star_fwhm_change_noisy = 0.0;
   double max_seam_jump_sigma = 0.0;
   double max_control_jump_sigma = 0.0;  ///< same statistic away from the seams
+  /// Largest |mean over a whole column or row of r[p] - r[p-1]| (r = denoised - truth, background
+  /// pixels, lines >= 8 px inside the image), in sigma: a seam of any origin (network tiles, the
+  /// pipeline's stitch lines) steps along a whole line; and the median over all lines, the
+  /// statistic's noise floor.
+  double max_line_step_sigma = 0.0;
+  double median_line_step_sigma = 0.0;
 };
 
 [[nodiscard]] DenoiseEvaluation evaluate_denoise(const cv::Mat& noisy, const cv::Mat& denoised,
