@@ -110,14 +110,15 @@ def load(seed, name):
 def pct(v): return "-" if v is None else f"{100 * v:.1f}%"
 
 print("\n## Denoising against the noiseless truth (evaluate denoise)\n")
-print("| seed:gain | noise reduction | PSNR gain | SSIM noisy → denoised | star FWHM change (stars) | seam jump (control) | denoise Mpix/s | peak RSS |")
-print("|---|---|---|---|---|---|---|---|")
+print("| seed:gain | noise reduction | PSNR gain | SSIM noisy → denoised | star FWHM change (stars) | seam jump (control) | whole-line step (median) | denoise Mpix/s | peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|")
 for f in fields:
     seed = f.split(":")[0]
     j = load(seed, "denoise.json")
     wall, rss = open(os.path.join(work, seed, "denoise.time")).read().split()[-2:]
     print(f"| {f} | {j['noise_reduction']:.2f}x | {j['psnr_gain_db']:+.2f} dB | {j['ssim_noisy']:.3f} → {j['ssim_denoised']:.3f} | "
           f"{100 * j['star_fwhm_change']:+.2f}% ({j['stars_measured']}) | {j['max_seam_jump_sigma']:.3f}σ ({j['max_control_jump_sigma']:.3f}σ) | "
+          f"{j['max_line_step_sigma']:.3f}σ ({j['median_line_step_sigma']:.3f}σ) | "
           f"{size * size / 1e6 / float(wall):.2f} (whole run, background included) | {int(rss) / 1024:.0f} MB |")
 print("\n## Aperture-flux bias against the truth, per truth S/N bin (median of F/F_true - 1; scatter 1.4826 MAD)\n")
 print("| seed | S/N bin | N | bias noisy | bias denoised | scatter noisy | scatter denoised |")
