@@ -128,6 +128,24 @@ std::vector<int> tile_edges(int n, int tile, int overlap) {
 
 /// Largest |mean over background pixels of r[p] - r[p-1]| over segments of `seg` along the
 /// line, for each position p in `lines`; `vertical` lines are columns.
+// Mean of r[p] - r[p - 1] across line p (a column when vertical, else a row) over positions
+// [t0, t1) along it where both pixels are background; n gets the number of pairs used.
+double mean_step(const cv::Mat& r, const cv::Mat& bg, int p, int t0, int t1, bool vertical,
+                 int& n) {
+  double sum = 0.0;
+  n = 0;
+  for (int t = t0; t < t1; ++t) {
+    const int y1 = vertical ? t : p;
+    const int x1 = vertical ? p : t;
+    const int y0 = vertical ? t : p - 1;
+    const int x0 = vertical ? p - 1 : t;
+    if (bg.at<unsigned char>(y1, x1) == 0 || bg.at<unsigned char>(y0, x0) == 0) continue;
+    sum += static_cast<double>(r.at<float>(y1, x1)) - r.at<float>(y0, x0);
+    ++n;
+  }
+  return n > 0 ? sum / n : 0.0;
+}
+
 double max_jump(const cv::Mat& r, const cv::Mat& bg, const std::vector<int>& lines, int seg,
                 bool vertical) {
   double worst = 0.0;
@@ -135,18 +153,9 @@ double max_jump(const cv::Mat& r, const cv::Mat& bg, const std::vector<int>& lin
   for (int p : lines) {
     if (p < 1 || p >= (vertical ? r.cols : r.rows)) continue;
     for (int s0 = 0; s0 < len; s0 += seg) {
-      double sum = 0.0;
       int n = 0;
-      for (int t = s0; t < std::min(len, s0 + seg); ++t) {
-        const int y1 = vertical ? t : p;
-        const int x1 = vertical ? p : t;
-        const int y0 = vertical ? t : p - 1;
-        const int x0 = vertical ? p - 1 : t;
-        if (bg.at<unsigned char>(y1, x1) == 0 || bg.at<unsigned char>(y0, x0) == 0) continue;
-        sum += static_cast<double>(r.at<float>(y1, x1)) - r.at<float>(y0, x0);
-        ++n;
-      }
-      if (n >= seg / 4) worst = std::max(worst, std::abs(sum / n));
+      const double m = mean_step(r, bg, p, s0, std::min(len, s0 + seg), vertical, n);
+      if (n >= seg / 4) worst = std::max(worst, std::abs(m));
     }
   }
   return worst;
@@ -160,18 +169,9 @@ std::vector<double> line_steps(const cv::Mat& r, const cv::Mat& bg, bool vertica
   const int n_lines = vertical ? r.cols : r.rows;
   const int len = vertical ? r.rows : r.cols;
   for (int p = margin; p < n_lines - margin; ++p) {
-    double sum = 0.0;
     int n = 0;
-    for (int t = 0; t < len; ++t) {
-      const int y1 = vertical ? t : p;
-      const int x1 = vertical ? p : t;
-      const int y0 = vertical ? t : p - 1;
-      const int x0 = vertical ? p - 1 : t;
-      if (bg.at<unsigned char>(y1, x1) == 0 || bg.at<unsigned char>(y0, x0) == 0) continue;
-      sum += static_cast<double>(r.at<float>(y1, x1)) - r.at<float>(y0, x0);
-      ++n;
-    }
-    if (n >= len / 4) out.push_back(std::abs(sum / n));
+    const double m = mean_step(r, bg, p, 0, len, vertical, n);
+    if (n >= len / 4) out.push_back(std::abs(m));
   }
   return out;
 }
