@@ -14,6 +14,7 @@
 #include "astroflow/evaluate_classify.hpp"
 #include "astroflow/fits_io.hpp"
 #include "astroflow/simulate.hpp"
+#include "json_number.hpp"
 
 namespace astroflow {
 namespace {
@@ -413,41 +414,41 @@ std::string format_denoise_report(const DenoiseEvaluation& e) {
 }
 
 std::string to_json(const DenoiseEvaluation& e) {
-  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(); };
   nlohmann::json j;
-  j["sigma_noisy"] = num(e.sigma_noisy);
+  j["sigma_noisy"] = json_number(e.sigma_noisy);
   j["background_pixels"] = e.background_pixels;
-  j["rms_noisy"] = num(e.rms_noisy);
-  j["rms_denoised"] = num(e.rms_denoised);
-  j["noise_reduction"] = num(e.noise_reduction);
-  j["psnr_noisy_db"] = num(e.psnr_noisy_db);
-  j["psnr_denoised_db"] = num(e.psnr_denoised_db);
-  j["psnr_gain_db"] = num(e.psnr_gain_db);
-  j["ssim_noisy"] = num(e.ssim_noisy);
-  j["ssim_denoised"] = num(e.ssim_denoised);
+  j["rms_noisy"] = json_number(e.rms_noisy);
+  j["rms_denoised"] = json_number(e.rms_denoised);
+  j["noise_reduction"] = json_number(e.noise_reduction);
+  j["psnr_noisy_db"] = json_number(e.psnr_noisy_db);
+  j["psnr_denoised_db"] = json_number(e.psnr_denoised_db);
+  j["psnr_gain_db"] = json_number(e.psnr_gain_db);
+  j["ssim_noisy"] = json_number(e.ssim_noisy);
+  j["ssim_denoised"] = json_number(e.ssim_denoised);
   j["flux_bins"] = nlohmann::json::array();
   for (const FluxBiasBin& b : e.flux_bins) {
-    j["flux_bins"].push_back({{"snr_min", num(b.snr_min)},
-                              {"snr_max", num(b.snr_max)},
+    j["flux_bins"].push_back({{"snr_min", json_number(b.snr_min)},
+                              {"snr_max", json_number(b.snr_max)},
                               {"count", b.count},
-                              {"median_bias_noisy", num(b.median_bias_noisy)},
-                              {"median_bias_denoised", num(b.median_bias_denoised)},
-                              {"scatter_noisy", num(b.scatter_noisy)},
-                              {"scatter_denoised", num(b.scatter_denoised)}});
+                              {"median_bias_noisy", json_number(b.median_bias_noisy)},
+                              {"median_bias_denoised", json_number(b.median_bias_denoised)},
+                              {"scatter_noisy", json_number(b.scatter_noisy)},
+                              {"scatter_denoised", json_number(b.scatter_denoised)}});
   }
   // [truth row (0-based), S/N, F_noisy / F_true - 1, F_denoised / F_true - 1] per source.
   j["flux_samples"] = nlohmann::json::array();
   for (const FluxSample& f : e.flux_samples) {
-    j["flux_samples"].push_back({f.truth_row, f.snr, num(f.error_noisy), num(f.error_denoised)});
+    j["flux_samples"].push_back(
+        {f.truth_row, f.snr, json_number(f.error_noisy), json_number(f.error_denoised)});
   }
   j["stars_measured"] = e.stars_measured;
-  j["star_fwhm_truth_pix"] = num(e.star_fwhm_truth_pix);
-  j["star_fwhm_change"] = num(e.star_fwhm_change);
-  j["star_fwhm_change_noisy"] = num(e.star_fwhm_change_noisy);
-  j["max_seam_jump_sigma"] = num(e.max_seam_jump_sigma);
-  j["max_control_jump_sigma"] = num(e.max_control_jump_sigma);
-  j["max_line_step_sigma"] = num(e.max_line_step_sigma);
-  j["median_line_step_sigma"] = num(e.median_line_step_sigma);
+  j["star_fwhm_truth_pix"] = json_number(e.star_fwhm_truth_pix);
+  j["star_fwhm_change"] = json_number(e.star_fwhm_change);
+  j["star_fwhm_change_noisy"] = json_number(e.star_fwhm_change_noisy);
+  j["max_seam_jump_sigma"] = json_number(e.max_seam_jump_sigma);
+  j["max_control_jump_sigma"] = json_number(e.max_control_jump_sigma);
+  j["max_line_step_sigma"] = json_number(e.max_line_step_sigma);
+  j["median_line_step_sigma"] = json_number(e.median_line_step_sigma);
   return j.dump(2) + "\n";
 }
 

@@ -14,6 +14,7 @@
 
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
+#include "json_number.hpp"
 
 namespace astroflow {
 namespace {
@@ -64,10 +65,6 @@ double segment_distance(double px, double py, double ax, double ay, double bx, d
   double t = len2 > 0.0 ? ((px - ax) * vx + (py - ay) * vy) / len2 : 0.0;
   t = std::clamp(t, 0.0, 1.0);
   return std::hypot(px - (ax + t * vx), py - (ay + t * vy));
-}
-
-nlohmann::json num(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
 }
 
 std::string pct(double v) {
@@ -424,8 +421,8 @@ std::string to_json(const DetectEvaluation& e) {
   j["spurious"] = e.spurious;
   j["spurious_on_artifacts"] =
       e.artifacts_given ? nlohmann::json(e.spurious_on_artifacts) : nlohmann::json();
-  j["purity"] = num(e.purity);
-  j["median_offset_pix"] = num(e.median_offset_pix);
+  j["purity"] = json_number(e.purity);
+  j["median_offset_pix"] = json_number(e.median_offset_pix);
   j["det_mag_column"] = e.has_det_mag ? nlohmann::json(e.options.det_mag_column) : nlohmann::json();
   j["bins"] = nlohmann::json::array();
   for (const DetectMagBin& b : e.bins) {
@@ -433,21 +430,21 @@ std::string to_json(const DetectEvaluation& e) {
                          {"mag_max", b.mag_max},
                          {"truth", b.truth},
                          {"truth_matched", b.truth_matched},
-                         {"completeness", num(b.completeness)},
+                         {"completeness", json_number(b.completeness)},
                          {"detections", b.detections},
                          {"detections_matched", b.detections_matched},
-                         {"purity", num(b.purity)}});
+                         {"purity", json_number(b.purity)}});
   }
   j["snr_bins"] = nlohmann::json::array();
   for (const DetectSnrBin& b : e.snr_bins) {
     j["snr_bins"].push_back({{"snr_min", b.snr_min},
-                             {"snr_max", num(b.snr_max)},
+                             {"snr_max", json_number(b.snr_max)},
                              {"truth", b.truth},
                              {"truth_matched", b.truth_matched},
-                             {"completeness", num(b.completeness)},
+                             {"completeness", json_number(b.completeness)},
                              {"stars", b.stars},
                              {"stars_matched", b.stars_matched},
-                             {"star_completeness", num(b.star_completeness)}});
+                             {"star_completeness", json_number(b.star_completeness)}});
   }
   nlohmann::json c;
   c["measured"] = e.class_measured;
@@ -456,7 +453,7 @@ std::string to_json(const DetectEvaluation& e) {
   c["snr_min"] = e.options.class_snr_min;
   if (e.class_measured) {
     c["count"] = e.class_count;
-    c["accuracy"] = num(e.class_accuracy);
+    c["accuracy"] = json_number(e.class_accuracy);
     c["stars"] = e.class_stars;
     c["stars_correct"] = e.class_stars_correct;
     c["galaxies"] = e.class_galaxies;
@@ -469,7 +466,7 @@ std::string to_json(const DetectEvaluation& e) {
                      {"snr_min", e.options.blend_snr_min},
                      {"pairs", e.blend_pairs},
                      {"resolved", e.blend_resolved},
-                     {"success", num(e.blend_success)}};
+                     {"success", json_number(e.blend_success)}};
   return j.dump(2) + "\n";
 }
 

@@ -13,6 +13,7 @@
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
 #include "astroflow/fits_io.hpp"
+#include "json_number.hpp"
 
 namespace astroflow {
 namespace {
@@ -43,10 +44,6 @@ double quantile(const std::vector<double>& sorted, double q) {
   const auto lo = static_cast<std::size_t>(std::floor(pos));
   const std::size_t hi = std::min(lo + 1, sorted.size() - 1);
   return sorted[lo] + (pos - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
-}
-
-nlohmann::json num(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
 }
 
 cv::Mat read_map(const std::string& path) {
@@ -249,18 +246,18 @@ std::string to_json(const SegmentEvaluation& e) {
   j["matched"] = e.matched;
   j["objects"] = e.objects;
   j["empty_detection"] = e.empty_detection;
-  j["iou"] = {{"median", num(e.iou_median)},
-              {"q1", num(e.iou_q1)},
-              {"q3", num(e.iou_q3)},
-              {"mean", num(e.iou_mean)},
-              {"above_half", num(e.iou_above_half)}};
+  j["iou"] = {{"median", json_number(e.iou_median)},
+              {"q1", json_number(e.iou_q1)},
+              {"q3", json_number(e.iou_q3)},
+              {"mean", json_number(e.iou_mean)},
+              {"above_half", json_number(e.iou_above_half)}};
   nlohmann::json c;
   c["measured"] = e.class_measured;
   if (e.class_measured) {
     c["pixels"] = e.class_pixels;
-    c["pixel_accuracy"] = num(e.pixel_accuracy);
+    c["pixel_accuracy"] = json_number(e.pixel_accuracy);
     c["foreground_pixels"] = e.foreground_pixels;
-    c["foreground_accuracy"] = num(e.foreground_accuracy);
+    c["foreground_accuracy"] = json_number(e.foreground_accuracy);
     nlohmann::json conf = nlohmann::json::object();
     for (const auto& [t, row] : e.confusion) {
       for (const auto& [p, n] : row) conf[label_name(e.options, t)][label_name(e.options, p)] = n;
