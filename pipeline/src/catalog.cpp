@@ -204,4 +204,25 @@ void Catalog::filter(const std::vector<bool>& keep) {
   rows_ = kept;
 }
 
+Catalog Catalog::slice(std::size_t first, std::size_t count) const {
+  if (first > rows_ || count > rows_ - first)
+    throw std::out_of_range("Catalog::slice: rows " + std::to_string(first) + ".." +
+                            std::to_string(first + count) + " of a catalog of " +
+                            std::to_string(rows_));
+  Catalog out;
+  for (const Column& c : columns_) {
+    Column& dst = out.add_column_impl(c.name, c.unit, c.description, c.type());
+    std::visit(
+        [&](auto& v) {
+          using V = std::decay_t<decltype(v)>;
+          const auto& src = std::get<V>(c.values);
+          v.assign(src.begin() + static_cast<std::ptrdiff_t>(first),
+                   src.begin() + static_cast<std::ptrdiff_t>(first + count));
+        },
+        dst.values);
+  }
+  out.rows_ = count;
+  return out;
+}
+
 }  // namespace astroflow

@@ -77,9 +77,11 @@ Catalog merged_catalog_start() {
   return merged;
 }
 
-/// Calls use(catalog) for every per-frame catalog of `entries` in order, with FILE and HDU
-/// first. The catalogs are read in parallel, a block at a time (memory stays bounded by the
-/// block), and handed over in manifest order, so nothing depends on the thread count.
+/// Calls use(catalog) for every frame's catalog of `entries` in order, with FILE and HDU first.
+/// A frame's rows are its own <stem>.cat.fits, or a row range of a part catalog that several
+/// consecutive frames share (read once). The files are read in parallel, a block at a time
+/// (memory stays bounded by the block), and handed over in manifest order, so nothing depends
+/// on the thread count.
 template <typename Use>
 void for_each_frame_catalog(const std::vector<ManifestEntry>& entries,
                             const std::vector<std::string>& output_dir_of_entry, Use&& use) {
@@ -89,30 +91,43 @@ void for_each_frame_catalog(const std::vector<ManifestEntry>& entries,
     std::size_t entry;
     const ManifestFrame* frame;
   };
-  std::vector<Job> jobs;
+  struct FileJobs {  // consecutive frames whose rows are in one file
+    std::string path;
+    std::vector<Job> frames;
+  };
+  std::vector<FileJobs> files;
   for (std::size_t i = 0; i < entries.size(); ++i)
-    for (const ManifestFrame& f : entries[i].frames)
-      if (!f.failed && !f.catalog.empty()) jobs.push_back({i, &f});
+    for (const ManifestFrame& f : entries[i].frames) {
+      if (f.failed || f.catalog.empty()) continue;
+      std::string path = (fs::path(output_dir_of_entry[i]) / f.catalog).string();
+      if (files.empty() || files.back().path != path) files.push_back({std::move(path), {}});
+      files.back().frames.push_back({i, &f});
+    }
   constexpr std::size_t kBlock = 256;
-  std::vector<Catalog> block(kBlock);
+  std::vector<std::vector<Catalog>> block(kBlock);
   std::vector<std::string> errors(kBlock);
-  for (std::size_t start = 0; start < jobs.size(); start += kBlock) {
-    const std::size_t n = std::min(kBlock, jobs.size() - start);
+  for (std::size_t start = 0; start < files.size(); start += kBlock) {
+    const std::size_t n = std::min(kBlock, files.size() - start);
     tbb::parallel_for(std::size_t{0}, n, [&](std::size_t k) {
-      const Job& job = jobs[start + k];
-      const std::string path =
-          (fs::path(output_dir_of_entry[job.entry]) / job.frame->catalog).string();
+      const FileJobs& file = files[start + k];
       try {
-        block[k] =
-            with_file_and_hdu(read_fits_catalog(path, 1), entries[job.entry].path, job.frame->hdu);
+        const Catalog all = read_fits_catalog(file.path, 1);
+        for (const Job& job : file.frames) {
+          const ManifestFrame& f = *job.frame;
+          // A frame's own catalog is the whole file; a part holds several frames' rows (also
+          // rows of frames that a resumed run redid and that now live in a newer part).
+          const bool whole = f.catalog_row == 0 && all.rows() == f.sources;
+          block[k].push_back(with_file_and_hdu(whole ? all : all.slice(f.catalog_row, f.sources),
+                                               entries[job.entry].path, f.hdu));
+        }
       } catch (const std::exception& e) {
-        errors[k] = path + ": cannot read per-frame catalog: " + e.what();
+        errors[k] = file.path + ": cannot read catalog: " + e.what();
       }
     });
     for (std::size_t k = 0; k < n; ++k) {
       if (!errors[k].empty()) throw std::runtime_error(errors[k]);
-      use(std::move(block[k]));
-      block[k] = Catalog{};
+      for (Catalog& c : block[k]) use(std::move(c));
+      block[k].clear();
     }
   }
 }

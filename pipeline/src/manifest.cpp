@@ -55,12 +55,13 @@ std::string ManifestEntry::to_json_line() const {
   for (const ManifestOutput& o : outputs) outs.push_back({{"path", o.path}, {"sha256", o.sha256}});
   auto& frs = j["frames"] = nlohmann::ordered_json::array();
   for (const ManifestFrame& f : frames) {
-    frs.push_back({{"hdu", f.hdu},
-                   {"catalog", f.catalog},
-                   {"sources", f.sources},
-                   {"width", f.width_pix},
-                   {"height", f.height_pix},
-                   {"failed", f.failed}});
+    nlohmann::ordered_json fr = {{"hdu", f.hdu}, {"catalog", f.catalog}};
+    if (f.catalog_row != 0) fr["catalog_row"] = f.catalog_row;  // 0 for per-frame catalogs
+    fr["sources"] = f.sources;
+    fr["width"] = f.width_pix;
+    fr["height"] = f.height_pix;
+    fr["failed"] = f.failed;
+    frs.push_back(std::move(fr));
   }
   auto& fails = j["failures"] = nlohmann::ordered_json::array();
   for (const FailureRecord& r : failures) {
@@ -93,6 +94,7 @@ ManifestEntry ManifestEntry::from_json_line(const std::string& line) {
       ManifestFrame mf;
       mf.hdu = f.at("hdu").get<std::string>();
       mf.catalog = f.at("catalog").get<std::string>();
+      mf.catalog_row = f.value("catalog_row", std::size_t{0});
       mf.sources = f.at("sources").get<std::size_t>();
       mf.width_pix = f.at("width").get<int>();
       mf.height_pix = f.at("height").get<int>();
@@ -179,7 +181,8 @@ std::vector<ManifestEntry> read_manifest(const std::string& path, std::size_t* s
 
 bool is_entry_current(const ManifestEntry& entry, const std::string& input_path,
                       const std::string& output_dir, const std::string& config_sha256,
-                      const std::map<std::string, std::string>& model_sha256) {
+                      const std::map<std::string, std::string>& model_sha256,
+                      std::map<std::string, std::string>* sha256_cache) {
   if (entry.status != "ok" || entry.config_sha256 != config_sha256 ||
       entry.model_sha256 != model_sha256)
     return false;
@@ -188,7 +191,14 @@ bool is_entry_current(const ManifestEntry& entry, const std::string& input_path,
     if (s.size_bytes != entry.size_bytes || s.mtime_ns != entry.mtime_ns) return false;
     for (const ManifestOutput& o : entry.outputs) {
       const std::string p = (fs::path(output_dir) / o.path).string();
-      if (!fs::is_regular_file(p) || sha256_file(p) != o.sha256) return false;
+      if (!fs::is_regular_file(p)) return false;
+      if (sha256_cache == nullptr) {
+        if (sha256_file(p) != o.sha256) return false;
+        continue;
+      }
+      auto it = sha256_cache->find(p);
+      if (it == sha256_cache->end()) it = sha256_cache->emplace(p, sha256_file(p)).first;
+      if (it->second != o.sha256) return false;
     }
   } catch (const std::exception&) {
     return false;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <opencv2/core.hpp>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -53,7 +54,8 @@ constexpr std::size_t kInMemoryOutputBytes = std::size_t{8} << 20;
 /// What the finisher wrote for one frame, for the manifest.
 struct FrameWritten {
   std::vector<ManifestOutput> outputs;  ///< relative to the output folder, with sha256
-  std::string catalog;                  ///< per-frame FITS catalog, relative; empty if none
+  std::string catalog;          ///< FITS catalog with the frame's rows, relative; empty if none
+  std::size_t catalog_row = 0;  ///< first row of the frame in `catalog` (a part catalog)
   std::size_t sources = 0;
   int width_pix = 0;
   int height_pix = 0;
@@ -129,26 +131,13 @@ bool all_blank(const cv::Mat& science) {
   return cv::countNonZero(finite) == 0;
 }
 
-/// The frame's catalog with FILE and HDU as the first columns, for the merged catalog.
-Catalog with_file_columns(const Frame& f, const std::string& file) {
-  Catalog c;
-  const std::size_t n = f.catalog.rows();
-  c.add_column<std::string>("FILE", "", "input file, relative to the input folder");
-  c.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
-  c.resize(n);
-  std::fill(c.get<std::string>("FILE").begin(), c.get<std::string>("FILE").end(), file);
-  const std::string hdu = hdu_text(f);
-  std::fill(c.get<std::string>("HDU").begin(), c.get<std::string>("HDU").end(), hdu);
-  for (const Column& col : f.catalog.columns()) {
-    if (col.name == "FILE" || col.name == "HDU") continue;
-    std::visit(
-        [&](const auto& v) {
-          using T = typename std::decay_t<decltype(v)>::value_type;
-          c.add_column<T>(col.name, col.unit, col.description) = v;
-        },
-        col.values);
-  }
-  return c;
+/// 16 hex digits from std::random_device: names this process's part catalogs.
+std::string random_token() {
+  std::random_device rd;
+  const std::uint64_t v = (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
 }
 
 std::vector<std::string> history_lines(const Frame& f, const std::string& config_hash) {
@@ -198,16 +187,14 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   ListWorkSource own_list;
   WorkSource& source = options.work_source != nullptr ? *options.work_source : own_list;
   const bool leader = source.is_leader();
-  // Per-input FITS catalogs: what the merged catalog is rebuilt from (--resume, --shard).
+  // The merged catalog is rebuilt from FITS catalogs on disk that the manifest points to, so a
+  // resumed, sharded or distributed run writes what one uninterrupted run writes: the per-input
+  // <stem>.cat.fits when output.per_input_catalog has "fits", else one part catalog per unit of
+  // work (parts/<run token>-<unit>.cat.fits, up to run.batch inputs each): a folder of a
+  // million cutouts then gets thousands of small files, not a million.
   const std::vector<std::string>& per_input_formats = config.output.per_input_catalog;
   const bool fits_catalogs = std::find(per_input_formats.begin(), per_input_formats.end(),
                                        "fits") != per_input_formats.end();
-  if ((options.resume || options.shard.count > 1 || source.processes() > 1) && !fits_catalogs)
-    throw FatalError(std::string(options.resume            ? "--resume"
-                                 : options.shard.count > 1 ? "--shard"
-                                                           : "a run on several MPI ranks") +
-                     " needs \"fits\" in output.per_input_catalog (default: output.catalog): "
-                     "the merged catalog is rebuilt from the per-input FITS catalogs");
   const std::string config_hash = config.hash();
   const std::map<std::string, std::string> models = model_hashes(stages);
   const fs::path out(output_dir);
@@ -235,13 +222,14 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   } else if (options.resume) {
     std::size_t torn = 0;
     std::map<std::string, ManifestEntry> done;
+    std::map<std::string, std::string> output_sha256;  // a part is hashed once, not per input
     for (ManifestEntry& e : read_manifest(manifest_path, &torn)) done[e.path] = std::move(e);
     if (torn > 0)
       log(LogLevel::kInfo, "manifest: ignored " + std::to_string(torn) + " incomplete line(s)");
     for (const InputFile& f : all_files) {
       const auto it = done.find(f.relative);
       if (it == done.end() ||
-          !is_entry_current(it->second, f.path, output_dir, config_hash, models))
+          !is_entry_current(it->second, f.path, output_dir, config_hash, models, &output_sha256))
         files.push_back(f);
     }
     log(LogLevel::kInfo, "resume: " + std::to_string(all_files.size() - files.size()) + " of " +
@@ -294,11 +282,16 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   read_options.mask_ext = config.input.mask_ext;
   read_options.cube_plane = config.input.cube_plane;
 
-  // Writer state: touched only by the serial writer node. The in-memory merged catalog is only
-  // needed when no per-input FITS catalog is written to rebuild it from.
-  Catalog merged;
-  merged.add_column<std::string>("FILE", "", "input file, relative to the input folder");
-  merged.add_column<std::string>("HDU", "", "input HDU (index, or EXTNAME,EXTVER)");
+  // Part catalogs: named by a token of this process (ranks and resumed runs never collide),
+  // headed like the merged catalog.
+  const std::string part_token = random_token();
+  const Header part_header = [&] {
+    Header h = merged_catalog_header(ASTROFLOW_VERSION, config_hash, report.plugins);
+    h.add_history("astroflow part catalog: rows of several inputs; manifest.jsonl maps them");
+    return h;
+  }();
+
+  // Writer state: touched only by the serial writer node.
   std::set<std::string> failed_files;
   ProgressSnapshot progress;
   progress.files_total = files.size();
@@ -506,7 +499,6 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
         }
       }
       w.sources = f.catalog.rows();
-      if (!fits_catalogs) f.catalog = with_file_columns(f, file.relative);
     } catch (const std::exception& e) {
       f.fail("writer", e.what());
     }
@@ -538,10 +530,13 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
         Frame& f = u.results[i];
         if (f.input_index != file.index) continue;
         const FrameWritten& w = u.written[i];
-        e.outputs.insert(e.outputs.end(), w.outputs.begin(), w.outputs.end());
+        for (const ManifestOutput& o : w.outputs)  // a part catalog is listed once per input
+          if (std::none_of(e.outputs.begin(), e.outputs.end(),
+                           [&](const ManifestOutput& x) { return x.path == o.path; }))
+            e.outputs.push_back(o);
         e.frames.push_back(ManifestFrame{hdu_text(f), f.failed() ? std::string() : w.catalog,
                                          f.failed() ? 0 : w.sources, w.width_pix, w.height_pix,
-                                         f.failed()});
+                                         f.failed(), f.failed() ? 0 : w.catalog_row});
         if (!f.failed()) e.sources += w.sources;
         for (const FrameIssue& issue : f.issues)
           e.failures.push_back(FailureRecord{f.path, hdu_text(f), issue.stage, issue.reason});
@@ -551,9 +546,39 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     }
   };
 
+  // Without per-input FITS catalogs, the rows of the unit's frames go into one part catalog,
+  // written like the other outputs (temporary name, rename; durable with the group commit).
+  auto write_part_catalog = [&](Unit& u) {
+    Catalog part;
+    std::vector<std::size_t> in_part;
+    for (std::size_t i = 0; i < u.results.size(); ++i) {
+      if (u.results[i].failed()) continue;
+      u.written[i].catalog_row = part.rows();
+      part.append(u.results[i].catalog);
+      in_part.push_back(i);
+    }
+    if (in_part.empty()) return;
+    char name[32];
+    std::snprintf(name, sizeof name, "-%06zu.cat.fits", u.sequence);
+    const std::string rel = "parts/" + part_token + name;
+    const std::string path = (out / rel).string();
+    try {
+      const std::string bytes = fits_catalog_bytes(part, part_header, "CATALOG", path);
+      write_file_atomically(path, bytes, Durability::kDeferred);
+      const ManifestOutput o{rel, sha256_hex(bytes)};
+      for (std::size_t i : in_part) {
+        u.written[i].catalog = rel;
+        u.written[i].outputs.push_back(o);
+      }
+    } catch (const std::exception& e) {
+      for (std::size_t i : in_part) u.results[i].fail("writer", e.what());
+    }
+  };
+
   auto finish_unit = [&](UnitPtr u) -> UnitPtr {
     u = stitch_unit(std::move(u));
     for (Frame& f : u->results) u->written.push_back(write_frame_outputs(*u, f));
+    if (!fits_catalogs) write_part_catalog(*u);
     make_entries(*u);
     return u;
   };
@@ -577,10 +602,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     for (FailureRecord& r : u->read_failures) record_failure(std::move(r));
     for (Frame& f : u->results) {
       ++report.frames;
-      if (!f.failed()) {
-        report.sources += f.catalog.rows();
-        if (!fits_catalogs) merged.append(f.catalog);
-      }
+      if (!f.failed()) report.sources += f.catalog.rows();
       for (const FrameIssue& issue : f.issues)
         record_failure(FailureRecord{f.path, hdu_text(f), issue.stage, issue.reason});
     }
@@ -680,12 +702,15 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   // memory of a 10,000-input run should not grow with the manifest's size.
   // Entries are stored in place by input position (no second copy), trimmed to capacity.
   std::vector<ManifestEntry> entries(all_files.size());
+  std::set<std::string> referenced_parts;  // by any manifest line, of this run's inputs or not
   {
     std::unordered_map<std::string_view, std::size_t> position;
     position.reserve(all_files.size());
     for (std::size_t i = 0; i < all_files.size(); ++i) position.emplace(all_files[i].relative, i);
     std::vector<bool> present(all_files.size(), false);
     for_each_manifest_line(manifest_path, [&](ManifestEntry&& e) {
+      for (const ManifestFrame& f : e.frames)
+        if (f.catalog.rfind("parts/", 0) == 0) referenced_parts.insert(f.catalog);
       const auto it = position.find(e.path);
       if (it == position.end()) return;  // not an input of this run
       // A later line replaces an earlier one, also when it is stale.
@@ -709,45 +734,47 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     }
     entries.resize(kept);
   }
-  if (fits_catalogs) {
-    report.frames = 0;
-    report.sources = 0;
-    for (const ManifestEntry& e : entries) {
-      report.frames += e.frames.size();
-      report.sources += e.sources;
+  report.frames = 0;
+  report.sources = 0;
+  for (const ManifestEntry& e : entries) {
+    report.frames += e.frames.size();
+    report.sources += e.sources;
+  }
+  // Part catalogs that no manifest line points to (a killed run's last units, or units whose
+  // inputs a resumed run redid) are removed.
+  if (const fs::path parts = out / "parts"; fs::is_directory(parts, ec)) {
+    for (const fs::directory_entry& d : fs::directory_iterator(parts, ec)) {
+      const std::string rel = "parts/" + d.path().filename().string();
+      if (d.is_regular_file(ec) && rel.ends_with(".cat.fits") && !referenced_parts.contains(rel))
+        fs::remove(d.path(), ec);
     }
   }
   const Header merged_header =
       merged_catalog_header(ASTROFLOW_VERSION, config_hash, report.plugins);
   CatalogStats merged_stats;  // what report.html shows of the merged catalog
-  if (fits_catalogs && !config.output.merge_sky) {
-    // Streamed from the per-input catalogs: peak memory does not grow with the catalog.
+  if (!config.output.merge_sky) {
+    // Streamed from the catalogs on disk: peak memory does not grow with the catalog.
     stream_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir), output_dir,
                           config.output.catalog, merged_header, &merged_stats);
   } else {
-    // merge_sky needs every row at once (and without per-input FITS catalogs the rows were
-    // collected during the run).
-    if (fits_catalogs)
-      merged =
-          rebuild_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir));
-    if (config.output.merge_sky) {
-      SkyMatchOptions sky;
-      sky.radius_arcsec = config.output.merge_sky_radius_arcsec;
-      sky.keep = parse_keep_rule(config.output.merge_sky_keep);
-      const MergedRowImages rows = merged_row_images(merged, entries);
-      try {
-        const SkyMatchResult r =
-            flag_sky_duplicates(merged, sky, rows.image_of_row, rows.edge_distance_pix);
-        log(LogLevel::kInfo, "merge_sky: " + std::to_string(r.objects) + " object(s), " +
-                                 std::to_string(r.duplicates) + " duplicate row(s) flagged");
-      } catch (const std::invalid_argument& e) {
-        // E.g. no ALPHA_J2000 (no WCS): the catalog is still worth writing, unflagged.
-        log(LogLevel::kError, std::string("output.merge_sky: not applied: ") + e.what());
-      }
+    // merge_sky needs every row at once.
+    Catalog merged =
+        rebuild_merged_catalog(entries, std::vector<std::string>(entries.size(), output_dir));
+    SkyMatchOptions sky;
+    sky.radius_arcsec = config.output.merge_sky_radius_arcsec;
+    sky.keep = parse_keep_rule(config.output.merge_sky_keep);
+    const MergedRowImages rows = merged_row_images(merged, entries);
+    try {
+      const SkyMatchResult r =
+          flag_sky_duplicates(merged, sky, rows.image_of_row, rows.edge_distance_pix);
+      log(LogLevel::kInfo, "merge_sky: " + std::to_string(r.objects) + " object(s), " +
+                               std::to_string(r.duplicates) + " duplicate row(s) flagged");
+    } catch (const std::invalid_argument& e) {
+      // E.g. no ALPHA_J2000 (no WCS): the catalog is still worth writing, unflagged.
+      log(LogLevel::kError, std::string("output.merge_sky: not applied: ") + e.what());
     }
     write_merged_catalog(output_dir, merged, config.output.catalog, merged_header);
     merged_stats = CatalogStats::of(merged);
-    merged = Catalog{};
   }
   report.files_failed = failed_files.size();
   report.exit_status = report.failures.empty() ? ExitCode::kOk : ExitCode::kCompletedWithFailures;

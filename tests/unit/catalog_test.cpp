@@ -76,6 +76,28 @@ TEST(Catalog, FilterKeepsSelectedRowsInOrder) {
   EXPECT_THROW(c.filter({true}), std::invalid_argument);
 }
 
+TEST(Catalog, SliceKeepsColumnsUnitsAndTheRowRange) {
+  Catalog c;
+  c.add_column<std::int32_t>("NUMBER");
+  c.add_column<double>("FLUX_AUTO", "count", "flux");
+  c.add_column<std::string>("CLASS");
+  c.resize(5);
+  c.get<std::int32_t>("NUMBER") = {1, 2, 3, 4, 5};
+  c.get<double>("FLUX_AUTO") = {1.5, 2.5, 3.5, 4.5, 5.5};
+  c.get<std::string>("CLASS") = {"a", "b", "c", "d", "e"};
+  const Catalog s = c.slice(1, 3);
+  ASSERT_EQ(s.rows(), 3u);
+  EXPECT_EQ(s.get<std::int32_t>("NUMBER"), (std::vector<std::int32_t>{2, 3, 4}));
+  EXPECT_EQ(s.get<double>("FLUX_AUTO"), (std::vector<double>{2.5, 3.5, 4.5}));
+  EXPECT_EQ(s.get<std::string>("CLASS"), (std::vector<std::string>{"b", "c", "d"}));
+  EXPECT_EQ(s.find("FLUX_AUTO")->unit, "count");
+  EXPECT_EQ(s.find("FLUX_AUTO")->description, "flux");
+  EXPECT_EQ(c.slice(5, 0).rows(), 0u);
+  EXPECT_EQ(c.slice(5, 0).columns().size(), 3u);
+  EXPECT_THROW((void)c.slice(4, 2), std::out_of_range);
+  EXPECT_THROW((void)c.slice(6, 0), std::out_of_range);
+}
+
 TEST(Catalog, TextFormsRoundTripFloatPrecision) {
   Catalog c;
   c.add_column<float>("F");

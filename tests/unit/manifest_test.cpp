@@ -31,7 +31,8 @@ ManifestEntry sample_entry(const std::string& path) {
   e.config_sha256 = std::string(64, 'c');
   e.model_sha256 = {{"classify.model", std::string(64, 'm')}};
   e.outputs = {{"a.cat.fits", std::string(64, '1')}, {"a.segmap.fits", std::string(64, '2')}};
-  e.frames = {{"0", "a.cat.fits", 3, 64, 48, false}};
+  e.frames = {{"0", "a.cat.fits", 3, 64, 48, false},
+              {"1", "parts/t-000002.cat.fits", 2, 8, 8, false, 17}};
   e.failures = {{path, "1", "sources", "all pixels are NaN"}};
   e.sources = 3;
   e.status = "ok";
@@ -52,10 +53,14 @@ TEST(Manifest, LineRoundTripsEveryField) {
   ASSERT_EQ(r.outputs.size(), 2U);
   EXPECT_EQ(r.outputs[1].path, "a.segmap.fits");
   EXPECT_EQ(r.outputs[1].sha256, std::string(64, '2'));
-  ASSERT_EQ(r.frames.size(), 1U);
+  ASSERT_EQ(r.frames.size(), 2U);
   EXPECT_EQ(r.frames[0].catalog, "a.cat.fits");
+  EXPECT_EQ(r.frames[0].catalog_row, 0U);
   EXPECT_EQ(r.frames[0].width_pix, 64);
   EXPECT_EQ(r.frames[0].height_pix, 48);
+  EXPECT_EQ(r.frames[1].catalog, "parts/t-000002.cat.fits");
+  EXPECT_EQ(r.frames[1].catalog_row, 17U);
+  EXPECT_EQ(r.frames[1].sources, 2U);
   ASSERT_EQ(r.failures.size(), 1U);
   EXPECT_EQ(r.failures[0].reason, "all pixels are NaN");
   EXPECT_EQ(r.sources, 3U);

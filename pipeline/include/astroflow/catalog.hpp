@@ -104,6 +104,10 @@ class Catalog {
   /// Keeps only the rows for which keep[row] is true.
   void filter(const std::vector<bool>& keep);
 
+  /// Rows [first, first + count) with every column (units, descriptions). Throws
+  /// std::out_of_range when they run past the last row.
+  [[nodiscard]] Catalog slice(std::size_t first, std::size_t count) const;
+
  private:
   Column& add_column_impl(std::string_view name, std::string_view unit,
                           std::string_view description, ColumnType type);

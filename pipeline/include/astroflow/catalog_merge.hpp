@@ -1,7 +1,9 @@
 // Building the run-level merged catalog from the per-input catalogs on disk.
 //
-// The merged catalog (catalog.fits / catalog.csv) is always rebuilt from the per-frame FITS
-// catalogs (<stem>.cat.fits) that the manifest lists, in sorted input-path order. A resumed run,
+// The merged catalog (catalog.fits / catalog.csv) is always rebuilt from the FITS catalogs that
+// the manifest lists, in sorted input-path order: per-frame <stem>.cat.fits, or row ranges of
+// part catalogs (parts/*.cat.fits, one per unit of work) when no per-input FITS catalog is
+// written. A resumed run,
 // a run split into shards and merged with `astroflow merge`, and an uninterrupted run therefore
 // write the same bytes: none of them depends on what happened to be in memory.
 //

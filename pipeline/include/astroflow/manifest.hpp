@@ -36,12 +36,16 @@ struct ManifestOutput {
 
 /// One frame (image HDU) of an input as written to the output folder.
 struct ManifestFrame {
-  std::string hdu;      ///< as in the merged catalog's HDU column ("0", "SCI,1")
-  std::string catalog;  ///< per-frame FITS catalog, relative to the output folder; empty if none
+  std::string hdu;  ///< as in the merged catalog's HDU column ("0", "SCI,1")
+  /// FITS catalog holding the frame's rows, relative to the output folder; empty if none. Either
+  /// the frame's own <stem>.cat.fits, or a part catalog (parts/*.cat.fits) shared by the frames
+  /// of one unit of work, whose rows [catalog_row, catalog_row + sources) are this frame's.
+  std::string catalog;
   std::size_t sources = 0;
   int width_pix = 0;  ///< full image size (after stitching), for edge distances
   int height_pix = 0;
   bool failed = false;
+  std::size_t catalog_row = 0;  ///< first row of the frame in `catalog` (0: its own file)
 };
 
 struct ManifestEntry {
@@ -88,10 +92,12 @@ void for_each_manifest_line(const std::string& path,
                             std::size_t* skipped_lines = nullptr);
 
 /// True when --resume may skip this input (see the file comment). `input_path` is the file to
-/// stat; outputs are looked up under `output_dir`.
+/// stat; outputs are looked up under `output_dir`. `sha256_cache` (output path -> sha256), when
+/// given, hashes an output shared by many entries (a part catalog) once.
 [[nodiscard]] bool is_entry_current(const ManifestEntry& entry, const std::string& input_path,
                                     const std::string& output_dir, const std::string& config_sha256,
-                                    const std::map<std::string, std::string>& model_sha256);
+                                    const std::map<std::string, std::string>& model_sha256,
+                                    std::map<std::string, std::string>* sha256_cache = nullptr);
 
 /// Appends entries to manifest.jsonl. Opened with O_APPEND; a torn last line left by a crash is
 /// closed with '\n' first so the next entry starts on its own line. Not thread-safe: one writer.
