@@ -392,7 +392,10 @@ def main():
         "file": "model.onnx",
         "sha256": sha256_file(onnx_path),
         "opset": OPSET,
-        "input": {"shape": [-1, 1, TILE, TILE], "bands": ["any"], "pixel_scale_arcsec": 0.06},
+        # Fully convolutional (downsampling by 8, two 2x upsamplings with skips): any H and W
+        # that are multiples of 8 (tests/unit/model_reference_test.cpp checks it in OpenCV).
+        "input": {"shape": [-1, 1, TILE, TILE], "bands": ["any"], "pixel_scale_arcsec": 0.06,
+                  "size_multiple": 8},
         "normalisation": {"method": "asinh", "background": "none", "scale": SCALE},
         "output": {"semantics": "heatmap", "class_names": CLASSES},
         "training": {

@@ -172,6 +172,13 @@ ModelCard ModelCard::load(const std::string& card_path) {
     r.fail(r.node("input.pixel_scale_arcsec"), "input.pixel_scale_arcsec", "must be > 0");
   }
 
+  c.size_multiple = r.get_or<int>("input.size_multiple", 0, "integer");
+  if (c.size_multiple < 0 || (c.size_multiple > 0 && (c.input_shape[2] % c.size_multiple != 0 ||
+                                                      c.input_shape[3] % c.size_multiple != 0))) {
+    r.fail(r.node("input.size_multiple"), "input.size_multiple",
+           "must be 0 (fixed H x W) or divide the H and W of input.shape");
+  }
+
   Normalisation& n = c.normalisation;
   n.method = r.get<std::string>("normalisation.method", "string");
   if (n.method != "asinh" && n.method != "linear" && n.method != "none") {

@@ -305,13 +305,20 @@ OnnxModel OnnxModel::load(const std::string& model_or_card_path, OnnxModelOption
 }
 
 std::vector<cv::Mat> OnnxModel::run(const cv::Mat& nchw_blob) {
+  // H x W: the card's, or any multiple of input.size_multiple (a fully convolutional network).
+  const int m = card_.size_multiple;
+  const bool size_ok =
+      nchw_blob.dims == 4 &&
+      (m > 0 ? nchw_blob.size[2] > 0 && nchw_blob.size[3] > 0 && nchw_blob.size[2] % m == 0 &&
+                   nchw_blob.size[3] % m == 0
+             : nchw_blob.size[2] == card_.height_pix() && nchw_blob.size[3] == card_.width_pix());
   if (nchw_blob.dims != 4 || nchw_blob.type() != CV_32F || !nchw_blob.isContinuous() ||
-      nchw_blob.size[1] != card_.channels() || nchw_blob.size[2] != card_.height_pix() ||
-      nchw_blob.size[3] != card_.width_pix()) {
-    throw std::invalid_argument("OnnxModel::run: expected a continuous CV_32F blob N x " +
-                                std::to_string(card_.channels()) + " x " +
-                                std::to_string(card_.height_pix()) + " x " +
-                                std::to_string(card_.width_pix()));
+      nchw_blob.size[1] != card_.channels() || !size_ok) {
+    throw std::invalid_argument(
+        "OnnxModel::run: expected a continuous CV_32F blob N x " +
+        std::to_string(card_.channels()) + " x " +
+        (m > 0 ? "H x W with H and W multiples of " + std::to_string(m)
+               : std::to_string(card_.height_pix()) + " x " + std::to_string(card_.width_pix())));
   }
   const int n = nchw_blob.size[0];
   const std::size_t sample_floats = per_sample(nchw_blob);

@@ -294,7 +294,13 @@ int checked_network_tile(const ModelCard& card, const std::string& stage_name, i
                          int overlap) {
   const int card_tile = static_cast<int>(card.height_pix());
   if (tile == 0) tile = card_tile;
-  if (tile != card_tile) {
+  if (card.size_multiple > 0 && tile % card.size_multiple == 0) {
+    // Any multiple of size_multiple: a fully convolutional network.
+  } else if (card.size_multiple > 0) {
+    throw FatalError("stage '" + stage_name + "': option tile = " + std::to_string(tile) +
+                     " is not a multiple of " + std::to_string(card.size_multiple) + " (" +
+                     card.card_path + ", input.size_multiple)");
+  } else if (tile != card_tile) {
     throw FatalError("stage '" + stage_name + "': option tile = " + std::to_string(tile) + " but " +
                      card.card_path + " was exported for " + std::to_string(card_tile) +
                      " px tiles (use tile: 0 or " + std::to_string(card_tile) + ")");

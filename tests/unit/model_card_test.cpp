@@ -143,6 +143,23 @@ TEST_F(CardFile, RejectsInconsistentOrImpossibleValues) {
             std::string::npos);
   EXPECT_NE(error_of(edit("  recipe: models/classify/train.sh\n", "")).find("training.recipe"),
             std::string::npos);
+  // size_multiple must divide the H and W the network was checked at.
+  EXPECT_NE(
+      error_of(edit("pixel_scale_arcsec: 0.06", "pixel_scale_arcsec: 0.06\n  size_multiple: 5"))
+          .find("input.size_multiple"),
+      std::string::npos);
+  EXPECT_NE(
+      error_of(edit("pixel_scale_arcsec: 0.06", "pixel_scale_arcsec: 0.06\n  size_multiple: -8"))
+          .find("input.size_multiple"),
+      std::string::npos);
+}
+
+TEST_F(CardFile, SizeMultipleIsOptionalAndParsed) {
+  EXPECT_EQ(ModelCard::load(write(kValidCard)).size_multiple, 0);
+  EXPECT_EQ(ModelCard::load(write(edit("pixel_scale_arcsec: 0.06",
+                                       "pixel_scale_arcsec: 0.06\n  size_multiple: 16")))
+                .size_multiple,
+            16);
 }
 
 TEST_F(CardFile, ClassNamesRequiredOnlyForClassifiers) {

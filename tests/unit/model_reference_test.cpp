@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
 #include <sstream>
 
 #include "astroflow/onnx_model.hpp"
@@ -93,6 +94,58 @@ TEST(ModelReference, OpenCvMatchesTorchForEveryShippedModel) {
       EXPECT_LE(worst_norm, tol) << "C++ normalisation differs from the training recipe's";
     }
   }
+}
+
+// A card with input.size_multiple promises a fully convolutional network: on a window larger than
+// input.shape, OpenCV must give the outputs of the card-size window wherever the receptive field
+// lies inside both. Checked on the reference input placed inside a larger window of noise.
+TEST(ModelReference, SizeMultipleModelsAreFullyConvolutionalInOpenCv) {
+  int checked = 0;
+  for (const fs::path& dir : model_dirs()) {
+    astroflow::OnnxModel model = astroflow::OnnxModel::load((dir / "model.yaml").string());
+    const int m = model.card().size_multiple;
+    if (m == 0) continue;
+    SCOPED_TRACE(dir.string());
+    const int h = static_cast<int>(model.card().height_pix());
+    const int w = static_cast<int>(model.card().width_pix());
+    // The big window: 2h x 2w + one multiple, noise, with the card-size window at (h/2, w/2).
+    const int bh = 2 * h + m;
+    const int bw = 2 * w + m;
+    const int y0 = h / 2 / m * m;
+    const int x0 = w / 2 / m * m;
+    cv::Mat big_plane(bh, bw, CV_32F);
+    cv::RNG rng(7);  // seeded
+    rng.fill(big_plane, cv::RNG::NORMAL, 0.0, 1.0);
+    cv::Mat small_plane = big_plane(cv::Rect(x0, y0, w, h)).clone();
+    for (int k = 0; k < 12; ++k)  // a few bright sources
+      small_plane.at<float>(20 + (k * 37) % (h - 40), 20 + (k * 53) % (w - 40)) += 30.0f + k;
+    small_plane.copyTo(big_plane(cv::Rect(x0, y0, w, h)));
+    const int big_dims[4] = {1, 1, bh, bw};
+    const int small_dims[4] = {1, 1, h, w};
+    const cv::Mat big(4, big_dims, CV_32F, big_plane.ptr<float>());
+    const cv::Mat small(4, small_dims, CV_32F, small_plane.ptr<float>());
+    const cv::Mat ob = model.run(big).at(0);
+    const cv::Mat os = model.run(small).at(0);
+    ASSERT_EQ(ob.dims, 4);
+    const int oh = os.size[2];
+    const int ow = os.size[3];
+    const int sy = h / oh;  // output stride
+    const int sx = w / ow;
+    ASSERT_EQ(ob.size[2], bh / sy);
+    ASSERT_EQ(ob.size[3], bw / sx);
+    const int margin = oh / 4;  // away from the small window's edges (its zero padding)
+    double worst = 0.0;
+    for (int c = 0; c < os.size[1]; ++c)
+      for (int y = margin; y < oh - margin; ++y)
+        for (int x = margin; x < ow - margin; ++x) {
+          const float a = os.ptr<float>(0, c)[y * ow + x];
+          const float b = ob.ptr<float>(0, c)[(y + y0 / sy) * ob.size[3] + x + x0 / sx];
+          worst = std::max(worst, static_cast<double>(std::abs(a - b)));
+        }
+    EXPECT_LE(worst, 1e-5);
+    ++checked;
+  }
+  EXPECT_GE(checked, 1) << "no shipped card has input.size_multiple (models/detect has)";
 }
 
 }  // namespace
