@@ -168,7 +168,28 @@ class ClassifyStage final : public astroflow::Stage {
     if (mode_ == "cutout") {
       Job job;
       job.frame = fi;
-      if (f.catalog.empty()) f.catalog.append_row();
+      if (f.catalog.empty()) {
+        // The row of this cutout: its centre, in pixels and (with a WCS) on the sky, so the
+        // merged catalog of a folder of cutouts can be matched to other catalogs.
+        f.catalog.append_row();
+        const double xc = (f.width() + 1) / 2.0;  // FITS 1-based centre of the stamp
+        const double yc = (f.height() + 1) / 2.0;
+        f.catalog.add_column<double>("X_IMAGE", "pix", "cutout centre x, 1-based") = {xc};
+        f.catalog.add_column<double>("Y_IMAGE", "pix", "cutout centre y, 1-based") = {yc};
+        double ra = std::numeric_limits<double>::quiet_NaN();
+        double dec = ra;
+        if (f.wcs) {
+          try {
+            const astroflow::SkyCoord sky = f.wcs->pixel_to_sky({xc, yc});
+            ra = sky.ra_deg;
+            dec = sky.dec_deg;
+          } catch (const std::exception& e) {
+            log().warn(f.label() + ": no sky position for the cutout centre: " + e.what());
+          }
+        }
+        f.catalog.add_column<double>("ALPHA_J2000", "deg", "right ascension of the centre") = {ra};
+        f.catalog.add_column<double>("DELTA_J2000", "deg", "declination of the centre") = {dec};
+      }
       // A cutout is one object: its class goes to every row already there (usually none).
       job.row = 0;
       job.row_end = f.catalog.rows();

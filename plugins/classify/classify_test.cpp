@@ -135,6 +135,38 @@ TEST_F(TinyClassify, CutoutModeGivesCalibratedTorchProbabilities) {
   EXPECT_EQ(b.frames[0].catalog.get<std::int32_t>("CLASS_FLAGS")[0], 0);
 }
 
+TEST_F(TinyClassify, CutoutRowsGiveTheCentreInPixelsAndOnTheSky) {
+  // A TAN WCS with its reference pixel at (1, 1), 0.06"/pix: the 16x16 cutout's centre (8.5, 8.5)
+  // is 7.5 pixels east-west and north of it.
+  Frame with = cutout_frame(raw(0));
+  with.header.set("CTYPE1", "RA---TAN");
+  with.header.set("CTYPE2", "DEC--TAN");
+  with.header.set("CRVAL1", 150.0);
+  with.header.set("CRVAL2", 2.0);
+  with.header.set("CRPIX1", 1.0);
+  with.header.set("CRPIX2", 1.0);
+  with.header.set("CD1_1", -0.06 / 3600.0);
+  with.header.set("CD2_2", 0.06 / 3600.0);
+  with.wcs = astroflow::Wcs::from_header(with.header);
+  ASSERT_TRUE(with.wcs.has_value());
+  auto s = stage();
+  Batch b;
+  b.frames.push_back(std::move(with));
+  b.frames.push_back(cutout_frame(raw(1)));  // no WCS
+  s->process(b);
+  for (const Frame& f : b.frames) {
+    ASSERT_FALSE(f.failed());
+    EXPECT_DOUBLE_EQ(f.catalog.get<double>("X_IMAGE")[0], 8.5);
+    EXPECT_DOUBLE_EQ(f.catalog.get<double>("Y_IMAGE")[0], 8.5);
+  }
+  const double step = 7.5 * 0.06 / 3600.0;
+  EXPECT_NEAR(b.frames[0].catalog.get<double>("ALPHA_J2000")[0],
+              150.0 - step / std::cos(2.0 * M_PI / 180.0), 1e-8);
+  EXPECT_NEAR(b.frames[0].catalog.get<double>("DELTA_J2000")[0], 2.0 + step, 1e-8);
+  EXPECT_TRUE(std::isnan(b.frames[1].catalog.get<double>("ALPHA_J2000")[0]));
+  EXPECT_TRUE(std::isnan(b.frames[1].catalog.get<double>("DELTA_J2000")[0]));
+}
+
 TEST_F(TinyClassify, BatchSizeDoesNotChangeResults) {
   auto one = stage({{"batch", std::int64_t{1}}});
   auto many = stage({{"batch", std::int64_t{64}}});
