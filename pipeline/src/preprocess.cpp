@@ -53,7 +53,8 @@ void radix_sort(std::vector<std::uint32_t>& keys, std::vector<std::uint32_t>& tm
 
 }  // namespace
 
-ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterations) {
+ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterations,
+                                 std::size_t min_kept) {
   if (image.type() != CV_32FC1) throw std::invalid_argument("sigma_clipped_stats: need CV_32FC1");
   // This runs once per stamp of every CNN stage, so it sorts the finite pixels once (radix
   // sort): each clipping step keeps a contiguous run of the sorted values, whose median is its
@@ -73,6 +74,7 @@ ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterat
     }
   }
   ClippedStats s;
+  s.n_finite = keys.size();
   if (keys.empty()) return s;
   radix_sort(keys, tmp);
   v.resize(keys.size());
@@ -97,6 +99,7 @@ ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterat
                           : 0.5 * (static_cast<double>(v[mid - 1]) + static_cast<double>(v[mid]));
     const double mean = (p1[hi] - p1[lo]) / static_cast<double>(m);
     const double var = (p2[hi] - p2[lo]) / static_cast<double>(m) - mean * mean;
+    s.mean = mean + shift;
     s.stddev = std::sqrt(std::max(var, 0.0));
     s.n_used = m;
     if (it == iterations || s.stddev == 0.0) break;
@@ -111,7 +114,7 @@ ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma, int iterat
     const auto new_hi = std::partition_point(centre, last, inside);
     const auto lo2 = static_cast<std::size_t>(new_lo - v.begin());
     const auto hi2 = static_cast<std::size_t>(new_hi - v.begin());
-    if ((lo2 == lo && hi2 == hi) || lo2 >= hi2) break;
+    if ((lo2 == lo && hi2 == hi) || lo2 >= hi2 || hi2 - lo2 < min_kept) break;
     lo = lo2;
     hi = hi2;
   }

@@ -6,6 +6,7 @@
 // README.md in this folder for the exact recipe and how it differs from SExtractor.
 #include <algorithm>
 #include <astroflow/plugin.hpp>
+#include <astroflow/preprocess.hpp>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -33,43 +34,20 @@ struct MeshStat {
 };
 
 // Sigma-clipped statistics of one mesh, modified in place (values are reordered).
-MeshStat clipped_stats(std::vector<float>& v, std::size_t min_count) {
+// Sigma-clipped statistics of one mesh (its finite pixels): clipped at kClipSigma around the
+// median until nothing changes, keeping the last estimate when fewer than 3 pixels would be left
+// (sigma_clipped_stats: one radix sort, then each pass is a binary search on the sorted run).
+MeshStat clipped_stats(const cv::Mat& mesh, std::size_t min_count) {
   MeshStat out;
-  std::size_t n = v.size();
-  if (n < min_count || n == 0) return out;
-  double mean = 0.0;
-  double sigma = 0.0;
-  double median = 0.0;
-  for (int it = 0; it < kMaxClipIterations; ++it) {
-    double sum = 0.0;
-    double sum2 = 0.0;
-    for (std::size_t i = 0; i < n; ++i) {
-      sum += v[i];
-      sum2 += static_cast<double>(v[i]) * v[i];
-    }
-    mean = sum / static_cast<double>(n);
-    sigma = std::sqrt(std::max(0.0, sum2 / static_cast<double>(n) - mean * mean));
-    auto mid = v.begin() + static_cast<std::ptrdiff_t>(n / 2);
-    std::nth_element(v.begin(), mid, v.begin() + static_cast<std::ptrdiff_t>(n));
-    median = *mid;
-    if (n % 2 == 0) {
-      median = 0.5 * (median + *std::max_element(v.begin(), mid));
-    }
-    if (sigma <= 0.0) break;
-    const double lo = median - kClipSigma * sigma;
-    const double hi = median + kClipSigma * sigma;
-    auto end = std::partition(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n),
-                              [&](float x) { return x >= lo && x <= hi; });
-    const auto kept = static_cast<std::size_t>(end - v.begin());
-    if (kept == n || kept < 3) break;  // converged (or degenerate: keep the last estimate)
-    n = kept;
-  }
+  const astroflow::ClippedStats c =
+      astroflow::sigma_clipped_stats(mesh, kClipSigma, kMaxClipIterations, 3);
+  if (c.n_finite < min_count || c.n_finite == 0) return out;
   // SExtractor's mode estimator; a strongly skewed (crowded) mesh falls back to the median.
-  double level = 2.5 * median - 1.5 * mean;
-  if (sigma > 0.0 && std::fabs(mean - median) / sigma > 0.3) level = median;
+  double level = 2.5 * c.median - 1.5 * c.mean;
+  if (c.stddev > 0.0 && std::fabs(c.mean - c.median) / c.stddev > 0.3) level = c.median;
   out.level = static_cast<float>(level);
-  out.sigma = static_cast<float>(sigma);
-  out.valid = std::isfinite(level) && std::isfinite(sigma);
+  out.sigma = static_cast<float>(c.stddev);
+  out.valid = std::isfinite(level) && std::isfinite(c.stddev);
   return out;
 }
 
@@ -206,25 +184,17 @@ class BackgroundStage final : public astroflow::Stage {
     std::vector<std::uint8_t> valid(static_cast<std::size_t>(nx) * ny, 0);
 
     cv::parallel_for_(cv::Range(0, ny), [&](const cv::Range& range) {
-      std::vector<float> pix;
       for (int j = range.start; j < range.end; ++j) {
         for (int i = 0; i < nx; ++i) {
           const int x0 = i * mesh_pix_;
           const int y0 = j * mesh_pix_;
           const int x1 = std::min(w, x0 + mesh_pix_);
           const int y1 = std::min(h, y0 + mesh_pix_);
-          pix.clear();
-          for (int y = y0; y < y1; ++y) {
-            const float* row = sci.ptr<float>(y);
-            for (int x = x0; x < x1; ++x) {
-              if (std::isfinite(row[x])) pix.push_back(row[x]);
-            }
-          }
           const auto area = static_cast<std::size_t>((x1 - x0) * (y1 - y0));
           const auto min_count = std::max<std::size_t>(
               3,
               static_cast<std::size_t>(std::ceil(kMinValidFraction * static_cast<double>(area))));
-          const MeshStat s = clipped_stats(pix, min_count);
+          const MeshStat s = clipped_stats(sci(cv::Rect(x0, y0, x1 - x0, y1 - y0)), min_count);
           level.at<float>(j, i) = s.level;
           sigma.at<float>(j, i) = s.sigma;
           valid[static_cast<std::size_t>(j * nx + i)] = s.valid ? 1 : 0;

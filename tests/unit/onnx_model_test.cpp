@@ -300,7 +300,8 @@ TEST(Preprocess, SigmaClipRecoversGaussianNoise) {
 
 // The textbook algorithm the sorted/prefix-sum implementation replaces: filter, median by
 // nth_element, two-pass variance, repeat.
-astroflow::ClippedStats naive_clip(const cv::Mat& img, double nsigma, int iterations) {
+astroflow::ClippedStats naive_clip(const cv::Mat& img, double nsigma, int iterations,
+                                   std::size_t min_kept = 1) {
   std::vector<double> kept;
   for (int y = 0; y < img.rows; ++y) {
     for (int x = 0; x < img.cols; ++x) {
@@ -308,6 +309,7 @@ astroflow::ClippedStats naive_clip(const cv::Mat& img, double nsigma, int iterat
     }
   }
   astroflow::ClippedStats s;
+  s.n_finite = kept.size();
   for (int it = 0; it <= iterations && !kept.empty(); ++it) {
     std::vector<double> c = kept;
     std::sort(c.begin(), c.end());
@@ -316,6 +318,7 @@ astroflow::ClippedStats naive_clip(const cv::Mat& img, double nsigma, int iterat
     double mean = 0.0;
     for (double v : kept) mean += v;
     mean /= static_cast<double>(n);
+    s.mean = mean;
     double ss = 0.0;
     for (double v : kept) ss += (v - mean) * (v - mean);
     s.stddev = std::sqrt(ss / static_cast<double>(n));
@@ -325,7 +328,7 @@ astroflow::ClippedStats naive_clip(const cv::Mat& img, double nsigma, int iterat
     for (double v : kept) {
       if (std::abs(v - s.median) <= nsigma * s.stddev) next.push_back(v);
     }
-    if (next.size() == kept.size() || next.empty()) break;
+    if (next.size() == kept.size() || next.empty() || next.size() < min_kept) break;
     kept = next;
   }
   return s;
@@ -351,12 +354,16 @@ TEST(Preprocess, SigmaClipAgreesWithTheTextbookAlgorithm) {
     if (trial % 2 == 0) img.at<float>(h / 2, w / 2) = 1e4f;
     if (trial % 5 == 0) img.at<float>(0, 0) = std::numeric_limits<float>::quiet_NaN();
     if (trial % 6 == 0) img.at<float>(h - 1, 0) = std::numeric_limits<float>::infinity();
-    for (int iterations : {0, 1, 5}) {
-      const auto got = astroflow::sigma_clipped_stats(img, 2.5, iterations);
-      const auto want = naive_clip(img, 2.5, iterations);
-      EXPECT_DOUBLE_EQ(got.median, want.median) << trial << " " << iterations;
-      EXPECT_NEAR(got.stddev, want.stddev, 1e-9 * (1.0 + want.stddev)) << trial;
-      EXPECT_EQ(got.n_used, want.n_used) << trial << " " << iterations;
+    for (int iterations : {0, 1, 5, 100}) {
+      for (std::size_t min_kept : {std::size_t{1}, std::size_t{3}, std::size_t{40}}) {
+        const auto got = astroflow::sigma_clipped_stats(img, 2.5, iterations, min_kept);
+        const auto want = naive_clip(img, 2.5, iterations, min_kept);
+        EXPECT_DOUBLE_EQ(got.median, want.median) << trial << " " << iterations;
+        EXPECT_NEAR(got.mean, want.mean, 1e-9 * (1.0 + std::abs(want.mean))) << trial;
+        EXPECT_NEAR(got.stddev, want.stddev, 1e-9 * (1.0 + want.stddev)) << trial;
+        EXPECT_EQ(got.n_used, want.n_used) << trial << " " << iterations << " " << min_kept;
+        EXPECT_EQ(got.n_finite, want.n_finite) << trial;
+      }
     }
   }
 }

@@ -18,16 +18,19 @@ namespace astroflow {
 
 struct ClippedStats {
   double median = 0.0;
-  double stddev = 0.0;     ///< population standard deviation of the kept pixels
-  std::size_t n_used = 0;  ///< finite pixels kept after clipping (0: no finite pixel)
+  double mean = 0.0;         ///< mean of the kept pixels
+  double stddev = 0.0;       ///< population standard deviation of the kept pixels
+  std::size_t n_used = 0;    ///< finite pixels kept after clipping (0: no finite pixel)
+  std::size_t n_finite = 0;  ///< finite pixels before clipping
 };
 
-/// Iterative sigma clipping over the finite pixels of a CV_32F image: start from all finite
-/// pixels; each iteration computes the median (mean of the two middle values for an even count)
-/// and the population standard deviation of the kept pixels, then keeps |x - median| <= nsigma *
-/// stddev; it stops after `iterations` or when nothing changes.
+/// Iterative sigma clipping over the finite pixels of a CV_32F image (any ROI): start from all
+/// finite pixels; each iteration computes the median (mean of the two middle values for an even
+/// count), mean and population standard deviation of the kept pixels, then keeps
+/// |x - median| <= nsigma * stddev; it stops after `iterations`, when nothing changes, or when
+/// fewer than `min_kept` pixels would be left (the statistics are then those of the last set).
 [[nodiscard]] ClippedStats sigma_clipped_stats(const cv::Mat& image, double nsigma = 3.0,
-                                               int iterations = 5);
+                                               int iterations = 5, std::size_t min_kept = 1);
 
 /// In-place asinh of every pixel of a CV_32F image (finite values; within 5e-7 of std::asinh
 /// for |t| < 1e4).

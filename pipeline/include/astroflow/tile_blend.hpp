@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstddef>
 #include <opencv2/core.hpp>
+#include <utility>
 #include <vector>
 
 namespace astroflow {
@@ -72,15 +73,19 @@ inline std::vector<TileRect> tile_grid(int width, int height, int tile, int over
   return out;
 }
 
-/// Runs `infer` on batches of at most `batch` tiles and blends the results. `image`: CV_32F
-/// without NaN. `infer(const std::vector<cv::Mat>& tiles) -> std::vector<cv::Mat>` maps
-/// tile x tile CV_32F inputs to tile x tile outputs of type CV_32FC(k), the same k for every
-/// tile; the result is CV_32FC(k) of the image size.
+/// Runs `infer` on batches of at most `batch` windows of tile_w x tile_h and blends the results.
+/// `image`: CV_32F without NaN. `infer(const std::vector<cv::Mat>& tiles) -> std::vector<cv::Mat>`
+/// maps tile_h x tile_w CV_32F inputs to outputs of the same size of type CV_32FC(k), the same
+/// k for every window; the result is CV_32FC(k) of the image size.
 template <typename Infer>
-cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infer&& infer) {
+cv::Mat blend_tiles(const cv::Mat& image, int tile_w, int tile_h, int overlap, int batch,
+                    Infer&& infer) {
   const int w = image.cols;
   const int h = image.rows;
-  const std::vector<TileRect> grid = tile_grid(w, h, tile, overlap);
+  std::vector<TileRect> grid;
+  for (int y : tile_starts(h, tile_h, overlap)) {
+    for (int x : tile_starts(w, tile_w, overlap)) grid.push_back({x, y});
+  }
   cv::Mat acc;
   int nch = 0;
   cv::Mat wsum(h, w, CV_64F, cv::Scalar(0));
@@ -88,21 +93,21 @@ cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infe
     const std::size_t last = std::min(grid.size(), first + static_cast<std::size_t>(batch));
     std::vector<cv::Mat> inputs;
     for (std::size_t i = first; i < last; ++i) {
-      cv::Mat t(tile, tile, CV_32F, cv::Scalar(0));
-      const int cw = std::min(tile, w - grid[i].x0);
-      const int ch = std::min(tile, h - grid[i].y0);
+      cv::Mat t(tile_h, tile_w, CV_32F, cv::Scalar(0));
+      const int cw = std::min(tile_w, w - grid[i].x0);
+      const int ch = std::min(tile_h, h - grid[i].y0);
       image(cv::Rect(grid[i].x0, grid[i].y0, cw, ch)).copyTo(t(cv::Rect(0, 0, cw, ch)));
       inputs.push_back(t);
     }
     const std::vector<cv::Mat> outputs = infer(inputs);
     for (std::size_t i = first; i < last; ++i) {
       const TileRect r = grid[i];
-      const int cw = std::min(tile, w - r.x0);
-      const int ch = std::min(tile, h - r.y0);
-      const auto wy = window_1d(tile, overlap, r.y0 > 0, r.y0 + tile < h);
-      const auto wx = window_1d(tile, overlap, r.x0 > 0, r.x0 + tile < w);
+      const int cw = std::min(tile_w, w - r.x0);
+      const int ch = std::min(tile_h, h - r.y0);
+      const auto wy = window_1d(tile_h, overlap, r.y0 > 0, r.y0 + tile_h < h);
+      const auto wx = window_1d(tile_w, overlap, r.x0 > 0, r.x0 + tile_w < w);
       const cv::Mat& o = outputs[i - first];
-      CV_Assert(o.depth() == CV_32F && o.rows == tile && o.cols == tile);
+      CV_Assert(o.depth() == CV_32F && o.rows == tile_h && o.cols == tile_w);
       if (acc.empty()) {
         nch = o.channels();
         acc = cv::Mat(h, w, CV_64FC(nch), cv::Scalar::all(0));
@@ -131,6 +136,12 @@ cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infe
     }
   }
   return out;
+}
+
+/// Square windows of tile x tile.
+template <typename Infer>
+cv::Mat blend_tiles(const cv::Mat& image, int tile, int overlap, int batch, Infer&& infer) {
+  return blend_tiles(image, tile, tile, overlap, batch, std::forward<Infer>(infer));
 }
 
 }  // namespace astroflow
