@@ -13,17 +13,19 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 DATA=${DATA:-$BUILD/classify-data}
-N_TRAIN=${N_TRAIN:-60000}
-N_VAL=${N_VAL:-3000}
+N_TRAIN=${N_TRAIN:-120000}
+N_VAL=${N_VAL:-10000}
 N_TEST=${N_TEST:-10000}
 THREADS=${THREADS:-2}
 LIMIT_TRAIN=${LIMIT_TRAIN:-0}  # use only the first N train stamps (0: all)
-EPOCHS=${EPOCHS:-20}
+EPOCHS=${EPOCHS:-16}
 PATIENCE=${PATIENCE:-12}
-MAX_TRAIN_S=${MAX_TRAIN_S:-3600}
+MAX_TRAIN_S=${MAX_TRAIN_S:-4800}
 SEED_TRAIN=1101
 SEED_VAL=2202
-SEED_TEST=3303
+# 3303 scored the earlier recipes (30k and 60k stamps); after the recipe changed because of
+# those scores, the model is scored on a seed no earlier model was ever evaluated on.
+SEED_TEST=3404
 
 if [ ! -x "$BUILD/bin/astroflow" ]; then
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release

@@ -1,12 +1,17 @@
 """Classification metrics, defined as in pipeline/src/evaluate_classify.cpp."""
+import itertools
+
 import numpy as np
 
 ECE_BINS = 15
 SNR_EDGES = [0, 20, 30, 50, 100, 200, 1e30]
 
 
-def softmax(logits, temperature=1.0):
+def softmax(logits, temperature=1.0, bias=None):
+    """softmax(logits / temperature + bias), as the classify stage computes it."""
     z = logits / temperature
+    if bias is not None:
+        z = z + np.asarray(bias, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -33,6 +38,30 @@ def fit_temperature(logits, labels):
             b = lo + g * (hi - lo)
             fb = nll(logits, labels, np.exp(b))
     return float(np.exp((lo + hi) / 2))
+
+
+BIAS_GRID = np.round(np.arange(-0.6, 0.6001, 0.05), 2)
+
+
+def fit_decision_bias(logits, labels, temperature, classes, grid=BIAS_GRID):
+    """Per-class logit offsets b (0 outside `classes`) for the decision argmax(logits / T + b):
+    the b on `grid` (every combination for the classes in `classes`) that maximises the smallest
+    per-class recall on these samples (the validation set), ties broken by the higher accuracy,
+    then by the smaller sum of |b|. Returns (b, smallest recall, accuracy)."""
+    z = logits.astype(np.float64) / temperature
+    k = z.shape[1]
+    present = [c for c in range(k) if (labels == c).any()]
+    best = None
+    for combo in itertools.product(grid, repeat=len(classes)):
+        b = np.zeros(k)
+        b[list(classes)] = combo
+        pred = (z + b).argmax(axis=1)
+        recalls = [float((pred[labels == c] == c).mean()) for c in present]
+        key = (min(recalls), float((pred == labels).mean()), -float(np.abs(b).sum()))
+        if best is None or key > best[0]:
+            best = (key, b)
+    (min_recall, accuracy, _), b = best
+    return b, min_recall, accuracy
 
 
 def expected_calibration_error(probs, labels, bins=ECE_BINS):

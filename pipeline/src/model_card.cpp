@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -220,6 +221,13 @@ ModelCard ModelCard::load(const std::string& card_path) {
   c.temperature = r.get_or<double>("output.temperature", 1.0, "number");
   if (!(c.temperature > 0.0)) {
     r.fail(r.node("output.temperature"), "output.temperature", "must be > 0");
+  }
+  c.logit_bias = r.list<double>("output.logit_bias", "number", false);
+  if (!c.logit_bias.empty() && (c.logit_bias.size() != c.class_names.size() ||
+                                !std::all_of(c.logit_bias.begin(), c.logit_bias.end(),
+                                             [](double v) { return std::isfinite(v); }))) {
+    r.fail(r.node("output.logit_bias"), "output.logit_bias",
+           "needs one finite number per class name (" + std::to_string(c.class_names.size()) + ")");
   }
 
   c.opset = r.get<int>("opset", "integer");

@@ -208,17 +208,24 @@ NormalisedStamp normalise_stamp(const cv::Mat& stamp, const Normalisation& norm,
   return r;
 }
 
-void softmax_rows(cv::Mat& logits, double temperature) {
+void softmax_rows(cv::Mat& logits, double temperature, const std::vector<double>& bias) {
   if (logits.type() != CV_32FC1) throw std::invalid_argument("softmax_rows: need CV_32FC1");
   if (!(temperature > 0.0)) throw std::invalid_argument("softmax_rows: temperature must be > 0");
+  if (!bias.empty() && bias.size() != static_cast<std::size_t>(logits.cols))
+    throw std::invalid_argument("softmax_rows: one bias per column expected");
+  std::vector<double> z(static_cast<std::size_t>(logits.cols));
   for (int i = 0; i < logits.rows; ++i) {
     float* row = logits.ptr<float>(i);
     double mx = -std::numeric_limits<double>::infinity();
-    for (int j = 0; j < logits.cols; ++j) mx = std::max(mx, row[j] / temperature);
+    for (int j = 0; j < logits.cols; ++j) {
+      const auto k = static_cast<std::size_t>(j);
+      z[k] = row[j] / temperature + (bias.empty() ? 0.0 : bias[k]);
+      mx = std::max(mx, z[k]);
+    }
     double sum = 0.0;
     std::vector<double> e(static_cast<std::size_t>(logits.cols));
     for (int j = 0; j < logits.cols; ++j) {
-      e[static_cast<std::size_t>(j)] = std::exp(row[j] / temperature - mx);
+      e[static_cast<std::size_t>(j)] = std::exp(z[static_cast<std::size_t>(j)] - mx);
       sum += e[static_cast<std::size_t>(j)];
     }
     for (int j = 0; j < logits.cols; ++j) {

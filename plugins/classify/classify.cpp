@@ -2,7 +2,8 @@
 //
 // Each stamp is brought to the model card's pixel scale and size, normalised as the card says
 // (preprocess.hpp), and the whole Batch goes through the network as one tensor. Probabilities
-// are softmax(logits / T) with the card's temperature T (fitted on the validation set).
+// are softmax(logits / T + b) with the card's temperature T (fitted on the validation set) and
+// its logit_bias b (the decision rule chosen on the validation set; none when absent).
 // Behaviour on bad input is listed in README.md in this folder.
 #include <algorithm>
 #include <astroflow/onnx_model.hpp>
@@ -105,7 +106,8 @@ class ClassifyStage final : public astroflow::Stage {
         jobs[ok[k]].input.copyTo(dst);
       }
       probs = model_->run_rows(blob);
-      if (card.output_semantics == "logits") astroflow::softmax_rows(probs, card.temperature);
+      if (card.output_semantics == "logits")
+        astroflow::softmax_rows(probs, card.temperature, card.logit_bias);
     }
     std::vector<int> prob_row(jobs.size(), -1);
     for (std::size_t k = 0; k < ok.size(); ++k) prob_row[ok[k]] = static_cast<int>(k);

@@ -31,6 +31,9 @@ namespace {
 
 namespace seg = astroflow::segment;
 
+// Largest window for a fully convolutional network when the option tile is 0 (as detect).
+constexpr std::int64_t kMaxTile = 512;
+
 class SegmentStage : public astroflow::Stage {
  public:
   void configure(const astroflow::Options& o) override {
@@ -65,7 +68,12 @@ class SegmentStage : public astroflow::Stage {
                                   ": normalisation.background must be 'none' (the stage "
                                   "normalises with the background stage's planes)");
     }
+    // A fully convolutional network (input.size_multiple) runs on windows of up to kMaxTile
+    // pixels fitted to each frame (balanced_tile), as the detect stage does.
+    if (tile_ == 0 && card.size_multiple > 0)
+      tile_ = static_cast<int>(std::max(kMaxTile, card.height_pix()));
     tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
+    size_multiple_ = card.size_multiple;
   }
 
  protected:
@@ -93,11 +101,17 @@ class SegmentStage : public astroflow::Stage {
     cv::Mat stretched;
     (void)astroflow::normalise_stamp(norm, model_->card().normalisation, stretched);
 
+    const int tw = size_multiple_ > 0
+                       ? astroflow::balanced_tile(stretched.cols, tile_, overlap_, size_multiple_)
+                       : tile_;
+    const int th = size_multiple_ > 0
+                       ? astroflow::balanced_tile(stretched.rows, tile_, overlap_, size_multiple_)
+                       : tile_;
     const cv::Mat channels = astroflow::blend_tiles(
-        stretched, tile_, overlap_, batch_, [this](const std::vector<cv::Mat>& tiles) {
-          const int dims[4] = {static_cast<int>(tiles.size()), 1, tile_, tile_};
+        stretched, tw, th, overlap_, batch_, [this, tw, th](const std::vector<cv::Mat>& tiles) {
+          const int dims[4] = {static_cast<int>(tiles.size()), 1, th, tw};
           cv::Mat blob(4, dims, CV_32F);
-          const std::size_t plane = static_cast<std::size_t>(tile_) * tile_;
+          const std::size_t plane = static_cast<std::size_t>(tw) * th;
           for (std::size_t i = 0; i < tiles.size(); ++i) {
             std::copy(tiles[i].ptr<float>(), tiles[i].ptr<float>() + plane,
                       blob.ptr<float>() + i * plane);
@@ -111,7 +125,7 @@ class SegmentStage : public astroflow::Stage {
           std::vector<cv::Mat> outs;
           for (std::size_t i = 0; i < tiles.size(); ++i) {
             outs.push_back(seg::to_pixel_channels(
-                result.ptr<float>() + i * plane * seg::kChannelCount, tile_, tile_));
+                result.ptr<float>() + i * plane * seg::kChannelCount, th, tw));
           }
           return outs;
         });
@@ -206,7 +220,8 @@ class SegmentStage : public astroflow::Stage {
   std::string model_path_;
   int tile_ = 0;
   int overlap_ = 32;
-  int batch_ = 4;
+  int batch_ = 1;
+  int size_multiple_ = 0;
   float fg_threshold_ = 0.9f;
   std::optional<astroflow::OnnxModel> model_;
 };
@@ -223,9 +238,12 @@ ASTROFLOW_PLUGIN(
     astroflow::OptionSchema()
         .add_path("model", std::nullopt,
                   "model.onnx (its model.yaml card beside it) or the card; relative to the config")
-        .add_int("tile", 0, "tile size in pixels; 0 = the card's input size", 0, 4096)
+        .add_int("tile", 0,
+                 "network window in pixels; 0 = the card's input size, or windows of up to "
+                 "512 fitted to each image when the card has input.size_multiple",
+                 0, 4096)
         .add_int("overlap", 32, "overlap of neighbouring tiles in pixels", 0, 2048)
-        .add_int("batch", 4, "tiles per forward pass", 1, 1024)
+        .add_int("batch", 1, "windows per forward pass", 1, 1024)
         .add_double("foreground_threshold", 0.9,
                     "a pixel is foreground when 1 - P(background) reaches this (0.9: the best "
                     "median footprint IoU on the model's validation fields)",

@@ -96,6 +96,11 @@ TEST_F(CardFile, ParsesEveryField) {
   ASSERT_EQ(c.class_names.size(), 5u);
   EXPECT_EQ(c.class_names[3], "point_source");
   EXPECT_DOUBLE_EQ(c.temperature, 1.37);
+  EXPECT_TRUE(c.logit_bias.empty());  // optional
+  EXPECT_EQ(ModelCard::load(write(edit("temperature: 1.37",
+                                       "temperature: 1.37\n  logit_bias: [-0.4, 0.3, 0.25, 0, 0]")))
+                .logit_bias,
+            (std::vector<double>{-0.4, 0.3, 0.25, 0.0, 0.0}));
   EXPECT_EQ(c.opset, 13);
   EXPECT_EQ(c.sha256.substr(0, 4), "0123");
   EXPECT_EQ(c.training_recipe, "models/classify/train.sh");
@@ -142,6 +147,9 @@ TEST_F(CardFile, RejectsInconsistentOrImpossibleValues) {
   EXPECT_NE(error_of(edit("0123456789abcdef0123", "0123456789ABCDEF0123")).find("hex"),
             std::string::npos);
   EXPECT_NE(error_of(edit("  recipe: models/classify/train.sh\n", "")).find("training.recipe"),
+            std::string::npos);
+  EXPECT_NE(error_of(edit("temperature: 1.37", "temperature: 1.37\n  logit_bias: [0.1, 0.2]"))
+                .find("output.logit_bias"),
             std::string::npos);
   // size_multiple must divide the H and W the network was checked at.
   EXPECT_NE(

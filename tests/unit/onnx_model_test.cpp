@@ -415,6 +415,13 @@ TEST(Preprocess, SoftmaxWithTemperature) {
     EXPECT_NEAR(r->at<float>(0, 1), 2.0 / 6, 1e-6);
     EXPECT_NEAR(r->at<float>(0, 2), 3.0 / 6, 1e-6);
   }
+  // A per-class bias multiplies class j's odds by exp(b_j): (1, 2, 3) * (3, 1, 0.5) -> (3, 2, 1.5).
+  cv::Mat row2 = l.row(1).clone();
+  astroflow::softmax_rows(row2, 2.0, {std::log(3.0), 0.0, std::log(0.5)});
+  EXPECT_NEAR(row2.at<float>(0, 0), 3.0 / 6.5, 1e-6);
+  EXPECT_NEAR(row2.at<float>(0, 1), 2.0 / 6.5, 1e-6);
+  EXPECT_NEAR(row2.at<float>(0, 2), 1.5 / 6.5, 1e-6);
+  EXPECT_THROW(astroflow::softmax_rows(row2, 1.0, {0.0, 1.0}), std::invalid_argument);
 }
 
 TEST(Preprocess, ExtractStampPadsWithNaNAtEdges) {

@@ -61,6 +61,9 @@ struct ModelCard {
   std::string output_semantics;
   std::vector<std::string> class_names;  ///< in output order; required for classification
   double temperature = 1.0;  ///< calibration: probabilities = softmax(logits / temperature)
+  /// Per-class offsets added after the temperature: softmax(logits / temperature + logit_bias),
+  /// the decision rule chosen on the validation set (output.logit_bias; empty: none).
+  std::vector<double> logit_bias;
 
   int opset = 0;
   std::string sha256;  ///< hex sha256 of the ONNX file

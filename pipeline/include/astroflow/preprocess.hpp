@@ -51,8 +51,9 @@ struct NormalisedStamp {
 /// no finite pixel throws FrameError. A zero or non-finite rms falls back to 1.
 NormalisedStamp normalise_stamp(const cv::Mat& stamp, const Normalisation& norm, cv::Mat& out);
 
-/// In-place softmax of each row of a CV_32F matrix of logits divided by `temperature`.
-void softmax_rows(cv::Mat& logits, double temperature = 1.0);
+/// In-place softmax of each row of a CV_32F matrix of logits divided by `temperature`, plus
+/// `bias` per column when given (one entry per column).
+void softmax_rows(cv::Mat& logits, double temperature = 1.0, const std::vector<double>& bias = {});
 
 struct Peak {
   int x_pix = 0;  ///< 0-based
