@@ -354,7 +354,10 @@ def stage_finish(a, rows, split):
     card = {
         "name": "segment", "task": "segmentation", "version": "1.0.0", "file": "model.onnx",
         "sha256": sha256_file(onnx_path), "opset": OPSET,
-        "input": {"shape": [-1, 1, TILE, TILE], "bands": ["any"], "pixel_scale_arcsec": 0.06},
+        # Fully convolutional (three 2x poolings, ConvTranspose back up, skips): any H and W that
+        # are multiples of 8 (tests/unit/model_reference_test.cpp checks it in OpenCV).
+        "input": {"shape": [-1, 1, TILE, TILE], "bands": ["any"], "pixel_scale_arcsec": 0.06,
+                  "size_multiple": 8},
         # The stage first normalises with the `background` stage's planes, x = (image -
         # background) / rms; the card's own estimator is therefore "none" and the card's
         # stretch is asinh(x / scale).
