@@ -8,7 +8,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config git
   libcfitsio-dev wcslib-dev libtbb-dev libyaml-cpp-dev
-  libopencv-dnn-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libopencv-dnn-dev libopencv-imgproc-dev libpng-dev
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libgmock-dev
   source-extractor

@@ -1,8 +1,10 @@
 #include "astroflow/quicklook.hpp"
 
+#include <png.h>
+
 #include <algorithm>
 #include <cmath>
-#include <opencv2/imgcodecs.hpp>
+#include <csetjmp>
 #include <opencv2/imgproc.hpp>
 #include <stdexcept>
 #include <string_view>
@@ -163,10 +165,47 @@ cv::Mat render_side_by_side(const cv::Mat& left, const cv::Mat& right,
   return bgr;
 }
 
+namespace {
+
+void append_png_bytes(png_structp png, png_bytep data, png_size_t length) {
+  auto* out = static_cast<std::vector<unsigned char>*>(png_get_io_ptr(png));
+  out->insert(out->end(), data, data + length);
+}
+
+// libpng reports errors by longjmp: no object with a destructor lives between setjmp and the
+// calls that may jump, so nothing is skipped. Returns false on a libpng error.
+bool encode_png(const unsigned char* pixels, std::size_t step, int width, int height, int channels,
+                std::vector<unsigned char>* out) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  if (png == nullptr) return false;
+  png_infop info = png_create_info_struct(png);
+  if (info == nullptr || setjmp(png_jmpbuf(png)) != 0) {
+    png_destroy_write_struct(&png, &info);
+    return false;
+  }
+  png_set_write_fn(png, out, append_png_bytes, nullptr);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8,
+               channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  if (channels == 3) png_set_bgr(png);  // OpenCV's colour order
+  for (int y = 0; y < height; ++y)
+    png_write_row(png, const_cast<png_bytep>(pixels + static_cast<std::size_t>(y) * step));
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return true;
+}
+
+}  // namespace
+
 void write_png(const std::string& path, const cv::Mat& image) {
+  // libpng directly: OpenCV's imgcodecs would load about 120 more shared libraries (GDAL, GDCM,
+  // ...) into every astroflow process, 0.08 s of start-up each, for this one call.
+  if (image.depth() != CV_8U || (image.channels() != 1 && image.channels() != 3) || image.empty())
+    throw std::invalid_argument(path + ": write_png needs an 8-bit grey or BGR image");
   std::vector<unsigned char> bytes;
-  if (!cv::imencode(".png", image, bytes))
-    throw std::runtime_error(path + ": PNG encoding failed (OpenCV imencode)");
+  if (!encode_png(image.data, image.step[0], image.cols, image.rows, image.channels(), &bytes))
+    throw std::runtime_error(path + ": PNG encoding failed (libpng)");
   write_file_atomically(
       path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
 }

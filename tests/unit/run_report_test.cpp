@@ -3,8 +3,12 @@
 #include "astroflow/run_report.hpp"
 
 #include <gtest/gtest.h>
+#include <png.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <opencv2/imgproc.hpp>
 #include <vector>
 
@@ -26,6 +30,44 @@ Catalog one_source(double x, double y, double a, double b, double theta) {
   c.add_column<double>("THETA_IMAGE") = {theta};
   c.resize(1);
   return c;
+}
+
+// write_png goes through libpng; decoding its file with libpng's reader must give back every
+// pixel, in OpenCV's BGR order for colour and as is for grey.
+TEST(Quicklook, WritePngRoundTripsGreyAndBgrPixels) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "astroflow-png-test";
+  std::filesystem::create_directories(dir);
+  cv::Mat bgr(7, 5, CV_8UC3);
+  cv::Mat grey(3, 9, CV_8UC1);
+  for (int y = 0; y < bgr.rows; ++y)
+    for (int x = 0; x < bgr.cols; ++x)
+      bgr.at<cv::Vec3b>(y, x) =
+          cv::Vec3b(static_cast<unsigned char>(10 * x), static_cast<unsigned char>(30 * y), 200);
+  for (int y = 0; y < grey.rows; ++y)
+    for (int x = 0; x < grey.cols; ++x)
+      grey.at<unsigned char>(y, x) = static_cast<unsigned char>(x * 29 + y);
+  for (const cv::Mat* m : {&bgr, &grey}) {
+    const std::string path = (dir / (m->channels() == 3 ? "bgr.png" : "grey.png")).string();
+    astroflow::write_png(path, *m);
+    std::ifstream in(path, std::ios::binary);
+    const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
+                                           std::istreambuf_iterator<char>());
+    png_image image{};
+    image.version = PNG_IMAGE_VERSION;
+    ASSERT_NE(png_image_begin_read_from_memory(&image, bytes.data(), bytes.size()), 0) << path;
+    EXPECT_EQ(static_cast<int>(image.width), m->cols);
+    EXPECT_EQ(static_cast<int>(image.height), m->rows);
+    image.format = m->channels() == 3 ? PNG_FORMAT_BGR : PNG_FORMAT_GRAY;
+    cv::Mat back(m->rows, m->cols, m->type());
+    ASSERT_NE(png_image_finish_read(&image, nullptr, back.data,
+                                    static_cast<png_int_32>(back.step[0]), nullptr),
+              0)
+        << image.message;
+    EXPECT_EQ(cv::norm(back, *m, cv::NORM_INF), 0.0) << path;
+  }
+  EXPECT_THROW(astroflow::write_png((dir / "f.png").string(), cv::Mat(2, 2, CV_32F)),
+               std::invalid_argument);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Quicklook, EllipseIsDrawnAtTheSourceWithFitsRowOneAtTheBottom) {
