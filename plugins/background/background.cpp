@@ -33,7 +33,6 @@ struct MeshStat {
   bool valid = false;
 };
 
-// Sigma-clipped statistics of one mesh, modified in place (values are reordered).
 // Sigma-clipped statistics of one mesh (its finite pixels): clipped at kClipSigma around the
 // median until nothing changes, keeping the last estimate when fewer than 3 pixels would be left
 // (sigma_clipped_stats: one radix sort, then each pass is a binary search on the sorted run).
