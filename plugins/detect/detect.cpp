@@ -49,10 +49,6 @@ constexpr std::int32_t kFlagTileMerged = 256;  // also found by a neighbouring n
 constexpr float kFootprintSigma = 1.0f;
 constexpr int kCentrePasses = 1;  // footprint -> barycentre passes (centre: barycentre)
 constexpr double kNoMag = 99.0;
-// Largest window for a fully convolutional network when the option tile is 0.
-// 512 covers a 2,112-pixel frame with 5 windows of 448 per axis (1.06x the pixels per axis, as
-// 3 windows of 720 would) while giving the threads 25 windows to share.
-constexpr std::int64_t kMaxTile = 512;
 
 struct Candidate {
   double x = 0.0;  // 0-based, frame coordinates
@@ -114,10 +110,12 @@ class DetectStage : public astroflow::Stage {
                                   "card's normalisation.background must be none");
     }
     star_class_ = card.class_names[0] == "star" ? 0 : 1;
-    // A fully convolutional network (input.size_multiple) runs on windows of up to kMaxTile
-    // pixels, fitted to each frame (balanced_tile): fewer pixels computed twice in overlaps.
+    // A fully convolutional network (input.size_multiple) runs on windows of up to
+    // kFittedWindowMax pixels, fitted to each frame (balanced_tile): fewer pixels computed twice
+    // in overlaps.
     if (tile_ == 0 && card.size_multiple > 0)
-      tile_ = static_cast<int>(std::max(kMaxTile, card.height_pix()));
+      tile_ =
+          static_cast<int>(std::max<std::int64_t>(astroflow::kFittedWindowMax, card.height_pix()));
     tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
     size_multiple_ = card.size_multiple;
   }

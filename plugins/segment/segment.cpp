@@ -31,9 +31,6 @@ namespace {
 
 namespace seg = astroflow::segment;
 
-// Largest window for a fully convolutional network when the option tile is 0 (as detect).
-constexpr std::int64_t kMaxTile = 512;
-
 class SegmentStage : public astroflow::Stage {
  public:
   void configure(const astroflow::Options& o) override {
@@ -68,10 +65,11 @@ class SegmentStage : public astroflow::Stage {
                                   ": normalisation.background must be 'none' (the stage "
                                   "normalises with the background stage's planes)");
     }
-    // A fully convolutional network (input.size_multiple) runs on windows of up to kMaxTile
-    // pixels fitted to each frame (balanced_tile), as the detect stage does.
+    // A fully convolutional network (input.size_multiple) runs on windows of up to
+    // kFittedWindowMax pixels fitted to each frame (balanced_tile), as the detect stage does.
     if (tile_ == 0 && card.size_multiple > 0)
-      tile_ = static_cast<int>(std::max(kMaxTile, card.height_pix()));
+      tile_ =
+          static_cast<int>(std::max<std::int64_t>(astroflow::kFittedWindowMax, card.height_pix()));
     tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
     size_multiple_ = card.size_multiple;
   }

@@ -32,6 +32,12 @@ inline std::vector<int> tile_starts(int n, int tile, int overlap) {
   return s;
 }
 
+/// Largest window the CNN stages fit to a frame when the card allows any multiple
+/// (input.size_multiple) and the stage's `tile` option is 0: covers a 2,112-pixel frame with 5
+/// windows of 448 per axis (1.06x the pixels per axis, as 3 of 720 would) and gives the threads
+/// 25 windows to share.
+inline constexpr int kFittedWindowMax = 512;
+
 /// The window length along an axis of length n for a fully convolutional network that takes any
 /// multiple of `multiple`: the fewest windows of at most max_tile (starts spaced as tile_starts
 /// spaces them), made as short as still covers n, rounded up to the multiple. Less padding and
