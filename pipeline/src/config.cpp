@@ -836,15 +836,10 @@ std::string canonical(const PipelineConfig& c, const std::vector<std::string>& p
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
+  // Scheduling (threads, max_in_flight, commit_every, commit_interval_s) changes no output byte,
+  // so it is left out: a run resumed on a machine with other cores skips what is done.
   out << YAML::Key << "run" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "threads" << YAML::Value;
-  if (c.run.threads == 0) {
-    out << "auto";
-  } else {
-    out << c.run.threads;
-  }
   out << YAML::Key << "batch" << YAML::Value << c.run.batch;
-  out << YAML::Key << "max_in_flight" << YAML::Value << c.run.max_in_flight;
   out << YAML::Key << "tile_size" << YAML::Value << c.run.tile_size;
   out << YAML::Key << "tile_overlap" << YAML::Value << c.run.tile_overlap;
   out << YAML::Key << "seed" << YAML::Value << std::to_string(c.run.seed);

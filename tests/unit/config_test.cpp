@@ -512,6 +512,10 @@ TEST_F(ConfigTest, HashIgnoresFormattingAndCommentsButNotValues) {
   EXPECT_NE(ca.hash(), PipelineConfig::load(c).hash());
   EXPECT_NE(ca.hash(), PipelineConfig::load(a, {"run.batch=17"}).hash());
   EXPECT_NE(ca.hash(), PipelineConfig::load(a, {"input.pattern=*.fz"}).hash());
+  // Scheduling changes no output byte: a resume on other cores must not redo everything.
+  EXPECT_EQ(ca.hash(), PipelineConfig::load(a, {"run.threads=7", "run.max_in_flight=2",
+                                                "run.commit_every=3", "run.commit_interval_s=9"})
+                           .hash());
   EXPECT_EQ(PipelineConfig::load(c).hash(),
             PipelineConfig::load(a, {"stages.sources.threshold=1.6"}).hash());
 }
@@ -533,9 +537,10 @@ TEST_F(ConfigTest, CanonicalTextIsAFixedPoint) {
   EXPECT_EQ(second.stages[1].name, "det");
   EXPECT_EQ(second.stages[1].options.at("mode").text, "*");
   EXPECT_TRUE(second.output.quicklook);
-  // Defaults are written out, so the hash records the effective run.
-  EXPECT_NE(first.canonical_text.find("max_in_flight: 8"), std::string::npos)
+  // Defaults are written out, so the hash records the effective run; scheduling is left out.
+  EXPECT_NE(first.canonical_text.find("tile_size: 2048"), std::string::npos)
       << first.canonical_text;
+  EXPECT_EQ(first.canonical_text.find("threads"), std::string::npos) << first.canonical_text;
 }
 
 TEST_F(ConfigTest, MergeSkySectionIsParsedCheckedAndHashedOnlyWhenPresent) {

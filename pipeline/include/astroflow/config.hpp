@@ -114,7 +114,9 @@ struct PipelineConfig {
   [[nodiscard]] std::string hash() const;
   /// Canonical YAML dump after overrides (input of hash()): fixed key order, every fixed-section
   /// default written out, stage options sorted by name with their text as written (plugin
-  /// defaults are not known at load time). Comments and layout do not change it; values do.
+  /// defaults are not known at load time). Comments and layout do not change it; values do,
+  /// except the scheduling settings run.threads, run.max_in_flight, run.commit_every and
+  /// run.commit_interval_s, which change no output byte and are left out.
   std::string canonical_text;
 };
 
