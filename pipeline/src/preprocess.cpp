@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "astroflow/error.hpp"
+#include "astroflow/tile_blend.hpp"
 
 namespace astroflow {
 namespace {
@@ -303,7 +304,8 @@ cv::Mat normalise_frame_by_planes(const Frame& frame, const std::string& stage, 
 int checked_network_tile(const ModelCard& card, const std::string& stage_name, int tile,
                          int overlap) {
   const int card_tile = static_cast<int>(card.height_pix());
-  if (tile == 0) tile = card_tile;
+  // 0: the card's size, or for a fully convolutional card the largest window fitted to frames.
+  if (tile == 0) tile = card.size_multiple > 0 ? std::max(kFittedWindowMax, card_tile) : card_tile;
   if (card.size_multiple > 0 && tile % card.size_multiple == 0) {
     // Any multiple of size_multiple: a fully convolutional network.
   } else if (card.size_multiple > 0) {

@@ -47,7 +47,6 @@ constexpr std::int32_t kFlagTileMerged = 256;  // also found by a neighbouring n
 
 // Footprint pixels are those above this many rms inside the box.
 constexpr float kFootprintSigma = 1.0f;
-constexpr int kCentrePasses = 1;  // footprint -> barycentre passes (centre: barycentre)
 constexpr double kNoMag = 99.0;
 
 struct Candidate {
@@ -110,12 +109,6 @@ class DetectStage : public astroflow::Stage {
                                   "card's normalisation.background must be none");
     }
     star_class_ = card.class_names[0] == "star" ? 0 : 1;
-    // A fully convolutional network (input.size_multiple) runs on windows of up to
-    // kFittedWindowMax pixels, fitted to each frame (balanced_tile): fewer pixels computed twice
-    // in overlaps.
-    if (tile_ == 0 && card.size_multiple > 0)
-      tile_ =
-          static_cast<int>(std::max<std::int64_t>(astroflow::kFittedWindowMax, card.height_pix()));
     tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
     size_multiple_ = card.size_multiple;
   }
@@ -172,10 +165,8 @@ class DetectStage : public astroflow::Stage {
     t.convertTo(input, CV_32F, 1.0 / norm.scale);
     if (norm.method == "asinh") astroflow::asinh_in_place(input);
     // Window width and height: tile_ for a fixed-size network, else fitted to the frame.
-    const int tw =
-        size_multiple_ > 0 ? astroflow::balanced_tile(w, tile_, overlap_, size_multiple_) : tile_;
-    const int th =
-        size_multiple_ > 0 ? astroflow::balanced_tile(h, tile_, overlap_, size_multiple_) : tile_;
+    const int tw = astroflow::balanced_tile(w, tile_, overlap_, size_multiple_);
+    const int th = astroflow::balanced_tile(h, tile_, overlap_, size_multiple_);
     const std::vector<int> xs = astroflow::tile_starts(w, tw, overlap_);
     const std::vector<int> ys = astroflow::tile_starts(h, th, overlap_);
     const auto own_x = owned_ranges(xs, tw);
@@ -393,33 +384,29 @@ class DetectStage : public astroflow::Stage {
       // 8203 (4096², docs/detect.md) this matched 805 of 843 detections to the truth within
       // 2 px against 798 at the network's centres; more passes (804) or footprints in boxes
       // scaled by 2 (736) or 3 (614) were worse.
-      const std::vector<Candidate> network = cands;
-      for (int pass = 0; pass < kCentrePasses; ++pass) {
-        assign_footprints();
-        for (std::size_t k = 0; k < n; ++k) {
-          Candidate& c = cands[k];
-          const cv::Rect r = box_of(c);
-          const int label = static_cast<int>(k + 1);
-          double sw = 0.0;
-          double sx = 0.0;
-          double sy = 0.0;
-          int npix = 0;
-          for (int y = r.y; y < r.y + r.height; ++y) {
-            const int* sg = segmap.ptr<int>(y);
-            const float* v = image.ptr<float>(y);
-            for (int x = r.x; x < r.x + r.width; ++x) {
-              if (sg[x] != label || !std::isfinite(v[x]) || v[x] <= 0.0f) continue;
-              sw += v[x];
-              sx += v[x] * x;
-              sy += v[x] * y;
-              ++npix;
-            }
+      assign_footprints();
+      for (std::size_t k = 0; k < n; ++k) {
+        Candidate& c = cands[k];
+        const cv::Rect r = box_of(c);
+        const int label = static_cast<int>(k + 1);
+        double sw = 0.0;
+        double sx = 0.0;
+        double sy = 0.0;
+        int npix = 0;
+        for (int y = r.y; y < r.y + r.height; ++y) {
+          const int* sg = segmap.ptr<int>(y);
+          const float* v = image.ptr<float>(y);
+          for (int x = r.x; x < r.x + r.width; ++x) {
+            if (sg[x] != label || !std::isfinite(v[x]) || v[x] <= 0.0f) continue;
+            sw += v[x];
+            sx += v[x] * x;
+            sy += v[x] * y;
+            ++npix;
           }
-          if (npix < 3 || sw <= 0.0) continue;
-          const Candidate& o = network[k];
-          c.x = std::clamp(sx / sw, o.x - o.hx, o.x + o.hx);
-          c.y = std::clamp(sy / sw, o.y - o.hy, o.y + o.hy);
         }
+        if (npix < 3 || sw <= 0.0) continue;
+        c.x = std::clamp(sx / sw, c.x - c.hx, c.x + c.hx);  // within the network's box
+        c.y = std::clamp(sy / sw, c.y - c.hy, c.y + c.hy);
       }
     }
     assign_footprints();
@@ -467,8 +454,6 @@ class DetectStage : public astroflow::Stage {
         std::swap(ak, bk);
         th = 90.0;
       }
-      const double cx = c.x;  // the catalogued centre
-      const double cy = c.y;
       if (npix >= 3 && sw > 0.0) {
         xx /= sw;
         yy /= sw;
@@ -485,7 +470,7 @@ class DetectStage : public astroflow::Stage {
         th = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
       }
       const astroflow::KronResult kr =
-          astroflow::kron_photometry({cx, cy, ak, bk, th}, label, image, rms, segmap, gain);
+          astroflow::kron_photometry({c.x, c.y, ak, bk, th}, label, image, rms, segmap, gain);
       if (kr.crowded) f |= kFlagCrowded;
       if (kr.cut) f |= kFlagApertureCut;
       if (touches_blank || c.x - c.hx < 0.0 || c.y - c.hy < 0.0 || c.x + c.hx > w - 1 ||
@@ -500,8 +485,8 @@ class DetectStage : public astroflow::Stage {
       }
       number[k] = label;
       flags[k] = f;
-      xim[k] = cx + 1.0 + tile.x0_pix;
-      yim[k] = cy + 1.0 + tile.y0_pix;
+      xim[k] = c.x + 1.0 + tile.x0_pix;
+      yim[k] = c.y + 1.0 + tile.y0_pix;
       xmin[k] = r.x + 1 + tile.x0_pix;
       xmax[k] = r.x + r.width + tile.x0_pix;
       ymin[k] = r.y + 1 + tile.y0_pix;
@@ -519,7 +504,7 @@ class DetectStage : public astroflow::Stage {
       dec[k] = std::numeric_limits<double>::quiet_NaN();
       if (frame.wcs) {
         // frame.wcs is already shifted to the tile origin: it takes tile-local coordinates.
-        const astroflow::SkyCoord s = frame.wcs->pixel_to_sky({cx + 1.0, cy + 1.0});
+        const astroflow::SkyCoord s = frame.wcs->pixel_to_sky({c.x + 1.0, c.y + 1.0});
         ra[k] = s.ra_deg;
         dec[k] = s.dec_deg;
       }

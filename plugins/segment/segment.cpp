@@ -65,11 +65,6 @@ class SegmentStage : public astroflow::Stage {
                                   ": normalisation.background must be 'none' (the stage "
                                   "normalises with the background stage's planes)");
     }
-    // A fully convolutional network (input.size_multiple) runs on windows of up to
-    // kFittedWindowMax pixels fitted to each frame (balanced_tile), as the detect stage does.
-    if (tile_ == 0 && card.size_multiple > 0)
-      tile_ =
-          static_cast<int>(std::max<std::int64_t>(astroflow::kFittedWindowMax, card.height_pix()));
     tile_ = astroflow::checked_network_tile(card, ctx.stage_name, tile_, overlap_);
     size_multiple_ = card.size_multiple;
   }
@@ -99,12 +94,9 @@ class SegmentStage : public astroflow::Stage {
     cv::Mat stretched;
     (void)astroflow::normalise_stamp(norm, model_->card().normalisation, stretched);
 
-    const int tw = size_multiple_ > 0
-                       ? astroflow::balanced_tile(stretched.cols, tile_, overlap_, size_multiple_)
-                       : tile_;
-    const int th = size_multiple_ > 0
-                       ? astroflow::balanced_tile(stretched.rows, tile_, overlap_, size_multiple_)
-                       : tile_;
+    // Windows fitted to the frame for a fully convolutional card, else the card's size.
+    const int tw = astroflow::balanced_tile(stretched.cols, tile_, overlap_, size_multiple_);
+    const int th = astroflow::balanced_tile(stretched.rows, tile_, overlap_, size_multiple_);
     const cv::Mat channels = astroflow::blend_tiles(
         stretched, tw, th, overlap_, batch_, [this, tw, th](const std::vector<cv::Mat>& tiles) {
           const int dims[4] = {static_cast<int>(tiles.size()), 1, th, tw};

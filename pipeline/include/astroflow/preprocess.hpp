@@ -79,10 +79,11 @@ struct Peak {
 [[nodiscard]] cv::Mat normalise_frame_by_planes(const Frame& frame, const std::string& stage,
                                                 cv::Mat& blank);
 
-/// The tile size at which a stage runs a card's network over whole images: `tile` 0 means the
-/// card's input height; another value must equal it, or, when the card has input.size_multiple,
-/// be a multiple of that. `overlap` may be at most half the tile. Throws FatalError naming the
-/// stage, the option and the card otherwise.
+/// The tile size at which a stage runs a card's network over whole images (for a card with
+/// input.size_multiple: the largest window, see balanced_tile): `tile` 0 means the card's input
+/// height, or kFittedWindowMax (tile_blend.hpp) when the card has input.size_multiple; another
+/// value must equal the card's height, or be a multiple of input.size_multiple. `overlap` may be at
+/// most half the tile. Throws FatalError naming the stage, the option and the card otherwise.
 [[nodiscard]] int checked_network_tile(const ModelCard& card, const std::string& stage_name,
                                        int tile, int overlap);
 

@@ -33,17 +33,19 @@ inline std::vector<int> tile_starts(int n, int tile, int overlap) {
 }
 
 /// Largest window the CNN stages fit to a frame when the card allows any multiple
-/// (input.size_multiple) and the stage's `tile` option is 0: covers a 2,112-pixel frame with 5
-/// windows of 448 per axis (1.06x the pixels per axis, as 3 of 720 would) and gives the threads
-/// 25 windows to share.
+/// (input.size_multiple) and the stage's `tile` option is 0 (checked_network_tile): covers a
+/// 2,112-pixel frame with 5 windows of 448 per axis (1.06x the pixels per axis, as 3 of 720 would)
+/// and gives the threads 25 windows to share.
 inline constexpr int kFittedWindowMax = 512;
 
 /// The window length along an axis of length n for a fully convolutional network that takes any
 /// multiple of `multiple`: the fewest windows of at most max_tile (starts spaced as tile_starts
 /// spaces them), made as short as still covers n, rounded up to the multiple. Less padding and
 /// less recomputed overlap than windows of max_tile: 5 windows of 448 for n = 2,112, max_tile
-/// 512, overlap 32 (2,240 pixels computed, against 5 x 512 = 2,560).
+/// 512, overlap 32 (2,240 pixels computed, against 5 x 512 = 2,560). `multiple` 0 (a network
+/// of fixed size): max_tile.
 inline int balanced_tile(int n, int max_tile, int overlap, int multiple) {
+  if (multiple <= 0) return max_tile;
   auto round_up = [multiple](int v) { return (v + multiple - 1) / multiple * multiple; };
   if (n <= max_tile) return round_up(std::max(n, 1));
   const int step_max = std::max(1, max_tile - overlap);
