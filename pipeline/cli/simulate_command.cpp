@@ -46,6 +46,9 @@ CLI::App* add_simulate_command(CLI::App& app, SimulateArgs& a) {
       ->capture_default_str();
   fc->add_option("--cosmics", f.n_cosmic_rays, "cosmic-ray hits")->capture_default_str();
   fc->add_option("--hot-pixels", f.n_hot_pixels, "hot pixels")->capture_default_str();
+  fc->add_option("--saturation", f.saturation_counts,
+                 "full well in counts (0: none): clipped, excess bleeds along columns")
+      ->capture_default_str();
   fc->add_option("--oversample", f.oversample, "galaxy rendering grid factor")
       ->capture_default_str();
   fc->add_option("--noise-seed", f.noise_seed, "seed of the pixel noise only (0: --seed)")

@@ -65,6 +65,7 @@ void validate(const FieldOptions& o) {
   require(o.irregular_density_arcmin2 >= 0, "--irregular-density", "must be >= 0");
   require(o.n_cosmic_rays >= 0, "--cosmics", "must be >= 0");
   require(o.n_hot_pixels >= 0, "--hot-pixels", "must be >= 0");
+  require(o.saturation_counts >= 0, "--saturation", "must be >= 0");
   require(o.oversample >= 1 && o.oversample <= 8, "--oversample", "must be in [1, 8]");
   require(!o.name.empty(), "--name", "must not be empty");
 }
@@ -271,6 +272,43 @@ Catalog artifact_catalog(const std::vector<ArtifactRow>& rows) {
   return cat;
 }
 
+// A CCD's full well: each run of pixels above `level` along a column is clipped to it, and its
+// excess charge fills the pixels beyond the run's two ends up to `level`, alternately one up and
+// one down, until it is spent or reaches the column's ends (where it is lost, as off the chip).
+void saturate_and_bleed(cv::Mat& image, float level) {
+  const int h = image.rows;
+  for (int x = 0; x < image.cols; ++x) {
+    int y = 0;
+    while (y < h) {
+      if (!(image.at<float>(y, x) > level)) {
+        ++y;
+        continue;
+      }
+      int end = y;
+      double excess = 0.0;
+      while (end < h && image.at<float>(end, x) > level) {
+        excess += image.at<float>(end, x) - level;
+        image.at<float>(end, x) = level;
+        ++end;
+      }
+      int up = y - 1;
+      int down = end;
+      bool take_down = true;
+      while (excess > 0.0 && (up >= 0 || down < h)) {
+        int& at = (take_down && down < h) || up < 0 ? down : up;
+        float& v = image.at<float>(at, x);
+        const double room = std::max(0.0, static_cast<double>(level - v));
+        const double put = std::min(room, excess);
+        v = static_cast<float>(v + put);
+        excess -= put;
+        at += &at == &down ? 1 : -1;
+        take_down = !take_down;
+      }
+      y = end;  // a later run that the bleed passed is clipped in its turn
+    }
+  }
+}
+
 }  // namespace
 
 const std::array<std::string_view, kFieldMorphCount>& field_morph_names() {
@@ -452,6 +490,7 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   out.image += hits;
   out.artifact_mask = hits > 0.0F;
   out.artifact_mask /= 255;
+  if (o.saturation_counts > 0.0) saturate_and_bleed(out.image, static_cast<float>(o.saturation_counts));
 
   // --- Header.
   Header& hd = out.header;
@@ -468,6 +507,9 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   hd.set("PSFBETA", psf.beta, "Moffat beta");
   hd.set("PIXSCALE", o.pixel_scale_arcsec, "[arcsec/pix]");
   hd.set("NOISERMS", out.noise_rms_counts, "[count] sqrt(SKY GAIN + RDNOISE^2) / GAIN");
+  if (o.saturation_counts > 0.0) {
+    hd.set("SATURATE", o.saturation_counts, "[count] full well; excess bled along columns");
+  }
   hd.set("SIMSEED", static_cast<long long>(o.seed), "astroflow simulate field --seed");
   if (o.noise_seed != 0) {
     hd.set("NOISSEED", static_cast<long long>(o.noise_seed), "astroflow simulate --noise-seed");

@@ -579,6 +579,50 @@ TEST_F(SimField, TruthClassMapFollowsSegmentationAndMorphology) {
   EXPECT_EQ(field_morph_names()[kMorphPointSource], "point_source");
 }
 
+TEST(SimFieldSaturation, ClipsAtTheFullWellAndBleedsTheChargeAlongColumns) {
+  FieldOptions o = small_field(11);
+  o.star_mag_bright = 14.0;  // two stars whose cores hold far more than the full well
+  o.star_mag_faint = 15.0;
+  o.n_stars = 2;
+  const FieldSimulation plain = simulate_field(o);
+  const float level = 50.0F;
+  o.saturation_counts = level;
+  const FieldSimulation sat = simulate_field(o);
+  EXPECT_EQ(sat.header.get_double("SATURATE").value_or(0.0), level);
+  EXPECT_FALSE(plain.header.get_double("SATURATE").has_value());
+  double max_value = 0.0;
+  cv::minMaxLoc(sat.image, nullptr, &max_value);
+  EXPECT_EQ(max_value, level);
+  int over = 0;
+  int at_level = 0;
+  int columns = 0;
+  for (int x = 0; x < o.width_pix; ++x) {
+    double sum_plain = 0.0;
+    double sum_sat = 0.0;
+    bool touched = false;
+    for (int y = 0; y < o.height_pix; ++y) {
+      const float p = plain.image.at<float>(y, x);
+      const float q = sat.image.at<float>(y, x);
+      sum_plain += p;
+      sum_sat += q;
+      if (p > level) {
+        ++over;
+        EXPECT_EQ(q, level) << x << "," << y;
+      }
+      at_level += q == level ? 1 : 0;
+      touched = touched || p != q;
+    }
+    if (!touched) continue;
+    ++columns;
+    // The charge stays in its column (none reaches the image edges here).
+    EXPECT_NEAR(sum_sat, sum_plain, 1e-4 * sum_plain) << "column " << x;
+  }
+  ASSERT_GT(over, 0);
+  EXPECT_GT(at_level, 2 * over);  // trails: more full pixels than the clipped cores
+  EXPECT_GE(columns, 2);
+  EXPECT_EQ(sat.truth.rows(), plain.truth.rows());  // the truth is the sky, not the detector
+}
+
 // ------------------------------------------------------------------------------------------
 // Cutouts
 

@@ -238,6 +238,10 @@ struct FieldOptions {
   double irregular_density_arcmin2 = 3.0;
   int n_cosmic_rays = 100;  ///< [--cosmics]
   int n_hot_pixels = 20;    ///< [--hot-pixels]
+  /// [--saturation] full-well level in counts (sky included); 0: none. Pixels above it are
+  /// clipped to it and the excess charge bleeds along the column into the neighbouring pixels,
+  /// as in a CCD (the bleed trails of bright stars); written as SATURATE.
+  double saturation_counts = 0.0;
   int oversample = 3;       ///< [--oversample] galaxy rendering grid factor
   /// [--noise-seed] seed of the photon/read noise only; 0: use `seed`. A second value gives a
   /// second noise realisation of the same scene (Noise2Noise training); cosmic rays and hot
