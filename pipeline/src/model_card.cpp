@@ -229,6 +229,10 @@ ModelCard ModelCard::load(const std::string& card_path) {
     r.fail(r.node("output.logit_bias"), "output.logit_bias",
            "needs one finite number per class name (" + std::to_string(c.class_names.size()) + ")");
   }
+  c.score_threshold = r.get_or<double>("output.score_threshold", 0.0, "number");
+  if (r.node("output.score_threshold").IsDefined() && !(c.score_threshold > 0.0 && c.score_threshold < 1.0)) {
+    r.fail(r.node("output.score_threshold"), "output.score_threshold", "must be in (0, 1)");
+  }
 
   c.opset = r.get<int>("opset", "integer");
   c.sha256 = r.get<std::string>("sha256", "string");

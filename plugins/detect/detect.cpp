@@ -103,6 +103,9 @@ class DetectStage : public astroflow::Stage {
                                   ": detect needs a 1-channel square input and output.semantics "
                                   "heatmap with two class names (star, galaxy)");
     }
+    if (!(threshold_ > 0.0f)) {
+      threshold_ = card.score_threshold > 0.0 ? static_cast<float>(card.score_threshold) : 0.5f;
+    }
     if (card.normalisation.background != "none") {
       throw astroflow::FatalError(card.card_path +
                                   ": detect normalises with the background stage's planes; the "
@@ -575,8 +578,10 @@ ASTROFLOW_PLUGIN(
     astroflow::OptionSchema()
         .add_path("model", std::nullopt,
                   "model.onnx (its model.yaml card beside it) or the card; relative to the config")
-        .add_double("threshold", 0.5, "minimum heatmap peak value (DET_SCORE) of a detection", 0.01,
-                    1.0)
+        .add_double("threshold", 0.0,
+                    "minimum heatmap peak value (DET_SCORE) of a detection; 0 = the card's "
+                    "output.score_threshold (chosen on validation), 0.5 if it has none",
+                    0.0, 1.0)
         .add_int("tile", 0,
                  "network window in pixels; 0 = the card's input size, or windows of up to "
                  "512 fitted to each image when the card has input.size_multiple",

@@ -101,6 +101,11 @@ TEST_F(CardFile, ParsesEveryField) {
                                        "temperature: 1.37\n  logit_bias: [-0.4, 0.3, 0.25, 0, 0]")))
                 .logit_bias,
             (std::vector<double>{-0.4, 0.3, 0.25, 0.0, 0.0}));
+  EXPECT_DOUBLE_EQ(c.score_threshold, 0.0);  // optional
+  EXPECT_DOUBLE_EQ(ModelCard::load(write(edit("temperature: 1.37",
+                                              "temperature: 1.37\n  score_threshold: 0.6")))
+                       .score_threshold,
+                   0.6);
   EXPECT_EQ(c.opset, 13);
   EXPECT_EQ(c.sha256.substr(0, 4), "0123");
   EXPECT_EQ(c.training_recipe, "models/classify/train.sh");
@@ -151,6 +156,13 @@ TEST_F(CardFile, RejectsInconsistentOrImpossibleValues) {
   EXPECT_NE(error_of(edit("temperature: 1.37", "temperature: 1.37\n  logit_bias: [0.1, 0.2]"))
                 .find("output.logit_bias"),
             std::string::npos);
+  for (const char* bad : {"0", "1", "-0.2", "1.5"}) {
+    EXPECT_NE(error_of(edit("temperature: 1.37",
+                            std::string("temperature: 1.37\n  score_threshold: ") + bad))
+                  .find("output.score_threshold: must be in (0, 1)"),
+              std::string::npos)
+        << bad;
+  }
   // size_multiple must divide the H and W the network was checked at.
   EXPECT_NE(
       error_of(edit("pixel_scale_arcsec: 0.06", "pixel_scale_arcsec: 0.06\n  size_multiple: 5"))

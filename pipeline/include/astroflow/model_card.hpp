@@ -64,6 +64,9 @@ struct ModelCard {
   /// Per-class offsets added after the temperature: softmax(logits / temperature + logit_bias),
   /// the decision rule chosen on the validation set (output.logit_bias; empty: none).
   std::vector<double> logit_bias;
+  /// Heatmap models: the peak score a detection needs, chosen on the validation set
+  /// (output.score_threshold, in (0, 1); 0: the card has none).
+  double score_threshold = 0.0;
 
   int opset = 0;
   std::string sha256;  ///< hex sha256 of the ONNX file
