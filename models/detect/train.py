@@ -8,19 +8,20 @@ the `background` stage's planes "background" and "rms" (NaN pixels -> 0), then
 y = asinh(t / SCALE). The card says method asinh, background none, scale SCALE: the stage does
 the plane division first, and the card's asinh is applied to t.
 
-Network: fully convolutional, input 1 x H x W (H, W multiples of 8), output 6 x H/2 x W/2:
+Network: fully convolutional, input 1 x H x W (H, W multiples of 16), output 6 x H/2 x W/2:
   channels 0, 1  heatmaps (sigmoid) of the classes star, galaxy: a Gaussian peak at each source
                  centre; trained with CenterNet's penalty-reduced focal loss;
   channels 2, 3  log of the half extents (px) of the source's box along x and y;
   channels 4, 5  sub-cell offset of the centre in [0, 1): with 0-based pixel position p, the cell
                  is i = floor((p + 0.5) / 2) and the offset (p + 0.5) / 2 - i.
-Blocks: conv + batch-norm + ReLU, strided convolutions down to 1/8, nearest up-sampling with
+Blocks: conv + batch-norm + ReLU, strided convolutions down to 1/16, nearest up-sampling with
 additive skips back to 1/2. Sources with truth S/N >= POS_SNR are positives; fainter ones with
 S/N >= IGNORE_SNR are neither positive nor penalised (their neighbourhood is masked out of the
 loss) so the net is not taught to call a 2-sigma blob noise.
 
-The checkpoint kept is the one with the best F1 on the validation fields (matched within 2 px,
-S/N >= 5); the test fields are read once, after that choice, only for metrics.
+The checkpoint kept is the one with the highest validation completeness (truth S/N >= 5, matched
+within 2 px) at its operating point, the lowest score threshold whose validation purity is
+>= 97% (the stage's target); the test fields are read once, after that choice, only for metrics.
 """
 import argparse
 import csv
@@ -48,8 +49,13 @@ CLASSES = ["star", "galaxy"]
 POS_SNR = 3.0
 IGNORE_SNR = 1.5
 BOX_K = 2.0  # box half extent = BOX_K x the source's profile radius (r_eff or PSF FWHM / 2)
-CROP = 128
+CROP = 192
+MULTIPLE = 16  # four stride-2 stages: H and W must be multiples of 16
+BRIGHT_SNR = 50.0  # crops centred near such sources with probability BRIGHT_CROP_P
+BRIGHT_CROP_P = 0.3
 TORCH_SEED = 42
+THRESHOLDS = (0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+PURITY = 0.97  # the operating point: the lowest threshold with validation purity >= PURITY
 
 
 # ------------------------------------------------------------------------------------------
@@ -60,13 +66,16 @@ def cbr(cin, cout, k=3, s=1, d=1):
 
 
 class CenterNet(nn.Module):
-    def __init__(self, c1=16, c2=24, c3=48):
+    def __init__(self, c1=12, c2=24, c3=48, c4=64):
         super().__init__()
         self.stem = cbr(1, c1, k=5, s=2)          # 1/2
         self.down2 = cbr(c1, c2, s=2)             # 1/4
         self.mid2 = cbr(c2, c2)
         self.down3 = cbr(c2, c3, s=2)             # 1/8
         self.mid3 = cbr(c3, c3, d=2)
+        self.down4 = cbr(c3, c4, s=2)             # 1/16: context for galaxies of r_eff ~15 px
+        self.mid4 = cbr(c4, c4, d=2)
+        self.lat4 = cbr(c4, c3, k=1)
         self.lat3 = cbr(c3, c2, k=1)
         self.up2 = cbr(c2, c2)
         self.lat2 = cbr(c2, c1, k=1)
@@ -80,7 +89,9 @@ class CenterNet(nn.Module):
         s1 = self.stem(x)
         s2 = self.mid2(self.down2(s1))
         s3 = self.mid3(self.down3(s2))
-        u2 = self.up2(F.interpolate(self.lat3(s3), scale_factor=2.0, mode="nearest") + s2)
+        s4 = self.mid4(self.down4(s3))
+        u3 = F.interpolate(self.lat4(s4), scale_factor=2.0, mode="nearest") + s3
+        u2 = self.up2(F.interpolate(self.lat3(u3), scale_factor=2.0, mode="nearest") + s2)
         u1 = self.up1(F.interpolate(self.lat2(u2), scale_factor=2.0, mode="nearest") + s1)
         o = self.head(u1)
         return torch.cat([torch.sigmoid(o[:, 0:2]), o[:, 2:6]], dim=1)
@@ -214,7 +225,7 @@ def decode(out, threshold):
 
 def run_full(model, t):
     h, w = t.shape
-    hp, wp = (h + 7) // 8 * 8, (w + 7) // 8 * 8
+    hp, wp = -(-h // MULTIPLE) * MULTIPLE, -(-w // MULTIPLE) * MULTIPLE
     x = np.zeros((1, 1, hp, wp), np.float32)
     x[0, 0, :h, :w] = normalise(t)
     with torch.no_grad():
@@ -240,17 +251,23 @@ def match(dets, truth, radius=2.0):
     return t2d, used
 
 
-def evaluate(model, fields, threshold):
-    """Completeness by magnitude and S/N, purity, star/galaxy accuracy at S/N > 20."""
+def evaluate(model, fields, thresholds):
+    """{threshold: metrics} for each threshold, the network run once per field: completeness by
+    magnitude and S/N, purity, star/galaxy accuracy at S/N > 20."""
     model.eval()
+    outs = [run_full(model, t) for t, _, _ in fields]
+    return {thr: metrics_at(outs, fields, thr) for thr in thresholds}
+
+
+def metrics_at(outs, fields, threshold):
     mag_edges = [18, 20, 22, 23, 24, 25, 26, 27, 28]
     found = np.zeros(len(mag_edges) - 1)
     total = np.zeros(len(mag_edges) - 1)
     n_det = n_pure = 0
     c5 = n5 = 0
     sg_ok = sg_n = 0
-    for t, _, truth in fields:
-        dets = decode(run_full(model, t), threshold)
+    for out, (_, _, truth) in zip(outs, fields):
+        dets = decode(out, threshold)
         t2d, used = match(dets, truth)
         n_det += len(dets)
         n_pure += len(used)
@@ -282,6 +299,16 @@ def evaluate(model, fields, threshold):
     }
 
 
+def operating_point(by_thr):
+    """(threshold, score): the lowest threshold whose purity reaches PURITY; the score is its
+    completeness at S/N >= 5, or purity - 1 (< 0) at the highest threshold when none does."""
+    for thr in sorted(by_thr):
+        if by_thr[thr]["purity"] >= PURITY:
+            return thr, by_thr[thr]["completeness_snr5"]
+    thr = max(by_thr)
+    return thr, by_thr[thr]["purity"] - 1.0
+
+
 # ------------------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser()
@@ -290,8 +317,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-train-s", type=float, default=2000)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--eval-every", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--recipe", default="models/detect/train.sh")
     args = ap.parse_args()
@@ -312,7 +339,9 @@ def main():
     train = []
     for name in splits["train"]:
         t, fwhm, truth = load_field(args.data, "train", name)
-        train.append((normalise(t), make_targets(t.shape, fwhm, truth)))
+        bright = [(float(r["X_IMAGE"]) - 1, float(r["Y_IMAGE"]) - 1) for r in truth
+                  if float(r["SNR"]) >= BRIGHT_SNR]
+        train.append((normalise(t), make_targets(t.shape, fwhm, truth), bright))
     val = [load_field(args.data, "val", n) for n in splits["val"]]
     print(f"loaded {len(train)} train, {len(val)} val fields in {time.time() - t_start:.0f} s",
           flush=True)
@@ -322,7 +351,7 @@ def main():
     print(f"parameters: {n_params}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     train_start = time.time()
-    best, best_state, best_step, step = -1.0, None, 0, 0
+    best, best_state, best_step, step = -2.0, None, 0, 0
     history = []
     while True:
         elapsed = time.time() - train_start
@@ -334,9 +363,17 @@ def main():
         model.train()
         xs, ts = [], []
         for _ in range(args.batch):
-            img, tgt = train[rng.integers(len(train))]
-            y0 = int(rng.integers(0, (img.shape[0] - CROP) // STRIDE + 1)) * STRIDE
-            x0 = int(rng.integers(0, (img.shape[1] - CROP) // STRIDE + 1)) * STRIDE
+            img, tgt, bright = train[rng.integers(len(train))]
+            ny, nx = (img.shape[0] - CROP) // STRIDE, (img.shape[1] - CROP) // STRIDE
+            if len(bright) and rng.random() < BRIGHT_CROP_P:
+                # Bright sources are rare in a field's magnitude distribution: a share of the
+                # crops is placed so that one of them lies somewhere in its inner two thirds.
+                bx, by = bright[rng.integers(len(bright))]
+                y0 = int(np.clip((by - CROP * rng.uniform(1 / 6, 5 / 6)) // STRIDE, 0, ny)) * STRIDE
+                x0 = int(np.clip((bx - CROP * rng.uniform(1 / 6, 5 / 6)) // STRIDE, 0, nx)) * STRIDE
+            else:
+                y0 = int(rng.integers(0, ny + 1)) * STRIDE
+                x0 = int(rng.integers(0, nx + 1)) * STRIDE
             x = img[None, y0:y0 + CROP, x0:x0 + CROP]
             tg = tgt[:, y0 // STRIDE:(y0 + CROP) // STRIDE, x0 // STRIDE:(x0 + CROP) // STRIDE]
             x, tg = augment(x, tg, rng)
@@ -352,26 +389,29 @@ def main():
             print(f"step {step} t={time.time() - train_start:.0f}s loss {loss.item():.3f} "
                   f"(focal {fl:.3f} size {sl:.3f} off {ol:.3f})", flush=True)
         if step % args.eval_every == 0 or time.time() - train_start > args.max_train_s:
-            m = evaluate(model, val, 0.3)
-            history.append({"step": step, "time_s": round(time.time() - train_start, 1), **m})
-            print(f"  val step {step}: purity {m['purity']:.3f} completeness(S/N>=5) "
-                  f"{m['completeness_snr5']:.3f} F1 {m['f1_snr5']:.4f} "
+            by_thr = evaluate(model, val, THRESHOLDS)
+            thr, score = operating_point(by_thr)
+            m = by_thr[thr]
+            history.append({"step": step, "time_s": round(time.time() - train_start, 1),
+                            "score": round(score, 5), **m})
+            print(f"  val step {step}: threshold {thr} purity {m['purity']:.3f} "
+                  f"completeness(S/N>=5) {m['completeness_snr5']:.3f} "
                   f"S/G {m['star_galaxy_accuracy_snr20']:.3f}", flush=True)
-            if m["f1_snr5"] > best:
-                best, best_step = m["f1_snr5"], step
+            if score > best:
+                best, best_step = score, step
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
     train_time = time.time() - train_start
     model.load_state_dict(best_state)
     model.eval()
 
-    # Threshold: the lowest that keeps validation purity >= 0.97 (chosen on validation only).
-    val_by_thr = {thr: evaluate(model, val, thr) for thr in (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)}
-    ok = [thr for thr, m in val_by_thr.items() if m["purity"] >= 0.97]
-    threshold = min(ok) if ok else 0.5
+    # Threshold: the lowest that keeps validation purity >= PURITY (chosen on validation only);
+    # tune_threshold.sh refines it with the C++ stage's own centres afterwards.
+    val_by_thr = evaluate(model, val, THRESHOLDS)
+    threshold, _ = operating_point(val_by_thr)
     print(f"threshold {threshold} (validation purity {val_by_thr[threshold]['purity']:.3f})")
 
     test = [load_field(args.data, "test", n) for n in splits["test"]]
-    test_m = evaluate(model, test, threshold)
+    test_m = evaluate(model, test, [threshold])[threshold]
     print("test:", json.dumps(test_m), flush=True)
 
     out = args.out
@@ -392,12 +432,13 @@ def main():
         "file": "model.onnx",
         "sha256": sha256_file(onnx_path),
         "opset": OPSET,
-        # Fully convolutional (downsampling by 8, two 2x upsamplings with skips): any H and W
-        # that are multiples of 8 (tests/unit/model_reference_test.cpp checks it in OpenCV).
+        # Fully convolutional (downsampling by 16, three 2x upsamplings with skips): any H and
+        # W that are multiples of 16 (tests/unit/model_reference_test.cpp checks it in OpenCV).
         "input": {"shape": [-1, 1, TILE, TILE], "bands": ["any"], "pixel_scale_arcsec": 0.06,
-                  "size_multiple": 8},
+                  "size_multiple": MULTIPLE},
         "normalisation": {"method": "asinh", "background": "none", "scale": SCALE},
-        "output": {"semantics": "heatmap", "class_names": CLASSES},
+        # score_threshold: the stage's default `threshold` (chosen on validation, above).
+        "output": {"semantics": "heatmap", "class_names": CLASSES, "score_threshold": threshold},
         "training": {
             "recipe": args.recipe,
             "seeds": {**{n: s for n, s in seeds.items()}, "torch": TORCH_SEED},
@@ -407,6 +448,7 @@ def main():
             "best_step": best_step,
             "batch": args.batch,
             "crop_pix": CROP,
+            "bright_crop": {"snr": BRIGHT_SNR, "share": BRIGHT_CROP_P},
             "positive_snr": POS_SNR,
             "ignore_snr": IGNORE_SNR,
             "score_threshold": threshold,

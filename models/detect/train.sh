@@ -8,7 +8,9 @@
 #      rms, exactly what the detect stage normalises with at inference),
 #   4. trains the CenterNet (train.py; checkpoint choice on the validation fields only), exports
 #      model.onnx (opset 13, dynamic batch), writes model.yaml, metrics.json and the reference
-#      pair; the test fields are read once, after the model is fixed.
+#      pair; the test fields are read once, after the model is fixed,
+#   5. chooses the stage's default threshold (output.score_threshold) with the C++ stage on the
+#      validation fields (tune_threshold.sh).
 # Usage: models/detect/train.sh        (MAX_TRAIN_S bounds the training loop: the cores are shared)
 # Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S, STEPS_PER_EPOCH.
 set -euo pipefail
@@ -16,28 +18,33 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 DATA=${DATA:-$BUILD/detect-data}
 THREADS=${THREADS:-2}
-MAX_TRAIN_S=${MAX_TRAIN_S:-2100}
+MAX_TRAIN_S=${MAX_TRAIN_S:-2400}
 AF=${AF:-$BUILD/bin/astroflow}
 
 if [ ! -x "$AF" ]; then
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release
-  cmake --build "$BUILD" -j"$THREADS" --target astroflow_cli astroflow_plugin_background
+  cmake --build "$BUILD" -j"$THREADS" --target astroflow_cli astroflow_plugin_background \
+    astroflow_plugin_detect
 fi
 
 mkdir -p "$DATA"
-grep -v '^#' "$ROOT/models/detect/fields.txt" | while read -r split name seed size gain sky dens stars blend fwhm irr; do
+grep -v '^#' "$ROOT/models/detect/fields.txt" |
+while read -r split name seed size gain sky dens stars blend fwhm irr magb slope starb sat; do
   [ -f "$DATA/$split/$name.fits" ] && continue
   "$AF" simulate field --seed "$seed" --size "$size" --gain "$gain" --sky "$sky" \
     --galaxy-density "$dens" --stars "$stars" --blend-fraction "$blend" --psf-fwhm "$fwhm" \
-    --irregular-density "$irr" \
+    --irregular-density "$irr" --mag-bright "${magb:-18}" --count-slope "${slope:-0.3}" \
+    --star-mag-bright "${starb:-16}" --saturation "${sat:-0}" \
     --output "$DATA/$split" --name "$name" > /dev/null
 done
-for split in train val test; do
-  [ -n "$(ls "$DATA/bkg/$split"/*.rms.fits 2>/dev/null)" ] && continue
-  "$AF" run "$ROOT/models/common/background.yaml" --input "$DATA/$split" --output "$DATA/bkg/$split" \
-    --set 'input.pattern=*[0-9].fits' > /dev/null
+grep -v '^#' "$ROOT/models/detect/fields.txt" | while read -r split name _; do
+  [ -f "$DATA/bkg/$split/$name.rms.fits" ] && continue
+  "$AF" run "$ROOT/models/common/background.yaml" --input "$DATA/$split/$name.fits" \
+    --output "$DATA/bkg/$split" > /dev/null
 done
 
 nice -n 19 /usr/bin/python3 "$ROOT/models/detect/train.py" --data "$DATA" --out "$ROOT/models/detect" \
   --fields "$ROOT/models/detect/fields.txt" --threads "$THREADS" --max-train-s "$MAX_TRAIN_S" \
   --recipe "models/detect/train.sh  (MAX_TRAIN_S=$MAX_TRAIN_S)"
+# The stage's default threshold, chosen with the C++ stage on the validation fields.
+AF="$AF" DATA="$DATA" THREADS="$THREADS" "$ROOT/models/detect/tune_threshold.sh" "$(dirname "$(dirname "$AF")")"
