@@ -12,7 +12,7 @@
 #   5. chooses the stage's default threshold (output.score_threshold) with the C++ stage on the
 #      validation fields (tune_threshold.sh).
 # Usage: models/detect/train.sh        (MAX_TRAIN_S bounds the training loop: the cores are shared)
-# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S, STEPS_PER_EPOCH.
+# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}

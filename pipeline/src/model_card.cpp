@@ -230,7 +230,8 @@ ModelCard ModelCard::load(const std::string& card_path) {
            "needs one finite number per class name (" + std::to_string(c.class_names.size()) + ")");
   }
   c.score_threshold = r.get_or<double>("output.score_threshold", 0.0, "number");
-  if (r.node("output.score_threshold").IsDefined() && !(c.score_threshold > 0.0 && c.score_threshold < 1.0)) {
+  if (r.node("output.score_threshold").IsDefined() &&
+      !(c.score_threshold > 0.0 && c.score_threshold < 1.0)) {
     r.fail(r.node("output.score_threshold"), "output.score_threshold", "must be in (0, 1)");
   }
 

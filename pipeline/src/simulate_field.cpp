@@ -490,7 +490,8 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   out.image += hits;
   out.artifact_mask = hits > 0.0F;
   out.artifact_mask /= 255;
-  if (o.saturation_counts > 0.0) saturate_and_bleed(out.image, static_cast<float>(o.saturation_counts));
+  if (o.saturation_counts > 0.0)
+    saturate_and_bleed(out.image, static_cast<float>(o.saturation_counts));
 
   // --- Header.
   Header& hd = out.header;

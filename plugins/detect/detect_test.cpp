@@ -234,8 +234,8 @@ TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
   // A copy of the shipped model whose card says output.score_threshold 0.8: without a
   // `threshold` option the stage keeps the peaks of 0.8 and above, as with threshold 0.8, and
   // fewer than with the shipped card's own value.
-  const astroflow::ModelCard shipped = astroflow::ModelCard::load(
-      std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml");
+  const astroflow::ModelCard shipped =
+      astroflow::ModelCard::load(std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml");
   ASSERT_GT(shipped.score_threshold, 0.0);
   ASSERT_LT(shipped.score_threshold, 0.75);
   astroflow::test::TempDir dir("detect-card");
@@ -268,9 +268,8 @@ TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
     det->process(batch);
     EXPECT_FALSE(batch.frames[0].failed());
     const auto& score = batch.frames[0].catalog.get<float>("DET_SCORE");
-    EXPECT_TRUE(std::all_of(score.begin(), score.end(), [&](float v) {
-      return v >= min_score - 1e-6;
-    }));
+    EXPECT_TRUE(
+        std::all_of(score.begin(), score.end(), [&](float v) { return v >= min_score - 1e-6; }));
     return batch.frames[0].catalog.rows();
   };
   const double own = shipped.score_threshold;
@@ -345,10 +344,10 @@ TEST(DetectPlugin, WindowsFittedToTheFrameFindWhatFixedTilesFind) {
   fo.height_pix = 1100;
   fo.n_stars = 40;
   const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
-  ASSERT_EQ(astroflow::ModelCard::load(std::string(ASTROFLOW_SOURCE_DIR) +
-                                       "/models/detect/model.yaml")
-                .size_multiple,
-            16);
+  ASSERT_EQ(
+      astroflow::ModelCard::load(std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml")
+          .size_multiple,
+      16);
   EXPECT_EQ(astroflow::balanced_tile(1100, 512, 32, 16), 400);
   const Frame fixed = run_detect(field_frame(sim), {{"tile", std::int64_t{256}}});
   const Frame fitted = run_detect(field_frame(sim));

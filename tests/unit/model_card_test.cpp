@@ -102,10 +102,10 @@ TEST_F(CardFile, ParsesEveryField) {
                 .logit_bias,
             (std::vector<double>{-0.4, 0.3, 0.25, 0.0, 0.0}));
   EXPECT_DOUBLE_EQ(c.score_threshold, 0.0);  // optional
-  EXPECT_DOUBLE_EQ(ModelCard::load(write(edit("temperature: 1.37",
-                                              "temperature: 1.37\n  score_threshold: 0.6")))
-                       .score_threshold,
-                   0.6);
+  EXPECT_DOUBLE_EQ(
+      ModelCard::load(write(edit("temperature: 1.37", "temperature: 1.37\n  score_threshold: 0.6")))
+          .score_threshold,
+      0.6);
   EXPECT_EQ(c.opset, 13);
   EXPECT_EQ(c.sha256.substr(0, 4), "0123");
   EXPECT_EQ(c.training_recipe, "models/classify/train.sh");

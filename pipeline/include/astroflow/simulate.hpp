@@ -242,7 +242,7 @@ struct FieldOptions {
   /// clipped to it and the excess charge bleeds along the column into the neighbouring pixels,
   /// as in a CCD (the bleed trails of bright stars); written as SATURATE.
   double saturation_counts = 0.0;
-  int oversample = 3;       ///< [--oversample] galaxy rendering grid factor
+  int oversample = 3;  ///< [--oversample] galaxy rendering grid factor
   /// [--noise-seed] seed of the photon/read noise only; 0: use `seed`. A second value gives a
   /// second noise realisation of the same scene (Noise2Noise training); cosmic rays and hot
   /// pixels still follow `seed`.
