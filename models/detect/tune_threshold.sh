@@ -26,7 +26,7 @@ for f in "$data/val/va3.fits" "$data/val/va4.fits"; do
 done
 data=$(cd "$data" && pwd)  # the inputs are symbolic links to it
 mkdir -p "$work/in"
-if [ ! -f "$work/sim/field.truth.fits" ]; then
+if [ ! -f "$work/sim/v8203.truth.fits" ]; then  # WORK reused: simulated already
   "$af" simulate field --size 4096 --seed 8203 --output "$work/sim" --name v8203 > /dev/null
 fi
 ln -sf "$work/sim/v8203.fits" "$work/in/v8203.fits"

@@ -39,18 +39,32 @@ std::string model_path() {
   return std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.onnx";
 }
 
+std::string card_path() {
+  return std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml";
+}
+
+// A simulated field of w x h pixels with n_stars stars (other options: the simulator's defaults).
+astroflow::FieldOptions field_options(std::uint64_t seed, int w, int h, int n_stars) {
+  astroflow::FieldOptions fo;
+  fo.seed = seed;
+  fo.width_pix = w;
+  fo.height_pix = h;
+  fo.n_stars = n_stars;
+  return fo;
+}
+
 std::unique_ptr<astroflow::StageInstance> make_stage(
     astroflow::PluginRegistry& registry, const std::string& name,
     const std::map<std::string, OptionValue>& overrides = {}) {
   return astroflow::test::open_builtin_stage(registry, name, overrides);
 }
 
-// background -> detect on one frame.
+// background -> detect on one frame; the shipped model unless detect_options names one.
 Frame run_detect(Frame f, const std::map<std::string, OptionValue>& detect_options = {}) {
   astroflow::PluginRegistry registry;
   auto bkg = make_stage(registry, "background", {});
   std::map<std::string, OptionValue> opts = detect_options;
-  opts["model"] = model_path();
+  opts.emplace("model", model_path());
   auto det = make_stage(registry, "detect", opts);
   astroflow::Batch batch;
   batch.frames.push_back(std::move(f));
@@ -136,11 +150,7 @@ TEST(DetectPlugin, RefusesAModelThatIsNotADetector) {
 
 TEST(DetectPlugin, FindsBrightSimulatedSourcesWithinTwoPixels) {
   // Seed 8351: in no models/*/fields.txt (ModelSeeds test) nor the bench range (9001-9999).
-  astroflow::FieldOptions fo;
-  fo.seed = 8351;
-  fo.width_pix = 700;
-  fo.height_pix = 600;
-  fo.n_stars = 60;
+  const astroflow::FieldOptions fo = field_options(8351, 700, 600, 60);
   const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
   // The card's 256 px tiles (with a 32 px overlap: 3 x 3 here).
   const Frame out = run_detect(field_frame(sim), {{"tile", std::int64_t{256}}});
@@ -234,13 +244,12 @@ TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
   // A copy of the shipped model whose card says output.score_threshold 0.8: without a
   // `threshold` option the stage keeps the peaks of 0.8 and above, as with threshold 0.8, and
   // fewer than with the shipped card's own value.
-  const astroflow::ModelCard shipped =
-      astroflow::ModelCard::load(std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml");
+  const astroflow::ModelCard shipped = astroflow::ModelCard::load(card_path());
   ASSERT_GT(shipped.score_threshold, 0.0);
   ASSERT_LT(shipped.score_threshold, 0.75);
   astroflow::test::TempDir dir("detect-card");
   std::filesystem::copy_file(model_path(), dir / "model.onnx");
-  std::ifstream in(std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml");
+  std::ifstream in(card_path());
   std::stringstream text;
   text << in.rdbuf();
   std::string card = text.str();
@@ -250,27 +259,18 @@ TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
   card.replace(at + key.size(), card.find('\n', at) - at - key.size(), "0.8");
   std::ofstream(dir / "model.yaml") << card;
 
-  astroflow::FieldOptions fo;
-  fo.seed = 8351;
-  fo.width_pix = 512;
-  fo.height_pix = 512;
-  const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
+  const astroflow::FieldSimulation sim =
+      astroflow::simulate_field(field_options(8351, 512, 512, 40));
   // Rows of background -> detect with `threshold` (0: not set), every DET_SCORE >= min_score.
   const auto rows = [&](const std::string& model, double threshold, double min_score) {
     std::map<std::string, OptionValue> opts{{"model", model}};
     if (threshold > 0.0) opts["threshold"] = threshold;
-    astroflow::PluginRegistry registry;
-    auto bkg = make_stage(registry, "background", {});
-    auto det = make_stage(registry, "detect", opts);
-    astroflow::Batch batch;
-    batch.frames.push_back(field_frame(sim));
-    bkg->process(batch);
-    det->process(batch);
-    EXPECT_FALSE(batch.frames[0].failed());
-    const auto& score = batch.frames[0].catalog.get<float>("DET_SCORE");
+    const Frame out = run_detect(field_frame(sim), opts);
+    EXPECT_FALSE(out.failed());
+    const auto& score = out.catalog.get<float>("DET_SCORE");
     EXPECT_TRUE(
         std::all_of(score.begin(), score.end(), [&](float v) { return v >= min_score - 1e-6; }));
-    return batch.frames[0].catalog.rows();
+    return out.catalog.rows();
   };
   const double own = shipped.score_threshold;
   const std::size_t by_card = rows(dir / "model.onnx", 0.0, 0.8);
@@ -338,16 +338,9 @@ TEST(DetectPlugin, WindowsFittedToTheFrameFindWhatFixedTilesFind) {
   // 400 px on 1,100 px (tile 256 with overlap 32: 5 x 5 windows). A fully convolutional
   // network gives the same peaks away from window edges, so the catalogs agree.
   // Seed 8352: in no models/*/fields.txt (ModelSeeds test) nor the bench range (9001-9999).
-  astroflow::FieldOptions fo;
-  fo.seed = 8352;
-  fo.width_pix = 1100;
-  fo.height_pix = 1100;
-  fo.n_stars = 40;
-  const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
-  ASSERT_EQ(
-      astroflow::ModelCard::load(std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.yaml")
-          .size_multiple,
-      16);
+  const astroflow::FieldSimulation sim =
+      astroflow::simulate_field(field_options(8352, 1100, 1100, 40));
+  ASSERT_EQ(astroflow::ModelCard::load(card_path()).size_multiple, 16);
   EXPECT_EQ(astroflow::balanced_tile(1100, 512, 32, 16), 400);
   const Frame fixed = run_detect(field_frame(sim), {{"tile", std::int64_t{256}}});
   const Frame fitted = run_detect(field_frame(sim));
