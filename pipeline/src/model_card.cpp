@@ -234,6 +234,11 @@ ModelCard ModelCard::load(const std::string& card_path) {
       !(c.score_threshold > 0.0 && c.score_threshold < 1.0)) {
     r.fail(r.node("output.score_threshold"), "output.score_threshold", "must be in (0, 1)");
   }
+  c.rescue_score = r.get_or<double>("output.rescue_score", 0.0, "number");
+  if (r.node("output.rescue_score").IsDefined() &&
+      !(c.rescue_score > 0.0 && c.rescue_score < 1.0)) {
+    r.fail(r.node("output.rescue_score"), "output.rescue_score", "must be in (0, 1)");
+  }
 
   c.opset = r.get<int>("opset", "integer");
   c.sha256 = r.get<std::string>("sha256", "string");

@@ -11,6 +11,13 @@
 // overlap is reported once; a duplicate found by the other tile within merge_radius_pix sets
 // the tile-merged flag. cv::dnn::NMSBoxes then removes boxes that overlap a stronger one by
 // more than nms_iou (double peaks of one extended source).
+// Isophotal rescue (rescue_snr > 0): a heatmap value below `threshold` is still evidence when the
+// image itself holds a significant object there, and the network scores some rare sources low
+// (large bright disks). Objects found on the isophotes as SExtractor does (Gaussian filter of
+// FWHM 3 px, 1.5 rms, 5 px, multi-threshold deblending) with isophotal S/N s >= rescue_snr, no
+// kept peak within rescue_radius_pix, and a heatmap maximum within 3 px of at least
+// rescue_score (rescue_bright_score from s >= rescue_bright_snr) are added with FLAGS 512
+// (DET_SCORE = that maximum).
 // Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
 // nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
 // footprint around the network's centre, and Kron photometry (kron_aperture.hpp).
@@ -18,6 +25,7 @@
 // One OnnxModel per instance (cv::dnn::Net is not thread-safe); the host gives each concurrent
 // slot its own instance.
 #include <algorithm>
+#include <astroflow/deblend.hpp>
 #include <astroflow/kron_aperture.hpp>
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/plugin.hpp>
@@ -32,6 +40,7 @@
 #include <numeric>
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
+#include <opencv2/imgproc.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,10 +53,21 @@ constexpr std::int32_t kFlagBlended = 2;       // another detection's centre ins
 constexpr std::int32_t kFlagEdge = 8;          // the box touches the image edge or blank pixels
 constexpr std::int32_t kFlagApertureCut = 16;  // AUTO aperture runs off the image / blank pixels
 constexpr std::int32_t kFlagTileMerged = 256;  // also found by a neighbouring network tile
+constexpr std::int32_t kFlagRescued = 512;     // an isophotal object below the peak threshold
 
 // Footprint pixels are those above this many rms inside the box.
 constexpr float kFootprintSigma = 1.0f;
 constexpr double kNoMag = 99.0;
+
+// The isophotal rescue's detection, SExtractor's defaults (bench/sextractor_run.sh): a Gaussian
+// filter of FWHM 3 px, pixels above 1.5 rms of the unfiltered image, 8-connected components of
+// at least 5 px, 32 deblending levels and a 0.005 contrast.
+constexpr double kRescueFilterFwhm = 3.0;
+constexpr double kRescueThreshold = 1.5;
+constexpr int kRescueMinArea = 5;
+constexpr int kRescueNthresh = 32;
+constexpr double kRescueMincont = 0.005;
+constexpr double kRescueSupportPix = 3.0;  // heatmap support: its maximum within this radius
 
 struct Candidate {
   double x = 0.0;  // 0-based, frame coordinates
@@ -57,6 +77,8 @@ struct Candidate {
   double hx = 1.0;  // half extents of the box, pixels
   double hy = 1.0;
   bool merged = false;
+  bool rescued = false;  // an isophotal object (FLAGS 512)
+  double iso_snr = 0.0;  // its isophotal S/N
 };
 
 // Owned interval [lo, hi) of each tile start along one axis: the band shared by two
@@ -82,6 +104,11 @@ class DetectStage : public astroflow::Stage {
     batch_ = static_cast<int>(o.get_int("batch"));
     nms_iou_ = static_cast<float>(o.get_double("nms_iou"));
     merge_radius_pix_ = o.get_double("merge_radius_pix");
+    rescue_snr_ = o.get_double("rescue_snr");
+    rescue_score_ = static_cast<float>(o.get_double("rescue_score"));
+    rescue_bright_snr_ = o.get_double("rescue_bright_snr");
+    rescue_bright_score_ = static_cast<float>(o.get_double("rescue_bright_score"));
+    rescue_radius_pix_ = o.get_double("rescue_radius_pix");
     barycentre_ = o.get_string("centre") == "barycentre";
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -106,6 +133,9 @@ class DetectStage : public astroflow::Stage {
     if (!(threshold_ > 0.0f)) {
       threshold_ = card.score_threshold > 0.0 ? static_cast<float>(card.score_threshold) : 0.5f;
     }
+    if (!(rescue_score_ > 0.0f)) {
+      rescue_score_ = card.rescue_score > 0.0 ? static_cast<float>(card.rescue_score) : threshold_;
+    }
     if (card.normalisation.background != "none") {
       throw astroflow::FatalError(card.card_path +
                                   ": detect normalises with the background stage's planes; the "
@@ -121,8 +151,10 @@ class DetectStage : public astroflow::Stage {
     cv::Mat blank;
     const cv::Mat t = astroflow::normalise_frame_by_planes(frame, "detect", blank);
 
-    std::vector<Candidate> cands = run_network(t, blank);
+    std::vector<Candidate> rescue = isophotal_objects(t, blank);
+    std::vector<Candidate> cands = run_network(t, blank, rescue);
     cands = suppress(std::move(cands));
+    add_rescued(cands, rescue);
     measure(frame, t, blank, cands);
     frame.header.add_history("astroflow detect: model sha256 " + model_->card().sha256);
     stamp(frame, model_->card().sha256);
@@ -159,8 +191,124 @@ class DetectStage : public astroflow::Stage {
     }
   }
 
-  // Runs the network tile by tile; returns the owned peaks with the tile-merged flag set.
-  std::vector<Candidate> run_network(const cv::Mat& t, const cv::Mat& blank) {
+  // Objects on the isophotes of t (rms units; blank pixels 0) with isophotal S/N (sum of t over
+  // the object / sqrt(pixels)) >= rescue_snr; their score is set by run_network. Only components
+  // whose own S/N reaches rescue_snr / 2 are deblended.
+  [[nodiscard]] std::vector<Candidate> isophotal_objects(const cv::Mat& t,
+                                                         const cv::Mat& blank) const {
+    std::vector<Candidate> out;
+    if (!(rescue_snr_ > 0.0)) return out;
+    const int w = t.cols;
+    const int h = t.rows;
+    const cv::Mat k = astroflow::gaussian_kernel_1d(kRescueFilterFwhm);
+    cv::Mat filt;
+    cv::sepFilter2D(t, filt, CV_32F, k, k, cv::Point(-1, -1), 0.0, cv::BORDER_CONSTANT);
+    cv::Mat mask;
+    cv::compare(filt, kRescueThreshold, mask, cv::CMP_GT);
+    mask.setTo(0, blank);
+    cv::Mat labels;
+    cv::Mat stats;
+    cv::Mat centroids;
+    const int n = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+    std::vector<double> sum(static_cast<std::size_t>(std::max(n, 1)), 0.0);
+    for (int y = 0; y < h; ++y) {
+      const int* l = labels.ptr<int>(y);
+      const float* v = t.ptr<float>(y);
+      for (int x = 0; x < w; ++x) {
+        if (l[x] > 0) sum[static_cast<std::size_t>(l[x])] += v[x];
+      }
+    }
+    std::vector<std::vector<int>> comps(sum.size());
+    bool any = false;
+    for (int l = 1; l < n; ++l) {
+      const int area = stats.at<int>(l, cv::CC_STAT_AREA);
+      if (area >= kRescueMinArea &&
+          sum[static_cast<std::size_t>(l)] >= 0.5 * rescue_snr_ * std::sqrt(area)) {
+        comps[static_cast<std::size_t>(l)].reserve(static_cast<std::size_t>(area));
+        any = true;
+      }
+    }
+    if (!any) return out;
+    for (int y = 0; y < h; ++y) {
+      const int* l = labels.ptr<int>(y);
+      for (int x = 0; x < w; ++x) {
+        auto& c = comps[static_cast<std::size_t>(l[x])];
+        if (l[x] > 0 && c.capacity() > 0) c.push_back(y * w + x);
+      }
+    }
+    const astroflow::Deblender deblender(filt, kRescueMinArea, kRescueNthresh, kRescueMincont);
+    const float* tv = t.ptr<float>();
+    for (const auto& comp : comps) {
+      if (comp.empty()) continue;
+      for (const astroflow::DeblendedObject& o : deblender.run(comp, kRescueThreshold)) {
+        double s = 0.0;
+        double sw = 0.0;
+        double sx = 0.0;
+        double sy = 0.0;
+        int x0 = w;
+        int x1 = -1;
+        int y0 = h;
+        int y1 = -1;
+        for (int p : o.pix) {
+          const double v = tv[p];
+          const int x = p % w;
+          const int y = p / w;
+          s += v;
+          if (v > 0.0) {
+            sw += v;
+            sx += v * x;
+            sy += v * y;
+          }
+          x0 = std::min(x0, x);
+          x1 = std::max(x1, x);
+          y0 = std::min(y0, y);
+          y1 = std::max(y1, y);
+        }
+        const auto npix = static_cast<double>(o.pix.size());
+        if (static_cast<int>(o.pix.size()) < kRescueMinArea || sw <= 0.0 ||
+            s < rescue_snr_ * std::sqrt(npix)) {
+          continue;
+        }
+        Candidate c;
+        c.x = sx / sw;
+        c.y = sy / sw;
+        c.hx = std::max(c.x - x0, x1 - c.x) + 1.0;
+        c.hy = std::max(c.y - y0, y1 - c.y) + 1.0;
+        c.rescued = true;
+        c.iso_snr = s / std::sqrt(npix);
+        c.score = -1.0f;  // no owning tile yet
+        out.push_back(c);
+      }
+    }
+    return out;
+  }
+
+  // The heatmap value an isophotal object of S/N s (>= rescue_snr) needs. A log-linear fall
+  // from rescue_score to rescue_bright_score between the two S/N values let in more spurious
+  // objects of S/N 10-50 than real ones on the validation fields; a step does not.
+  [[nodiscard]] float required_support(double s) const {
+    return s >= rescue_bright_snr_ ? std::min(rescue_bright_score_, rescue_score_) : rescue_score_;
+  }
+
+  // Keeps the isophotal objects with enough heatmap support (required_support) that no kept
+  // peak lies within rescue_radius_pix of.
+  void add_rescued(std::vector<Candidate>& cands, const std::vector<Candidate>& rescue) const {
+    const double r2 = rescue_radius_pix_ * rescue_radius_pix_;
+    std::vector<Candidate> add;
+    for (const Candidate& r : rescue) {
+      if (!(r.score >= required_support(r.iso_snr))) continue;
+      const bool near = std::any_of(cands.begin(), cands.end(), [&](const Candidate& c) {
+        return (c.x - r.x) * (c.x - r.x) + (c.y - r.y) * (c.y - r.y) <= r2;
+      });
+      if (!near) add.push_back(r);
+    }
+    cands.insert(cands.end(), add.begin(), add.end());
+  }
+
+  // Runs the network tile by tile; returns the owned peaks with the tile-merged flag set, and
+  // sets the score (heatmap support) and p_star of each `rescue` object from its owning tile.
+  std::vector<Candidate> run_network(const cv::Mat& t, const cv::Mat& blank,
+                                     std::vector<Candidate>& rescue) {
     const int w = t.cols;
     const int h = t.rows;
     const auto& norm = model_->card().normalisation;
@@ -243,6 +391,34 @@ class DetectStage : public astroflow::Stage {
         const cv::Mat hmax = cv::max(hs, hg);
         const int x0 = xs[tiles[i].ix];
         const int y0 = ys[tiles[i].iy];
+        const auto& ox = own_x[tiles[i].ix];
+        const auto& oy = own_y[tiles[i].iy];
+        auto owns = [&](double x, double y) {  // edge coordinates, as in the pipeline's tile rule
+          return x + 0.5 >= ox.first && x + 0.5 < ox.second && y + 0.5 >= oy.first &&
+                 y + 0.5 < oy.second;
+        };
+        // Each rescue object is owned by one tile, so batches write disjoint elements.
+        const int reach_x = static_cast<int>(std::ceil(kRescueSupportPix / stride_x));
+        const int reach_y = static_cast<int>(std::ceil(kRescueSupportPix / stride_y));
+        for (Candidate& r : rescue) {
+          if (!owns(r.x, r.y)) continue;
+          const int cx = static_cast<int>(std::floor((r.x - x0 + 0.5) / stride_x));
+          const int cy = static_cast<int>(std::floor((r.y - y0 + 0.5) / stride_y));
+          for (int yy = std::max(0, cy - reach_y); yy <= std::min(oh - 1, cy + reach_y); ++yy) {
+            for (int xx = std::max(0, cx - reach_x); xx <= std::min(ow - 1, cx + reach_x); ++xx) {
+              const double ddx = stride_x * (xx + 0.5) - 0.5 + x0 - r.x;
+              const double ddy = stride_y * (yy + 0.5) - 0.5 + y0 - r.y;
+              if (ddx * ddx + ddy * ddy > kRescueSupportPix * kRescueSupportPix) continue;
+              const float v = hmax.at<float>(yy, xx);
+              if (v > r.score) {
+                r.score = v;
+                const float s = hs.at<float>(yy, xx);
+                const float g = hg.at<float>(yy, xx);
+                r.p_star = s + g > 0.0f ? s / (s + g) : 0.5f;
+              }
+            }
+          }
+        }
         for (const astroflow::Peak& pk : astroflow::find_peaks(hmax, threshold_, 1)) {
           const std::size_t k = static_cast<std::size_t>(pk.y_pix) * ow + pk.x_pix;
           Candidate c;
@@ -260,12 +436,7 @@ class DetectStage : public astroflow::Stage {
           c.p_star = s + g > 0.0f ? s / (s + g) : 0.5f;
           c.hx = std::exp(std::clamp(o[2 * oplane + k], -3.0f, 6.0f));
           c.hy = std::exp(std::clamp(o[3 * oplane + k], -3.0f, 6.0f));
-          const auto& ox = own_x[tiles[i].ix];
-          const auto& oy = own_y[tiles[i].iy];
-          const double u = c.x + 0.5;  // edge coordinate, as in the pipeline's tile rule
-          const double v = c.y + 0.5;
-          const bool mine = u >= ox.first && u < ox.second && v >= oy.first && v < oy.second;
-          (mine ? owned : others).push_back(c);
+          (owns(c.x, c.y) ? owned : others).push_back(c);
         }
       }
     };
@@ -426,7 +597,7 @@ class DetectStage : public astroflow::Stage {
       const Candidate& c = cands[k];
       const int label = static_cast<int>(k + 1);
       const cv::Rect r = box_of(c);
-      std::int32_t f = c.merged ? kFlagTileMerged : 0;
+      std::int32_t f = (c.merged ? kFlagTileMerged : 0) | (c.rescued ? kFlagRescued : 0);
       // Second moments of the footprint around the centre.
       double sw = 0.0;
       double xx = 0.0;
@@ -542,7 +713,7 @@ class DetectStage : public astroflow::Stage {
     cat.add_column<double>("MAG_AUTO", "mag", "Kron magnitude") = mag;
     cat.add_column<std::int32_t>("FLAGS", "",
                                  "1 crowded, 2 blended, 8 edge, 16 aperture cut, "
-                                 "256 tile-merged") = flags;
+                                 "256 tile-merged, 512 isophotal rescue") = flags;
   }
 
   std::string model_path_;
@@ -553,6 +724,11 @@ class DetectStage : public astroflow::Stage {
   int batch_ = 1;
   float nms_iou_ = 0.7f;
   double merge_radius_pix_ = 2.0;
+  double rescue_snr_ = 5.0;
+  float rescue_score_ = 0.0f;  // 0: the card's output.rescue_score, else threshold_
+  double rescue_bright_snr_ = 100.0;
+  float rescue_bright_score_ = 0.3f;
+  double rescue_radius_pix_ = 6.0;
   bool barycentre_ = true;
   double gain_ = 0.0;
   double zeropoint_ = 25.0;
@@ -592,6 +768,22 @@ ASTROFLOW_PLUGIN(
                     0.05, 1.0)
         .add_double("merge_radius_pix", 2.0,
                     "a peak of a neighbouring tile this close marks the row tile-merged", 0.0, 50.0)
+        .add_double("rescue_snr", 5.0,
+                    "isophotal S/N from which an object no network peak found is kept when the "
+                    "heatmap near it reaches rescue_score (FLAGS 512); 0 = off",
+                    0.0, 1e9)
+        .add_double("rescue_score", 0.0,
+                    "heatmap value an isophotal object of rescue_snr needs; 0 = the card's "
+                    "output.rescue_score (chosen on validation), else threshold",
+                    0.0, 1.0)
+        .add_double("rescue_bright_snr", 100.0,
+                    "isophotal S/N from which rescue_bright_score applies", 0.0, 1e9)
+        .add_double("rescue_bright_score", 0.3,
+                    "heatmap value an isophotal object of rescue_bright_snr or more needs", 0.0,
+                    1.0)
+        .add_double("rescue_radius_pix", 6.0,
+                    "an isophotal object with a kept network peak this close is not rescued", 0.0,
+                    100.0)
         .add_string("centre", "barycentre",
                     "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), or the "
                     "network's peak + offset",

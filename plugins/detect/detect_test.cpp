@@ -34,6 +34,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr std::int32_t kFlagEdge = 8;
 constexpr std::int32_t kFlagApertureCut = 16;
 constexpr std::int32_t kFlagTileMerged = 256;
+constexpr std::int32_t kFlagRescued = 512;
 
 std::string model_path() {
   return std::string(ASTROFLOW_SOURCE_DIR) + "/models/detect/model.onnx";
@@ -241,9 +242,10 @@ TEST(DetectPlugin, FindsBrightSimulatedSourcesWithinTwoPixels) {
 }
 
 TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
-  // A copy of the shipped model whose card says output.score_threshold 0.8: without a
-  // `threshold` option the stage keeps the peaks of 0.8 and above, as with threshold 0.8, and
-  // fewer than with the shipped card's own value.
+  // A copy of the shipped model whose card says output.score_threshold 0.8 and
+  // output.rescue_score 0.7: without `threshold` and `rescue_score` options the stage keeps the
+  // same rows as with those values set, its peaks (FLAGS 512 clear) all of 0.8 and above, and
+  // fewer rows than with the shipped card's own values.
   const astroflow::ModelCard shipped = astroflow::ModelCard::load(card_path());
   ASSERT_GT(shipped.score_threshold, 0.0);
   ASSERT_LT(shipped.score_threshold, 0.75);
@@ -256,27 +258,44 @@ TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
   const std::string key = "score_threshold: ";
   const std::size_t at = card.find(key);
   ASSERT_NE(at, std::string::npos);
-  card.replace(at + key.size(), card.find('\n', at) - at - key.size(), "0.8");
+  const std::size_t eol = card.find('\n', at);
+  const std::string indent = card.substr(card.rfind('\n', at) + 1, at - card.rfind('\n', at) - 1);
+  card.replace(at + key.size(), eol - at - key.size(), "0.8");
+  const std::size_t rs = card.find("rescue_score: ");
+  if (rs != std::string::npos) {
+    card.replace(rs, card.find('\n', rs) - rs, "rescue_score: 0.7");
+  } else {
+    card.insert(card.find('\n', at), "\n" + indent + "rescue_score: 0.7");
+  }
   std::ofstream(dir / "model.yaml") << card;
+  ASSERT_DOUBLE_EQ(astroflow::ModelCard::load(dir / "model.yaml").rescue_score, 0.7);
 
   const astroflow::FieldSimulation sim =
       astroflow::simulate_field(field_options(8351, 512, 512, 40));
-  // Rows of background -> detect with `threshold` (0: not set), every DET_SCORE >= min_score.
-  const auto rows = [&](const std::string& model, double threshold, double min_score) {
+  // Rows of background -> detect with `threshold` and `rescue_score` (0: not set); every
+  // network peak's DET_SCORE >= min_score.
+  const auto rows = [&](const std::string& model, double threshold, double rescue_score,
+                        double min_score) {
     std::map<std::string, OptionValue> opts{{"model", model}};
     if (threshold > 0.0) opts["threshold"] = threshold;
+    if (rescue_score > 0.0) opts["rescue_score"] = rescue_score;
     const Frame out = run_detect(field_frame(sim), opts);
     EXPECT_FALSE(out.failed());
     const auto& score = out.catalog.get<float>("DET_SCORE");
-    EXPECT_TRUE(
-        std::all_of(score.begin(), score.end(), [&](float v) { return v >= min_score - 1e-6; }));
+    const auto& flags = out.catalog.get<std::int32_t>("FLAGS");
+    for (std::size_t i = 0; i < out.catalog.rows(); ++i) {
+      if ((flags[i] & kFlagRescued) == 0) {
+        EXPECT_GE(score[i], min_score - 1e-6);
+      }
+    }
     return out.catalog.rows();
   };
   const double own = shipped.score_threshold;
-  const std::size_t by_card = rows(dir / "model.onnx", 0.0, 0.8);
-  EXPECT_EQ(by_card, rows(dir / "model.onnx", 0.8, 0.8));
-  const std::size_t by_shipped_card = rows(model_path(), 0.0, own);
-  EXPECT_EQ(by_shipped_card, rows(model_path(), own, own));
+  const double own_rescue = shipped.rescue_score > 0.0 ? shipped.rescue_score : own;
+  const std::size_t by_card = rows(dir / "model.onnx", 0.0, 0.0, 0.8);
+  EXPECT_EQ(by_card, rows(dir / "model.onnx", 0.8, 0.7, 0.8));
+  const std::size_t by_shipped_card = rows(model_path(), 0.0, 0.0, own);
+  EXPECT_EQ(by_shipped_card, rows(model_path(), own, own_rescue, own));
   EXPECT_LT(by_card, by_shipped_card);
 }
 
@@ -330,6 +349,64 @@ TEST(DetectPlugin, ASourceOnATileBorderIsFoundOnce) {
     EXPECT_EQ(merged, in_band);
   }
   EXPECT_EQ(out.catalog.rows(), stars.size());
+}
+
+TEST(DetectPlugin, IsophotalRescueAddsBrightObjectsWithHeatmapSupportOnce) {
+  // Stars, some on the tile ownership lines (tile 256: the line is at 240), and a 3 x 3 block of
+  // hot pixels: all bright on the isophotes. With a threshold no peak reaches, the rescue alone
+  // finds the stars, each once (one tile owns it); the hot block has no heatmap support and is
+  // only kept when the rescue needs none. With the default threshold the network finds the
+  // stars and the rescue adds nothing within rescue_radius_pix of them.
+  const std::vector<cv::Point2d> stars = {
+      {240.0, 100.0}, {100.0, 240.2}, {240.4, 239.7}, {60.0, 60.0}, {400.0, 400.0}};
+  const Frame f = star_frame(480, 480, stars, 2000.0);
+  f.science(cv::Rect(380, 80, 3, 3)) += 200.0;
+  const std::map<std::string, OptionValue> tiles = {{"tile", std::int64_t{256}}};
+  auto with = [&](std::map<std::string, OptionValue> o) {
+    o.insert(tiles.begin(), tiles.end());
+    Frame copy = f;
+    copy.science = f.science.clone();
+    return run_detect(std::move(copy), o);
+  };
+  auto rescue = [](double snr, double score, double bright_score) {
+    return std::map<std::string, OptionValue>{{"threshold", 1.0},
+                                              {"rescue_snr", snr},
+                                              {"rescue_score", score},
+                                              {"rescue_bright_snr", 2.0 * snr},
+                                              {"rescue_bright_score", bright_score}};
+  };
+  const Frame none = with({{"threshold", 1.0}, {"rescue_snr", 0.0}});
+  const Frame rescued = with(rescue(50.0, 0.3, 0.3));
+  const Frame all = with(rescue(50.0, 1e-6, 0.0));
+  const Frame strict = with(rescue(1e6, 1e-6, 0.0));
+  auto any = rescue(50.0, 1e-6, 0.0);
+  any.erase("threshold");
+  const Frame network = with(any);
+  for (const Frame* out : {&none, &rescued, &all, &strict, &network}) {
+    ASSERT_FALSE(out->failed()) << (out->issues.empty() ? "" : out->issues[0].reason);
+  }
+  EXPECT_EQ(none.catalog.rows(), 0u);
+  EXPECT_EQ(strict.catalog.rows(), 0u);
+  EXPECT_EQ(rescued.catalog.rows(), stars.size());
+  EXPECT_EQ(all.catalog.rows(), stars.size() + 1);
+  EXPECT_GE(nearest(all.catalog, 381.0, 81.0, 2.0), 0);
+  EXPECT_LT(nearest(rescued.catalog, 381.0, 81.0, 10.0), 0);
+  for (const cv::Point2d& s : stars) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    int count = 0;
+    const int k = nearest(rescued.catalog, s.x, s.y, 2.0, &count);
+    ASSERT_GE(k, 0);
+    EXPECT_EQ(count, 1);
+    const auto row = static_cast<std::size_t>(k);
+    EXPECT_NE(rescued.catalog.get<std::int32_t>("FLAGS")[row] & kFlagRescued, 0);
+    EXPECT_GE(rescued.catalog.get<float>("DET_SCORE")[row], 0.3f);
+    EXPECT_LT(rescued.catalog.get<float>("DET_SCORE")[row], 1.0f);
+    const int n = nearest(network.catalog, s.x, s.y, 2.0, &count);
+    ASSERT_GE(n, 0);
+    EXPECT_EQ(count, 1);
+    EXPECT_EQ(
+        network.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(n)] & kFlagRescued, 0);
+  }
 }
 
 TEST(DetectPlugin, WindowsFittedToTheFrameFindWhatFixedTilesFind) {

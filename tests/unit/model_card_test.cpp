@@ -106,6 +106,11 @@ TEST_F(CardFile, ParsesEveryField) {
       ModelCard::load(write(edit("temperature: 1.37", "temperature: 1.37\n  score_threshold: 0.6")))
           .score_threshold,
       0.6);
+  EXPECT_DOUBLE_EQ(c.rescue_score, 0.0);  // optional
+  EXPECT_DOUBLE_EQ(
+      ModelCard::load(write(edit("temperature: 1.37", "temperature: 1.37\n  rescue_score: 0.45")))
+          .rescue_score,
+      0.45);
   EXPECT_EQ(c.opset, 13);
   EXPECT_EQ(c.sha256.substr(0, 4), "0123");
   EXPECT_EQ(c.training_recipe, "models/classify/train.sh");
@@ -160,6 +165,11 @@ TEST_F(CardFile, RejectsInconsistentOrImpossibleValues) {
     EXPECT_NE(error_of(edit("temperature: 1.37",
                             std::string("temperature: 1.37\n  score_threshold: ") + bad))
                   .find("output.score_threshold: must be in (0, 1)"),
+              std::string::npos)
+        << bad;
+    EXPECT_NE(error_of(edit("temperature: 1.37",
+                            std::string("temperature: 1.37\n  rescue_score: ") + bad))
+                  .find("output.rescue_score: must be in (0, 1)"),
               std::string::npos)
         << bad;
   }

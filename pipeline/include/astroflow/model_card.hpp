@@ -67,6 +67,9 @@ struct ModelCard {
   /// Heatmap models: the peak score a detection needs, chosen on the validation set
   /// (output.score_threshold, in (0, 1); 0: the card has none).
   double score_threshold = 0.0;
+  /// Heatmap models: the heatmap value an isophotal object of the detect stage's rescue_snr
+  /// needs (output.rescue_score, in (0, 1); 0: the card has none).
+  double rescue_score = 0.0;
 
   int opset = 0;
   std::string sha256;  ///< hex sha256 of the ONNX file
