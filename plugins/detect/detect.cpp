@@ -219,12 +219,14 @@ class DetectStage : public astroflow::Stage {
       }
     }
     std::vector<std::vector<int>> comps(sum.size());
+    std::vector<char> wanted(sum.size(), 0);
     bool any = false;
     for (int l = 1; l < n; ++l) {
       const int area = stats.at<int>(l, cv::CC_STAT_AREA);
-      if (area >= kRescueMinArea &&
-          sum[static_cast<std::size_t>(l)] >= 0.5 * rescue_snr_ * std::sqrt(area)) {
-        comps[static_cast<std::size_t>(l)].reserve(static_cast<std::size_t>(area));
+      const auto i = static_cast<std::size_t>(l);
+      if (area >= kRescueMinArea && sum[i] >= 0.5 * rescue_snr_ * std::sqrt(area)) {
+        comps[i].reserve(static_cast<std::size_t>(area));
+        wanted[i] = 1;
         any = true;
       }
     }
@@ -232,8 +234,8 @@ class DetectStage : public astroflow::Stage {
     for (int y = 0; y < h; ++y) {
       const int* l = labels.ptr<int>(y);
       for (int x = 0; x < w; ++x) {
-        auto& c = comps[static_cast<std::size_t>(l[x])];
-        if (l[x] > 0 && c.capacity() > 0) c.push_back(y * w + x);
+        const auto i = static_cast<std::size_t>(l[x]);
+        if (wanted[i] != 0) comps[i].push_back(y * w + x);
       }
     }
     const astroflow::Deblender deblender(filt, kRescueMinArea, kRescueNthresh, kRescueMincont);
