@@ -75,10 +75,10 @@ for t in $thresholds; do
   done
 done
 echo "# models/detect/tune_threshold.sh: validation fields $fields (v: 4096^2; va: 2048^2)"
-/usr/bin/python3 - "$work" "$purity" "$card" "${WRITE:-1}" "$fields" $runs <<'PY'
+/usr/bin/python3 - "$work" "$purity" "$card" "${WRITE:-1}" "$root" "$fields" $runs <<'PY'
 import json, math, os, sys
 work, target, card, write = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
-fields, runs = sys.argv[5].split(), [r.split(":") for r in sys.argv[6:]]
+root, fields, runs = sys.argv[5], sys.argv[6].split(), [r.split(":") for r in sys.argv[7:]]
 print("| threshold | rescue_score | detections | matched (2 px) | purity | purity - 1 s.e. "
       "| matched truth S/N >= 5 |")
 print("|---|---|---|---|---|---|---|")
@@ -105,7 +105,7 @@ if chosen is None:
 print(f"chosen: threshold {chosen[0]}, rescue_score {chosen[1]}")
 if write:
     import yaml
-    sys.path.insert(0, os.path.join(os.path.dirname(card), ".."))
+    sys.path.insert(0, os.path.join(root, "models"))
     from common.card import write_card
     c = yaml.safe_load(open(card))
     c["output"]["score_threshold"] = float(chosen[0])
