@@ -10,7 +10,8 @@
 #   Writes OUTDIR/sex.seg.fits (SEGMENTATION check image, value = NUMBER) and the catalog.
 #   GAIN and SEEING_FWHM come from the image's GAIN and SEEING cards when present
 #   (SEX_GAIN / SEX_SEEING override; GAIN 0 = infinite, SEEING only matters for CLASS_STAR).
-#   SEX_EXTRA="-DETECT_THRESH 3 ..." appends command-line overrides.
+#   SEX_EXTRA="-DETECT_THRESH 3 ..." appends command-line overrides; SEX_PARAMS_EXTRA="XWIN_IMAGE
+#   YWIN_IMAGE" appends catalog columns (not in the speed comparisons: they cost time).
 
 # Prints the value of header card $2 of the first HDU of FITS file $1 that has it, or nothing.
 sex_header_value() {
@@ -50,6 +51,8 @@ ISOAREA_IMAGE
 FLAGS
 CLASS_STAR
 PARAMS
+  local p
+  for p in ${SEX_PARAMS_EXTRA:-}; do echo "$p" >> "$out/sex.param"; done
   # 1.5 sigma, 5 px, 64 px meshes, 3x3 mesh filter, SExtractor's own gauss_3.0_5x5 filter,
   # Kron 2.5 / 3.5, as astroflow's sources defaults (docs/sources.md).
   cat > "$out/sex.conf" <<CONF

@@ -18,6 +18,9 @@
 // kept peak within rescue_radius_pix, and a heatmap maximum within 3 px of at least
 // rescue_score (rescue_bright_score from s >= rescue_bright_snr) are added with FLAGS 512
 // (DET_SCORE = that maximum).
+// Centres (`centre`): the barycentre of the source's footprint (default), the network's own, or
+// (isophotal) the barycentre of the isophotal object holding it when it holds no other
+// detection, as SExtractor's X_IMAGE.
 // Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
 // nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
 // footprint around the network's centre, and Kron photometry (kron_aperture.hpp).
@@ -77,8 +80,17 @@ struct Candidate {
   double hx = 1.0;  // half extents of the box, pixels
   double hy = 1.0;
   bool merged = false;
-  bool rescued = false;  // an isophotal object (FLAGS 512)
-  double iso_snr = 0.0;  // its isophotal S/N
+  bool rescued = false;      // an isophotal object (FLAGS 512)
+  double iso_snr = 0.0;      // its isophotal S/N
+  bool iso_centred = false;  // centre = barycentre of the isophotal object holding it
+};
+
+// The objects found on the isophotes (isophotal_objects): the rescue's candidates, and for
+// `centre: isophotal` each deblended object's barycentre and S/N with a map of its pixels.
+struct IsophotalObjects {
+  std::vector<Candidate> rescue;  // S/N >= rescue_snr
+  std::vector<Candidate> all;     // every deblended object; label l is all[l - 1]
+  cv::Mat label;                  // CV_32S, 0 outside the objects
 };
 
 // Owned interval [lo, hi) of each tile start along one axis: the band shared by two
@@ -109,7 +121,10 @@ class DetectStage : public astroflow::Stage {
     rescue_bright_snr_ = o.get_double("rescue_bright_snr");
     rescue_bright_score_ = static_cast<float>(o.get_double("rescue_bright_score"));
     rescue_radius_pix_ = o.get_double("rescue_radius_pix");
-    barycentre_ = o.get_string("centre") == "barycentre";
+    const std::string centre = o.get_string("centre");
+    barycentre_ = centre != "network";
+    isophotal_centre_ = centre == "isophotal";
+    iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
   }
@@ -151,10 +166,11 @@ class DetectStage : public astroflow::Stage {
     cv::Mat blank;
     const cv::Mat t = astroflow::normalise_frame_by_planes(frame, "detect", blank);
 
-    std::vector<Candidate> rescue = isophotal_objects(t, blank);
-    std::vector<Candidate> cands = run_network(t, blank, rescue);
+    IsophotalObjects iso = isophotal_objects(t, blank);
+    std::vector<Candidate> cands = run_network(t, blank, iso.rescue);
     cands = suppress(std::move(cands));
-    add_rescued(cands, rescue);
+    add_rescued(cands, iso.rescue);
+    centre_on_isophotes(cands, iso);
     measure(frame, t, blank, cands);
     frame.header.add_history("astroflow detect: model sha256 " + model_->card().sha256);
     stamp(frame, model_->card().sha256);
@@ -194,10 +210,14 @@ class DetectStage : public astroflow::Stage {
   // Objects on the isophotes of t (rms units; blank pixels 0) with isophotal S/N (sum of t over
   // the object / sqrt(pixels)) >= rescue_snr; their score is set by run_network. Only components
   // whose own S/N reaches rescue_snr / 2 are deblended.
-  [[nodiscard]] std::vector<Candidate> isophotal_objects(const cv::Mat& t,
-                                                         const cv::Mat& blank) const {
-    std::vector<Candidate> out;
-    if (!(rescue_snr_ > 0.0)) return out;
+  [[nodiscard]] IsophotalObjects isophotal_objects(const cv::Mat& t, const cv::Mat& blank) const {
+    IsophotalObjects out;
+    const bool rescue = rescue_snr_ > 0.0;
+    if (!rescue && !isophotal_centre_) return out;
+    // Components are deblended from half the lowest S/N an object is used at.
+    double min_snr = std::numeric_limits<double>::infinity();
+    if (rescue) min_snr = rescue_snr_;
+    if (isophotal_centre_) min_snr = std::min(min_snr, iso_centre_snr_);
     const int w = t.cols;
     const int h = t.rows;
     const cv::Mat k = astroflow::gaussian_kernel_1d(kRescueFilterFwhm);
@@ -224,7 +244,7 @@ class DetectStage : public astroflow::Stage {
     for (int l = 1; l < n; ++l) {
       const int area = stats.at<int>(l, cv::CC_STAT_AREA);
       const auto i = static_cast<std::size_t>(l);
-      if (area >= kRescueMinArea && sum[i] >= 0.5 * rescue_snr_ * std::sqrt(area)) {
+      if (area >= kRescueMinArea && sum[i] >= 0.5 * min_snr * std::sqrt(area)) {
         comps[i].reserve(static_cast<std::size_t>(area));
         wanted[i] = 1;
         any = true;
@@ -239,6 +259,7 @@ class DetectStage : public astroflow::Stage {
       }
     }
     const astroflow::Deblender deblender(filt, kRescueMinArea, kRescueNthresh, kRescueMincont);
+    if (isophotal_centre_) out.label = cv::Mat::zeros(h, w, CV_32S);
     const float* tv = t.ptr<float>();
     for (const auto& comp : comps) {
       if (comp.empty()) continue;
@@ -267,19 +288,23 @@ class DetectStage : public astroflow::Stage {
           y1 = std::max(y1, y);
         }
         const auto npix = static_cast<double>(o.pix.size());
-        if (static_cast<int>(o.pix.size()) < kRescueMinArea || sw <= 0.0 ||
-            s < rescue_snr_ * std::sqrt(npix)) {
-          continue;
-        }
+        if (static_cast<int>(o.pix.size()) < kRescueMinArea || sw <= 0.0) continue;
         Candidate c;
         c.x = sx / sw;
         c.y = sy / sw;
         c.hx = std::max(c.x - x0, x1 - c.x) + 1.0;
         c.hy = std::max(c.y - y0, y1 - c.y) + 1.0;
         c.rescued = true;
+        c.iso_centred = true;
         c.iso_snr = s / std::sqrt(npix);
         c.score = -1.0f;  // no owning tile yet
-        out.push_back(c);
+        if (isophotal_centre_ && c.iso_snr >= iso_centre_snr_) {
+          out.all.push_back(c);
+          const int l = static_cast<int>(out.all.size());
+          int* lab = out.label.ptr<int>();
+          for (int p : o.pix) lab[p] = l;
+        }
+        if (rescue && c.iso_snr >= rescue_snr_) out.rescue.push_back(c);
       }
     }
     return out;
@@ -305,6 +330,32 @@ class DetectStage : public astroflow::Stage {
       if (!near) add.push_back(r);
     }
     cands.insert(cands.end(), add.begin(), add.end());
+  }
+
+  // centre: isophotal. A network detection that is the only one inside an isophotal object
+  // (deblended as SExtractor does, S/N >= isophotal_centre_snr) takes that object's barycentre,
+  // SExtractor's X_IMAGE: the box's footprint of a bright or saturated object is cut by the
+  // network's box and by neighbours' boxes. Rescued objects already sit at their barycentre.
+  void centre_on_isophotes(std::vector<Candidate>& cands, const IsophotalObjects& iso) const {
+    if (!isophotal_centre_ || iso.all.empty()) return;
+    const int w = iso.label.cols;
+    const int h = iso.label.rows;
+    std::vector<int> owner(cands.size(), 0);
+    std::vector<int> count(iso.all.size() + 1, 0);
+    for (std::size_t k = 0; k < cands.size(); ++k) {
+      const int px = std::clamp(static_cast<int>(std::lround(cands[k].x)), 0, w - 1);
+      const int py = std::clamp(static_cast<int>(std::lround(cands[k].y)), 0, h - 1);
+      owner[k] = iso.label.at<int>(py, px);
+      ++count[static_cast<std::size_t>(owner[k])];
+    }
+    for (std::size_t k = 0; k < cands.size(); ++k) {
+      const int l = owner[k];
+      if (l == 0 || count[static_cast<std::size_t>(l)] != 1 || cands[k].rescued) continue;
+      const Candidate& o = iso.all[static_cast<std::size_t>(l - 1)];
+      cands[k].x = o.x;
+      cands[k].y = o.y;
+      cands[k].iso_centred = true;
+    }
   }
 
   // Runs the network tile by tile; returns the owned peaks with the tile-merged flag set, and
@@ -563,6 +614,7 @@ class DetectStage : public astroflow::Stage {
       assign_footprints();
       for (std::size_t k = 0; k < n; ++k) {
         Candidate& c = cands[k];
+        if (isophotal_centre_ && c.iso_centred) continue;
         const cv::Rect r = box_of(c);
         const int label = static_cast<int>(k + 1);
         double sw = 0.0;
@@ -694,7 +746,9 @@ class DetectStage : public astroflow::Stage {
     cat = astroflow::Catalog{};
     cat.resize(n);
     cat.add_column<std::int32_t>("NUMBER", "", "running object number") = number;
-    const char* centre = barycentre_ ? "footprint barycentre" : "network centre";
+    const char* centre = isophotal_centre_ ? "isophotal or footprint barycentre"
+                         : barycentre_     ? "footprint barycentre"
+                                           : "network centre";
     cat.add_column<double>("X_IMAGE", "pix", std::string(centre) + " x, 1-based, full image") = xim;
     cat.add_column<double>("Y_IMAGE", "pix", std::string(centre) + " y, 1-based, full image") = yim;
     cat.add_column<double>("ALPHA_J2000", "deg", "right ascension of the centre") = ra;
@@ -732,6 +786,8 @@ class DetectStage : public astroflow::Stage {
   float rescue_bright_score_ = 0.3f;
   double rescue_radius_pix_ = 6.0;
   bool barycentre_ = true;
+  bool isophotal_centre_ = false;
+  double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
   double zeropoint_ = 25.0;
   int star_class_ = 0;
@@ -787,9 +843,13 @@ ASTROFLOW_PLUGIN(
                     "an isophotal object with a kept network peak this close is not rescued", 0.0,
                     100.0)
         .add_string("centre", "barycentre",
-                    "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), or the "
-                    "network's peak + offset",
-                    {"barycentre", "network"})
+                    "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "
+                    "network's peak + offset, or isophotal: the barycentre of the isophotal "
+                    "object holding only this detection (else the footprint's)",
+                    {"barycentre", "network", "isophotal"})
+        .add_double("isophotal_centre_snr", 20.0,
+                    "centre isophotal: the S/N an isophotal object needs to give its barycentre",
+                    0.0, 1e9)
         .add_double("gain", 0.0,
                     "e-/count for the Poisson term of FLUXERR_AUTO; 0 = header GAIN, none if "
                     "absent",

@@ -467,3 +467,57 @@ TEST(DetectPlugin, BlankRegionsGiveNoDetectionsThere) {
 }
 
 }  // namespace
+
+TEST(DetectPlugin, IsophotalCentreIsTheBarycentreOfTheObjectsIsophotes) {
+  // A bright star with a one-sided trail of 3 x 40 px below it (a bleed trail), and an isolated
+  // star. The trail is part of the star's isophotal object, so `centre: isophotal` puts the
+  // first at the barycentre of star + trail, as SExtractor's X_IMAGE; the footprint in the
+  // network's box holds less of the trail. The isolated star sits at its centre either way, and
+  // a S/N the object does not reach falls back to the footprint's barycentre.
+  const cv::Point2d trailed(150.0, 150.0);
+  const cv::Point2d single(330.0, 330.0);
+  const double flux = 20000.0;
+  const Frame f = star_frame(480, 480, {trailed, single}, flux);
+  const cv::Rect trail(149, 152, 3, 40);
+  const double trail_level = 20.0;
+  f.science(trail) += trail_level;
+  // Expected: the flux-weighted centre of star + trail: the star's light in its 51 x 51 px stamp
+  // (as star_frame adds it; its noise, the same draws as in f, sums to little against 20,000).
+  double sw = 0.0;
+  double sy = 0.0;
+  {
+    const Frame model = star_frame(480, 480, {trailed}, flux);
+    for (int y = 110; y <= 195; ++y) {
+      for (int x = 110; x <= 190; ++x) {
+        double v = model.science.at<float>(y, x) - 10.0;  // sky 10
+        if (std::abs(x - trailed.x) > 25 || std::abs(y - trailed.y) > 25) v = 0.0;
+        if (trail.contains(cv::Point(x, y))) v += trail_level;
+        sw += v;
+        sy += v * y;
+      }
+    }
+  }
+  const double expected_y = sy / sw;
+  ASSERT_GT(expected_y - trailed.y, 1.0);
+  auto with = [&](std::map<std::string, OptionValue> o) {
+    Frame copy = f;
+    copy.science = f.science.clone();
+    return run_detect(std::move(copy), o);
+  };
+  const Frame iso = with({{"centre", std::string("isophotal")}});
+  const Frame box = with({{"centre", std::string("barycentre")}});
+  const Frame high = with({{"centre", std::string("isophotal")}, {"isophotal_centre_snr", 1e7}});
+  for (const Frame* out : {&iso, &box, &high}) {
+    ASSERT_FALSE(out->failed()) << (out->issues.empty() ? "" : out->issues[0].reason);
+    ASSERT_EQ(out->catalog.rows(), 2u);
+  }
+  auto y_of = [](const Frame& out, const cv::Point2d& p) {
+    const int k = nearest(out.catalog, p.x, p.y, 6.0);
+    EXPECT_GE(k, 0);
+    return k < 0 ? 0.0 : out.catalog.get<double>("Y_IMAGE")[static_cast<std::size_t>(k)] - 1.0;
+  };
+  EXPECT_NEAR(y_of(iso, trailed), expected_y, 0.3);
+  EXPECT_GT(std::abs(y_of(box, trailed) - expected_y), 0.5);
+  EXPECT_DOUBLE_EQ(y_of(high, trailed), y_of(box, trailed));
+  for (const Frame* out : {&iso, &box}) EXPECT_NEAR(y_of(*out, single), single.y, 0.2);
+}
