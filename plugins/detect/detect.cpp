@@ -16,8 +16,9 @@
 // (large bright disks). Objects found on the isophotes as SExtractor does (Gaussian filter of
 // FWHM 3 px, 1.5 rms, 5 px, multi-threshold deblending) with isophotal S/N s >= rescue_snr, no
 // kept peak within rescue_radius_pix, and a heatmap maximum within 3 px of at least
-// rescue_score (rescue_bright_score from s >= rescue_bright_snr) are added with FLAGS 512
-// (DET_SCORE = that maximum).
+// rescue_score (rescue_bright_score from s >= rescue_bright_snr, rescue_compact_score for an
+// object whose isophotal rms semi-major axis is below rescue_compact_a_pix) are added with
+// FLAGS 512 (DET_SCORE = that maximum).
 // Centres (`centre`): the barycentre of the source's footprint (default), the network's own, or
 // (isophotal) the barycentre of the isophotal object holding it when it holds no other
 // detection, as SExtractor's X_IMAGE.
@@ -82,6 +83,7 @@ struct Candidate {
   bool merged = false;
   bool rescued = false;      // an isophotal object (FLAGS 512)
   double iso_snr = 0.0;      // its isophotal S/N
+  double iso_a = 0.0;        // its isophotal rms semi-major axis, pixels
   bool iso_centred = false;  // centre = barycentre of the isophotal object holding it
 };
 
@@ -121,6 +123,8 @@ class DetectStage : public astroflow::Stage {
     rescue_bright_snr_ = o.get_double("rescue_bright_snr");
     rescue_bright_score_ = static_cast<float>(o.get_double("rescue_bright_score"));
     rescue_radius_pix_ = o.get_double("rescue_radius_pix");
+    rescue_compact_score_ = static_cast<float>(o.get_double("rescue_compact_score"));
+    rescue_compact_a_pix_ = o.get_double("rescue_compact_a_pix");
     const std::string centre = o.get_string("centre");
     barycentre_ = centre != "network";
     isophotal_centre_ = centre == "isophotal";
@@ -268,6 +272,9 @@ class DetectStage : public astroflow::Stage {
         double sw = 0.0;
         double sx = 0.0;
         double sy = 0.0;
+        double sxx = 0.0;
+        double syy = 0.0;
+        double sxy = 0.0;
         int x0 = w;
         int x1 = -1;
         int y0 = h;
@@ -281,6 +288,9 @@ class DetectStage : public astroflow::Stage {
             sw += v;
             sx += v * x;
             sy += v * y;
+            sxx += v * x * x;
+            syy += v * y * y;
+            sxy += v * x * y;
           }
           x0 = std::min(x0, x);
           x1 = std::max(x1, x);
@@ -297,6 +307,15 @@ class DetectStage : public astroflow::Stage {
         c.rescued = true;
         c.iso_centred = true;
         c.iso_snr = s / std::sqrt(npix);
+        {
+          // Second moments about the barycentre (shifted sums; the object spans few pixels).
+          const double mxx = sxx / sw - c.x * c.x;
+          const double myy = syy / sw - c.y * c.y;
+          const double mxy = sxy / sw - c.x * c.y;
+          const double half = 0.5 * (mxx + myy);
+          const double diff = 0.5 * (mxx - myy);
+          c.iso_a = std::sqrt(std::max(0.0, half + std::sqrt(diff * diff + mxy * mxy)));
+        }
         c.score = -1.0f;  // no owning tile yet
         if (isophotal_centre_ && c.iso_snr >= iso_centre_snr_) {
           out.all.push_back(c);
@@ -310,11 +329,21 @@ class DetectStage : public astroflow::Stage {
     return out;
   }
 
-  // The heatmap value an isophotal object of S/N s (>= rescue_snr) needs. A log-linear fall
-  // from rescue_score to rescue_bright_score between the two S/N values let in more spurious
-  // objects of S/N 10-50 than real ones on the validation fields; a step does not.
-  [[nodiscard]] float required_support(double s) const {
-    return s >= rescue_bright_snr_ ? std::min(rescue_bright_score_, rescue_score_) : rescue_score_;
+  // The heatmap value an isophotal object (S/N >= rescue_snr) needs: rescue_score, or
+  // rescue_bright_score from S/N rescue_bright_snr on, or rescue_compact_score when its
+  // isophotal rms semi-major axis is below rescue_compact_a_pix. A log-linear fall from
+  // rescue_score to rescue_bright_score between the two S/N values let in more spurious objects
+  // of S/N 10-50 than real ones on the validation fields; a step does not. The network scores
+  // small faint galaxies low (r_eff 2-3 px, S/N 5-20: heatmap peaks of 0.4-0.6 where SExtractor
+  // finds them), while the spurious isophotal objects at such values are mostly pieces of
+  // extended galaxies (docs/detect.md).
+  [[nodiscard]] float required_support(const Candidate& r) const {
+    float need = r.iso_snr >= rescue_bright_snr_ ? std::min(rescue_bright_score_, rescue_score_)
+                                                 : rescue_score_;
+    if (rescue_compact_score_ > 0.0f && r.iso_a < rescue_compact_a_pix_) {
+      need = std::min(need, rescue_compact_score_);
+    }
+    return need;
   }
 
   // Keeps the isophotal objects with enough heatmap support (required_support) that no kept
@@ -323,7 +352,7 @@ class DetectStage : public astroflow::Stage {
     const double r2 = rescue_radius_pix_ * rescue_radius_pix_;
     std::vector<Candidate> add;
     for (const Candidate& r : rescue) {
-      if (!(r.score >= required_support(r.iso_snr))) continue;
+      if (!(r.score >= required_support(r))) continue;
       const bool near = std::any_of(cands.begin(), cands.end(), [&](const Candidate& c) {
         return (c.x - r.x) * (c.x - r.x) + (c.y - r.y) * (c.y - r.y) <= r2;
       });
@@ -785,6 +814,8 @@ class DetectStage : public astroflow::Stage {
   double rescue_bright_snr_ = 100.0;
   float rescue_bright_score_ = 0.3f;
   double rescue_radius_pix_ = 6.0;
+  float rescue_compact_score_ = 0.45f;
+  double rescue_compact_a_pix_ = 1.5;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
   double iso_centre_snr_ = 20.0;
@@ -842,6 +873,14 @@ ASTROFLOW_PLUGIN(
         .add_double("rescue_radius_pix", 6.0,
                     "an isophotal object with a kept network peak this close is not rescued", 0.0,
                     100.0)
+        .add_double("rescue_compact_score", 0.45,
+                    "heatmap value a compact isophotal object (rms semi-major axis below "
+                    "rescue_compact_a_pix) needs; 0 = no compact tier",
+                    0.0, 1.0)
+        .add_double("rescue_compact_a_pix", 1.5,
+                    "isophotal rms semi-major axis below which rescue_compact_score applies, "
+                    "pixels",
+                    0.0, 100.0)
         .add_string("centre", "barycentre",
                     "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "
                     "network's peak + offset, or isophotal: the barycentre of the isophotal "

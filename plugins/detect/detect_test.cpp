@@ -521,3 +521,48 @@ TEST(DetectPlugin, IsophotalCentreIsTheBarycentreOfTheObjectsIsophotes) {
   EXPECT_DOUBLE_EQ(y_of(high, trailed), y_of(box, trailed));
   for (const Frame* out : {&iso, &box}) EXPECT_NEAR(y_of(*out, single), single.y, 0.2);
 }
+
+TEST(DetectPlugin, CompactTierRescuesOnlySmallIsophotalObjects) {
+  // Faint stars (isophotal rms semi-major axis ~1 px) and a bright elliptical galaxy (Gaussian,
+  // sigma 6 x 3 px). With a threshold and rescue_score no heatmap reaches, only the compact
+  // tier can rescue: rescue_compact_score 0.3 keeps the stars and not the galaxy, a
+  // rescue_compact_a_pix larger than the galaxy keeps it too, rescue_compact_score 0 keeps none.
+  const std::vector<cv::Point2d> stars = {{100.0, 100.0}, {380.0, 120.0}, {120.0, 380.0}};
+  Frame f = star_frame(480, 480, stars, 150.0);
+  const cv::Point2d galaxy(300.0, 300.0);
+  for (int y = 260; y < 340; ++y) {
+    for (int x = 260; x < 340; ++x) {
+      const double u = (x - galaxy.x) / 6.0;
+      const double v = (y - galaxy.y) / 3.0;
+      f.science.at<float>(y, x) += static_cast<float>(40.0 * std::exp(-0.5 * (u * u + v * v)));
+    }
+  }
+  auto with = [&](double compact_score, double compact_a) {
+    Frame copy = f;
+    copy.science = f.science.clone();
+    return run_detect(std::move(copy), {{"threshold", 1.0},
+                                        {"rescue_score", 1.0},
+                                        {"rescue_bright_score", 1.0},
+                                        {"rescue_compact_score", compact_score},
+                                        {"rescue_compact_a_pix", compact_a}});
+  };
+  const Frame compact = with(0.3, 1.5);
+  const Frame wide = with(0.3, 50.0);
+  const Frame off = with(0.0, 1.5);
+  for (const Frame* out : {&compact, &wide, &off}) {
+    ASSERT_FALSE(out->failed()) << (out->issues.empty() ? "" : out->issues[0].reason);
+  }
+  EXPECT_EQ(off.catalog.rows(), 0u);
+  for (const cv::Point2d& s : stars) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    const int k = nearest(compact.catalog, s.x, s.y, 2.0);
+    ASSERT_GE(k, 0);
+    EXPECT_NE(
+        compact.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)] & kFlagRescued, 0);
+    EXPECT_GE(nearest(wide.catalog, s.x, s.y, 2.0), 0);
+  }
+  EXPECT_LT(nearest(compact.catalog, galaxy.x, galaxy.y, 10.0), 0);
+  EXPECT_GE(nearest(wide.catalog, galaxy.x, galaxy.y, 2.0), 0);
+  EXPECT_EQ(compact.catalog.rows(), stars.size());
+  EXPECT_EQ(wide.catalog.rows(), stars.size() + 1);
+}
