@@ -4,7 +4,8 @@
 #
 # Usage: bench/detect_compare.sh [BUILD_DIR]     (default: build; needs astroflow_cli + plugins)
 # Environment:
-#   SEEDS    simulator seeds (default "9001 9002"); 9001-9099 are reserved for this bench and
+#   SEEDS    simulator seeds (default "9001 9002"; docs/detect.md also reports 9004-9007);
+#            9001-9099 are reserved for this bench and
 #            are used by no training (models/*/train.sh use other seeds; see docs/detect.md)
 #   SIZE     field side in pixels (default 4096)
 #   CONFIG   astroflow config (default: background + sources written below; later e.g. a
@@ -18,7 +19,9 @@
 # then `astroflow evaluate detect` and `evaluate segment` on both outputs. Prints markdown tables:
 # completeness per 0.5 mag bin side by side, then per tool N_det, purity, star/galaxy accuracy
 # (truth S/N > 20, CLASS_STAR > 0.5), deblending of close pairs, median footprint IoU,
-# per-pixel class accuracy (when the config writes a classmap), wall time, Mpix/s, peak RSS.
+# per-pixel class accuracy (when the config writes a classmap), wall time, Mpix/s, peak RSS;
+# then all seeds together (summed purity and deblending, total pixels over total wall time, and
+# the speed ratio of the two tools).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -137,4 +140,25 @@ for seed in seeds:
         print(f"| {seed} | {name} | {d['detections']} | {pct(d['purity'])} | {d['spurious']} ({art}) | "
               f"{sgs} | {db['resolved']}/{db['pairs']} = {pct(db['success'])} | {iou} | {pc} | "
               f"{float(wall):.2f} s | {mpix / float(wall):.2f} | {int(rss) / 1024:.0f} MB |")
+# All seeds together: purity of the summed detections, deblending of all pairs, and speed as
+# total pixels over total wall time (the per-field walls of ~1 s vary by 10-15% between runs).
+print("\n## All seeds\n")
+print("| tool | N_det | purity | spurious (on artifacts) | deblending | wall | Mpix/s |")
+print("|---|---|---|---|---|---|---|")
+speed = {}
+for tool, name in tools:
+    det = spur = art = res = pairs = 0
+    wall = 0.0
+    for seed in seeds:
+        d = load(seed, tool, "detect")
+        det += d["detections"]
+        spur += d["spurious"]
+        art += d["spurious_on_artifacts"]
+        res += d["deblending"]["resolved"]
+        pairs += d["deblending"]["pairs"]
+        wall += float(open(os.path.join(work, seed, f"{tool}.time")).read().split()[-2])
+    speed[tool] = mpix * len(seeds) / wall
+    print(f"| {name} | {det} | {pct((det - spur) / det if det else None)} | {spur} ({art}) | "
+          f"{res}/{pairs} | {wall:.2f} s | {speed[tool]:.2f} |")
+print(f"\nSpeed ratio astroflow / SExtractor: {speed['af'] / speed['sex']:.3f}")
 PY
