@@ -211,9 +211,11 @@ class DetectStage : public astroflow::Stage {
     }
   }
 
-  // Objects on the isophotes of t (rms units; blank pixels 0) with isophotal S/N (sum of t over
-  // the object / sqrt(pixels)) >= rescue_snr; their score is set by run_network. Only components
-  // whose own S/N reaches rescue_snr / 2 are deblended.
+  // Objects on the isophotes of t (rms units; blank pixels 0): the rescue's candidates, with
+  // isophotal S/N (sum of t over the object / sqrt(pixels)) >= rescue_snr, whose score
+  // run_network sets; for centre: isophotal also every object of S/N >= isophotal_centre_snr
+  // and a map of its pixels. Only components whose own S/N reaches half the lower of the two
+  // are deblended.
   [[nodiscard]] IsophotalObjects isophotal_objects(const cv::Mat& t, const cv::Mat& blank) const {
     IsophotalObjects out;
     const bool rescue = rescue_snr_ > 0.0;
@@ -308,7 +310,8 @@ class DetectStage : public astroflow::Stage {
         c.iso_centred = true;
         c.iso_snr = s / std::sqrt(npix);
         {
-          // Second moments about the barycentre (shifted sums; the object spans few pixels).
+          // Second moments about the barycentre from raw sums: in double precision the
+          // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
           const double mxx = sxx / sw - c.x * c.x;
           const double myy = syy / sw - c.y * c.y;
           const double mxy = sxy / sw - c.x * c.y;
