@@ -143,6 +143,21 @@ std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng,
                                rng.uniform(0.6, 1.0), rng.uniform(0.0, 180.0),
                                lab.clump_fraction * wt / wsum));
       }
+      // The catalogued position is the flux-weighted centre, as for mergers: disk and clumps
+      // move together so that theirs is the stamp centre (the clumps alone would pull the light
+      // centroid up to ~0.5 r_eff off it).
+      double fs = 0.0;
+      double fx = 0.0;
+      double fy = 0.0;
+      for (const SersicComponent& c : comps) {
+        fs += c.flux_counts;
+        fx += c.flux_counts * (c.x_pix - cx);
+        fy += c.flux_counts * (c.y_pix - cy);
+      }
+      for (SersicComponent& c : comps) {
+        c.x_pix -= fx / fs;
+        c.y_pix -= fy / fs;
+      }
     } else {
       // Merger: a second, smaller galaxy of similar flux within ~1.5 r_eff, both placed so that
       // their flux-weighted centre is the stamp centre.

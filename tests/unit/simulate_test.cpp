@@ -741,10 +741,31 @@ TEST_F(SimCutoutClasses, IrregularsAreAsymmetricSpheroidsAreNot) {
     sph.push_back(asymmetry(s->source_model, s->label.x_pix, s->label.y_pix));
   std::sort(irr.begin(), irr.end());
   std::sort(sph.begin(), sph.end());
-  // Every irregular is more asymmetric than the most asymmetric spheroid (whose residual comes
-  // from the stamp edge and bilinear rotation only).
-  EXPECT_GT(irr.front(), sph.back());
+  // Irregulars are more asymmetric than the most asymmetric spheroid (whose residual comes from
+  // the stamp edge and bilinear rotation only), all but 1 in 20: a clumpy disk whose few clumps
+  // sit evenly around its flux-weighted centre (the stamp centre) is nearly symmetric about it.
+  // Of the 40 irregulars here (CutoutOptions' default seed), 1 is: 0.038 against 0.051.
+  std::size_t below = 0;
+  for (double a : irr) below += a <= sph.back() ? 1 : 0;
+  EXPECT_LE(below, irr.size() / 20);
   EXPECT_GT(irr[irr.size() / 2], 0.15);
+}
+
+TEST_F(SimCutoutClasses, IrregularsSitAtTheirFluxWeightedCentre) {
+  // The catalogued position of an irregular is its flux-weighted centre: the clumps of a clumpy
+  // disk move with the disk so that they do not pull the light centroid off it (mergers are
+  // placed so by construction). Measured on the noise-free source over the whole 64 x 64 stamp,
+  // which cuts the wings of the largest ones: median offset 0.004 px, largest 0.42 px (before
+  // the clumps moved with the disk: median 0.3 px, largest 4.4 px).
+  std::vector<double> off;
+  for (const CutoutStamp* s : of(CutoutClass::kIrregular)) {
+    const cv::Moments m = cv::moments(s->source_model, false);
+    off.push_back(std::hypot(m.m10 / m.m00 - s->label.x_pix, m.m01 / m.m00 - s->label.y_pix));
+  }
+  ASSERT_FALSE(off.empty());
+  std::sort(off.begin(), off.end());
+  EXPECT_LT(off[off.size() / 2], 0.05);
+  EXPECT_LT(off.back(), 0.5);
 }
 
 TEST_F(SimCutoutClasses, PointSourcesArePsfLikeArtifactsAreNot) {
