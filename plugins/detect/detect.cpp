@@ -47,6 +47,8 @@
 #include <opencv2/imgproc.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -94,6 +96,13 @@ struct IsophotalObjects {
   std::vector<Candidate> all;     // every deblended object; label l is all[l - 1]
   cv::Mat label;                  // CV_32S, 0 outside the objects
 };
+
+// Semi-major and semi-minor rms axes of an ellipse with second moments xx, yy, xy (pix^2).
+std::pair<double, double> rms_axes(double xx, double yy, double xy) {
+  const double mean = 0.5 * (xx + yy);
+  const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
+  return {std::sqrt(std::max(0.0, mean + diff)), std::sqrt(std::max(0.0, mean - diff))};
+}
 
 // Owned interval [lo, hi) of each tile start along one axis: the band shared by two
 // neighbouring tiles is split at its middle; outer sides extend to infinity.
@@ -309,16 +318,9 @@ class DetectStage : public astroflow::Stage {
         c.rescued = true;
         c.iso_centred = true;
         c.iso_snr = s / std::sqrt(npix);
-        {
-          // Second moments about the barycentre from raw sums: in double precision the
-          // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
-          const double mxx = sxx / sw - c.x * c.x;
-          const double myy = syy / sw - c.y * c.y;
-          const double mxy = sxy / sw - c.x * c.y;
-          const double half = 0.5 * (mxx + myy);
-          const double diff = 0.5 * (mxx - myy);
-          c.iso_a = std::sqrt(std::max(0.0, half + std::sqrt(diff * diff + mxy * mxy)));
-        }
+        // Second moments about the barycentre from raw sums: in double precision the
+        // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
+        c.iso_a = rms_axes(sxx / sw - c.x * c.x, syy / sw - c.y * c.y, sxy / sw - c.x * c.y).first;
         c.score = -1.0f;  // no owning tile yet
         if (isophotal_centre_ && c.iso_snr >= iso_centre_snr_) {
           out.all.push_back(c);
@@ -723,10 +725,7 @@ class DetectStage : public astroflow::Stage {
           xx += 1.0 / 12.0;
           yy += 1.0 / 12.0;
         }
-        const double mean = 0.5 * (xx + yy);
-        const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
-        ak = std::sqrt(std::max(0.0, mean + diff));
-        bk = std::sqrt(std::max(0.0, mean - diff));
+        std::tie(ak, bk) = rms_axes(xx, yy, xy);
         th = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
       }
       const astroflow::KronResult kr =
