@@ -5,7 +5,7 @@
 # merging, no isophotal rescue), while the stage moves centres to the footprint barycentre,
 # merges tiles and rescues isophotal objects, which changes what matches within 2 px.
 # Validation fields: va3 and va4 of fields.txt (2048x2048, the bench's simulator defaults, read
-# from DATA) and 4096x4096 fields of the seeds VAL_SEEDS (8203 8206 8207 8210 8211 8212 8213;
+# from DATA) and 4096x4096 fields of the seeds VAL_SEEDS (8203 8206 8207 8210-8221;
 # docs/detect.md, seed table), the bench's simulator defaults. The held-out bench fields (9001-9999) and the test
 # fields play no part.
 # For each THRESHOLD t and each RESCUE_DELTA d the script runs background -> detect with
@@ -30,7 +30,7 @@ work=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/af-dettune.XXXXXX")}
 model=${MODEL:-$root/models/detect/model.onnx}
 model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
 card="$(dirname "$model")/model.yaml"
-val_seeds=${VAL_SEEDS:-"8203 8206 8207 8210 8211 8212 8213"}
+val_seeds=${VAL_SEEDS:-"8203 8206 8207 8210 8211 8212 8213 8214 8215 8216 8217 8218 8219 8220 8221"}
 for f in "$data/val/va3.fits" "$data/val/va4.fits"; do
   [ -f "$f" ] || { echo "tune_threshold: $f missing (run models/detect/train.sh first)" >&2; exit 2; }
 done

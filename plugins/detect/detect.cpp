@@ -16,9 +16,10 @@
 // (large bright disks). Objects found on the isophotes as SExtractor does (Gaussian filter of
 // FWHM 3 px, 1.5 rms, 5 px, multi-threshold deblending) with isophotal S/N s >= rescue_snr, no
 // kept peak within rescue_radius_pix, and a heatmap maximum within 3 px of at least
-// rescue_score (rescue_bright_score from s >= rescue_bright_snr, rescue_compact_score for an
-// object whose isophotal rms semi-major axis is below rescue_compact_a_pix) are added with
-// FLAGS 512 (DET_SCORE = that maximum).
+// rescue_score (rescue_bright_score from s >= rescue_bright_snr > 0, rescue_compact_score for
+// an object whose isophotal rms semi-major axis is below rescue_compact_a_pix,
+// rescue_edge_score > 0 for one the frame's border cuts) are added with FLAGS 512 (DET_SCORE =
+// that maximum).
 // Centres (`centre`): the barycentre of the source's footprint (default), the network's own, or
 // (isophotal) the barycentre of the isophotal object holding it when it holds no other
 // detection, as SExtractor's X_IMAGE.
@@ -86,6 +87,7 @@ struct Candidate {
   bool rescued = false;      // an isophotal object (FLAGS 512)
   double iso_snr = 0.0;      // its isophotal S/N
   double iso_a = 0.0;        // its isophotal rms semi-major axis, pixels
+  bool iso_edge = false;     // its isophotal object touches the frame's border (cut by it)
   bool iso_centred = false;  // centre = barycentre of the isophotal object holding it
 };
 
@@ -134,6 +136,7 @@ class DetectStage : public astroflow::Stage {
     rescue_radius_pix_ = o.get_double("rescue_radius_pix");
     rescue_compact_score_ = static_cast<float>(o.get_double("rescue_compact_score"));
     rescue_compact_a_pix_ = o.get_double("rescue_compact_a_pix");
+    rescue_edge_score_ = static_cast<float>(o.get_double("rescue_edge_score"));
     const std::string centre = o.get_string("centre");
     barycentre_ = centre != "network";
     isophotal_centre_ = centre == "isophotal";
@@ -321,6 +324,7 @@ class DetectStage : public astroflow::Stage {
         // Second moments about the barycentre from raw sums: in double precision the
         // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
         c.iso_a = rms_axes(sxx / sw - c.x * c.x, syy / sw - c.y * c.y, sxy / sw - c.x * c.y).first;
+        c.iso_edge = x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1;
         c.score = -1.0f;  // no owning tile yet
         if (isophotal_centre_ && c.iso_snr >= iso_centre_snr_) {
           out.all.push_back(c);
@@ -335,19 +339,22 @@ class DetectStage : public astroflow::Stage {
   }
 
   // The heatmap value an isophotal object (S/N >= rescue_snr) needs: rescue_score, or
-  // rescue_bright_score from S/N rescue_bright_snr on, or rescue_compact_score when its
-  // isophotal rms semi-major axis is below rescue_compact_a_pix. A log-linear fall from
-  // rescue_score to rescue_bright_score between the two S/N values let in more spurious objects
-  // of S/N 10-50 than real ones on the validation fields; a step does not. The network scores
-  // small faint galaxies low (r_eff 2-3 px, S/N 5-20: heatmap peaks of 0.4-0.6 where SExtractor
-  // finds them), while the spurious isophotal objects at such values are mostly pieces of
-  // extended galaxies (docs/detect.md).
+  // rescue_bright_score from S/N rescue_bright_snr on (off by default: on fifteen validation
+  // fields the tier at 0.3 from S/N 100 added 20 spurious rows, most on pieces of large
+  // irregulars, and no real one), rescue_compact_score when its isophotal rms semi-major axis is
+  // below rescue_compact_a_pix, or rescue_edge_score when the frame's border cuts it (off by
+  // default: the network scores half objects low, and on the validation fields most such
+  // objects centre outside the frame). The network scores small faint galaxies low (r_eff 2-3
+  // px, S/N 5-20: heatmap peaks of 0.4-0.6 where SExtractor finds them), while the spurious
+  // isophotal objects at such values are mostly pieces of extended galaxies (docs/detect.md).
   [[nodiscard]] float required_support(const Candidate& r) const {
-    float need = r.iso_snr >= rescue_bright_snr_ ? std::min(rescue_bright_score_, rescue_score_)
-                                                 : rescue_score_;
+    float need = rescue_bright_snr_ > 0.0 && r.iso_snr >= rescue_bright_snr_
+                     ? std::min(rescue_bright_score_, rescue_score_)
+                     : rescue_score_;
     if (rescue_compact_score_ > 0.0f && r.iso_a < rescue_compact_a_pix_) {
       need = std::min(need, rescue_compact_score_);
     }
+    if (rescue_edge_score_ > 0.0f && r.iso_edge) need = std::min(need, rescue_edge_score_);
     return need;
   }
 
@@ -813,11 +820,12 @@ class DetectStage : public astroflow::Stage {
   double merge_radius_pix_ = 2.0;
   double rescue_snr_ = 5.0;
   float rescue_score_ = 0.0f;  // 0: the card's output.rescue_score, else threshold_
-  double rescue_bright_snr_ = 100.0;
+  double rescue_bright_snr_ = 0.0;
   float rescue_bright_score_ = 0.3f;
   double rescue_radius_pix_ = 6.0;
   float rescue_compact_score_ = 0.45f;
   double rescue_compact_a_pix_ = 1.5;
+  float rescue_edge_score_ = 0.0f;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
   double iso_centre_snr_ = 20.0;
@@ -867,8 +875,9 @@ ASTROFLOW_PLUGIN(
                     "heatmap value an isophotal object of rescue_snr needs; 0 = the card's "
                     "output.rescue_score (chosen on validation), else threshold",
                     0.0, 1.0)
-        .add_double("rescue_bright_snr", 100.0,
-                    "isophotal S/N from which rescue_bright_score applies", 0.0, 1e9)
+        .add_double("rescue_bright_snr", 0.0,
+                    "isophotal S/N from which rescue_bright_score applies; 0 = no bright tier", 0.0,
+                    1e9)
         .add_double("rescue_bright_score", 0.3,
                     "heatmap value an isophotal object of rescue_bright_snr or more needs", 0.0,
                     1.0)
@@ -883,6 +892,10 @@ ASTROFLOW_PLUGIN(
                     "isophotal rms semi-major axis below which rescue_compact_score applies, "
                     "pixels",
                     0.0, 100.0)
+        .add_double("rescue_edge_score", 0.0,
+                    "heatmap value an isophotal object cut by the frame's border needs; 0 = no "
+                    "edge tier",
+                    0.0, 1.0)
         .add_string("centre", "barycentre",
                     "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "
                     "network's peak + offset, or isophotal: the barycentre of the isophotal "

@@ -203,11 +203,14 @@ TEST(DetectPlugin, FindsBrightSimulatedSourcesWithinTwoPixels) {
       flux_ratio.push_back(flux[static_cast<std::size_t>(k)] / s.flux_counts);
   }
   ASSERT_GT(bright, 15);
-  EXPECT_GE(found, static_cast<int>(std::ceil(0.95 * bright)))
+  // 90%: with the card's rescue score 0.575 (chosen on seventeen validation fields for
+  // purity) the stage finds 27 of the 29 here; at 0.475 it found 28 (the S/N 61 galaxy at
+  // 343.8, 417.3 too), and the S/N 438 galaxy at 324.1, 479.0 is missed at both.
+  EXPECT_GE(found, static_cast<int>(std::ceil(0.9 * bright)))
       << found << " of " << bright << "; missed:" << missed;
   // The default windows fitted to the frame (one of 704 x 608 here) must find nearly as many:
   // the network scores the centres of large bright galaxies lower when it sees all of their
-  // light (docs/detect.md, "windows"); with the shipped model both layouts find 28 of 29.
+  // light (docs/detect.md, "windows").
   const Frame fitted = run_detect(field_frame(sim));
   int found_fitted = 0;
   for (const astroflow::TruthSource& s : sim.sources) {
@@ -565,4 +568,42 @@ TEST(DetectPlugin, CompactTierRescuesOnlySmallIsophotalObjects) {
   EXPECT_GE(nearest(wide.catalog, galaxy.x, galaxy.y, 2.0), 0);
   EXPECT_EQ(compact.catalog.rows(), stars.size());
   EXPECT_EQ(wide.catalog.rows(), stars.size() + 1);
+}
+
+TEST(DetectPlugin, EdgeTierRescuesOnlyObjectsTheFramesBorderCuts) {
+  // Stars centred on the outer pixel of three borders, cut by the frame, and one inside. No
+  // network peak and no ordinary rescue can keep any (threshold and rescue_score 1, compact
+  // tier off); rescue_edge_score keeps the cut ones, once each, at the barycentre of their
+  // visible light, with FLAGS 512 and 8; the star inside stays out.
+  const std::vector<cv::Point2d> cut = {{0.2, 150.0}, {479.6, 300.0}, {200.0, 0.3}};
+  const cv::Point2d inside(240.0, 240.0);
+  std::vector<cv::Point2d> stars = cut;
+  stars.push_back(inside);
+  const Frame f = star_frame(480, 480, stars, 150.0);
+  auto with = [&](double edge_score) {
+    Frame copy = f;
+    copy.science = f.science.clone();
+    return run_detect(std::move(copy), {{"threshold", 1.0},
+                                        {"rescue_score", 1.0},
+                                        {"rescue_compact_score", 0.0},
+                                        {"rescue_edge_score", edge_score}});
+  };
+  const Frame edge = with(1e-6);
+  const Frame off = with(0.0);
+  for (const Frame* out : {&edge, &off}) {
+    ASSERT_FALSE(out->failed()) << (out->issues.empty() ? "" : out->issues[0].reason);
+  }
+  EXPECT_EQ(off.catalog.rows(), 0u);
+  EXPECT_EQ(edge.catalog.rows(), cut.size());
+  for (const cv::Point2d& s : cut) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    int count = 0;
+    const int k = nearest(edge.catalog, s.x, s.y, 3.0, &count);
+    ASSERT_GE(k, 0);
+    EXPECT_EQ(count, 1);
+    const std::int32_t flags = edge.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)];
+    EXPECT_NE(flags & kFlagRescued, 0);
+    EXPECT_NE(flags & kFlagEdge, 0);
+  }
+  EXPECT_LT(nearest(edge.catalog, inside.x, inside.y, 10.0), 0);
 }
