@@ -99,13 +99,6 @@ struct IsophotalObjects {
   cv::Mat label;                  // CV_32S, 0 outside the objects
 };
 
-// Semi-major and semi-minor rms axes of an ellipse with second moments xx, yy, xy (pix^2).
-std::pair<double, double> rms_axes(double xx, double yy, double xy) {
-  const double mean = 0.5 * (xx + yy);
-  const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
-  return {std::sqrt(std::max(0.0, mean + diff)), std::sqrt(std::max(0.0, mean - diff))};
-}
-
 // Owned interval [lo, hi) of each tile start along one axis: the band shared by two
 // neighbouring tiles is split at its middle; outer sides extend to infinity.
 std::vector<std::pair<double, double>> owned_ranges(const std::vector<int>& starts, int tile) {
@@ -323,7 +316,9 @@ class DetectStage : public astroflow::Stage {
         c.iso_snr = s / std::sqrt(npix);
         // Second moments about the barycentre from raw sums: in double precision the
         // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
-        c.iso_a = rms_axes(sxx / sw - c.x * c.x, syy / sw - c.y * c.y, sxy / sw - c.x * c.y).first;
+        c.iso_a =
+            astroflow::rms_axes(sxx / sw - c.x * c.x, syy / sw - c.y * c.y, sxy / sw - c.x * c.y)
+                .first;
         c.iso_edge = x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1;
         c.score = -1.0f;  // no owning tile yet
         if (isophotal_centre_ && c.iso_snr >= iso_centre_snr_) {
@@ -732,7 +727,7 @@ class DetectStage : public astroflow::Stage {
           xx += 1.0 / 12.0;
           yy += 1.0 / 12.0;
         }
-        std::tie(ak, bk) = rms_axes(xx, yy, xy);
+        std::tie(ak, bk) = astroflow::rms_axes(xx, yy, xy);
         th = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
       }
       const astroflow::KronResult kr =

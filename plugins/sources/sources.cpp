@@ -18,6 +18,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -120,10 +122,9 @@ CleanModel clean_model(const Object& o, const cv::Mat& filt, const cv::Mat& thre
     yy += 1.0 / 12.0;
   }
   const double det = xx * yy - xy * xy;
-  const double mean = 0.5 * (xx + yy);
-  const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
-  m.a = std::sqrt(mean + diff);
-  const double b = std::sqrt(std::max(mean - diff, 1e-12));
+  const auto [a_rms, b_rms] = astroflow::rms_axes(xx, yy, xy);
+  m.a = a_rms;
+  const double b = std::max(b_rms, 1e-6);
   m.cxx = yy / det;
   m.cyy = xx / det;
   m.cxy = -2.0 * xy / det;
@@ -547,10 +548,7 @@ class SourcesStage final : public astroflow::Stage {
     m.x2 = xx;
     m.y2 = yy;
     m.xy = xy;
-    const double mean = 0.5 * (xx + yy);
-    const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
-    m.a = std::sqrt(std::max(0.0, mean + diff));
-    m.b = std::sqrt(std::max(0.0, mean - diff));
+    std::tie(m.a, m.b) = astroflow::rms_axes(xx, yy, xy);
     m.theta_deg = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
     // X_IMAGE / Y_IMAGE: SExtractor takes the barycentre of the isophotal pixels on the filtered
     // (detection) image; the filter averages the noise of faint sources. All those pixels are

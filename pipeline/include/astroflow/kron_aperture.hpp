@@ -9,9 +9,20 @@
 // positive pixels.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <opencv2/core/mat.hpp>
+#include <utility>
 
 namespace astroflow {
+
+/// Semi-major and semi-minor rms axes (SExtractor's A_IMAGE, B_IMAGE) of a light distribution
+/// with second central moments xx, yy, xy (pix^2): the square roots of the eigenvalues.
+[[nodiscard]] inline std::pair<double, double> rms_axes(double xx, double yy, double xy) {
+  const double mean = 0.5 * (xx + yy);
+  const double diff = std::sqrt(0.25 * (xx - yy) * (xx - yy) + xy * xy);
+  return {std::sqrt(std::max(0.0, mean + diff)), std::sqrt(std::max(0.0, mean - diff))};
+}
 
 struct KronEllipse {
   double x_pix = 0.0;  ///< centre, 0-based, in the image given to kron_photometry
