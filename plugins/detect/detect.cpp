@@ -335,13 +335,14 @@ class DetectStage : public astroflow::Stage {
 
   // The heatmap value an isophotal object (S/N >= rescue_snr) needs: rescue_score, or
   // rescue_bright_score from S/N rescue_bright_snr on (off by default: on fifteen validation
-  // fields the tier at 0.3 from S/N 100 added 20 spurious rows, most on pieces of large
-  // irregulars, and no real one), rescue_compact_score when its isophotal rms semi-major axis is
-  // below rescue_compact_a_pix, or rescue_edge_score when the frame's border cuts it (off by
-  // default: the network scores half objects low, and on the validation fields most such
-  // objects centre outside the frame). The network scores small faint galaxies low (r_eff 2-3
-  // px, S/N 5-20: heatmap peaks of 0.4-0.6 where SExtractor finds them), while the spurious
-  // isophotal objects at such values are mostly pieces of extended galaxies (docs/detect.md).
+  // fields the tier at 0.3 from S/N 100 added 17 rows and matched 3 truth objects fewer; the
+  // spurious bright rescued rows are mostly pieces of large irregulars), rescue_compact_score when
+  // its isophotal rms semi-major axis is below rescue_compact_a_pix, or rescue_edge_score when the
+  // frame's border cuts it (off by default: the network scores half objects low, and on the
+  // validation fields most such objects centre outside the frame). The network scores small faint
+  // galaxies low (r_eff 2-3 px, S/N 5-20: heatmap peaks of 0.4-0.6 where SExtractor finds them),
+  // while the spurious isophotal objects at such values are mostly pieces of extended galaxies
+  // (docs/detect.md).
   [[nodiscard]] float required_support(const Candidate& r) const {
     float need = rescue_bright_snr_ > 0.0 && r.iso_snr >= rescue_bright_snr_
                      ? std::min(rescue_bright_score_, rescue_score_)
