@@ -99,6 +99,55 @@ struct IsophotalObjects {
   cv::Mat label;                  // CV_32S, 0 outside the objects
 };
 
+// SExtractor's windowed centroid (XWIN_IMAGE): from (x, y), x <- x + 2 sum(w v (x_i - x)) /
+// sum(w v) over the pixels within 4 sig of x, w = exp(-r^2 / (2 sig^2)), until the step is below
+// 2e-4 px or after 16 steps. SExtractor takes sig = 2 / 2.35 of the half-light radius, which for
+// a Gaussian profile is its rms width; here sig = sqrt(A B) of the footprint, at least 0.5 px.
+// Pixels of other detections' footprints (segmap) and blank (NaN) pixels are left out, so a
+// neighbour does not pull the window. Returns (x, y) unchanged when the weights vanish or the
+// window runs more than 4 sig from its start.
+std::pair<double, double> windowed_centre(const cv::Mat& image, const cv::Mat& segmap, int label,
+                                          double x, double y, double sig) {
+  const int w = image.cols;
+  const int h = image.rows;
+  const double reach = 4.0 * sig;
+  const double inv2s2 = 1.0 / (2.0 * sig * sig);
+  double cx = x;
+  double cy = y;
+  for (int it = 0; it < 16; ++it) {
+    const int x0 = std::max(0, static_cast<int>(std::floor(cx - reach)));
+    const int x1 = std::min(w - 1, static_cast<int>(std::ceil(cx + reach)));
+    const int y0 = std::max(0, static_cast<int>(std::floor(cy - reach)));
+    const int y1 = std::min(h - 1, static_cast<int>(std::ceil(cy + reach)));
+    double sw = 0.0;
+    double sx = 0.0;
+    double sy = 0.0;
+    for (int yy = y0; yy <= y1; ++yy) {
+      const float* v = image.ptr<float>(yy);
+      const int* sg = segmap.ptr<int>(yy);
+      for (int xx = x0; xx <= x1; ++xx) {
+        if (!std::isfinite(v[xx]) || (sg[xx] != 0 && sg[xx] != label)) continue;
+        const double dx = xx - cx;
+        const double dy = yy - cy;
+        const double r2 = dx * dx + dy * dy;
+        if (r2 > reach * reach) continue;
+        const double wv = std::exp(-r2 * inv2s2) * v[xx];
+        sw += wv;
+        sx += wv * dx;
+        sy += wv * dy;
+      }
+    }
+    if (!(sw > 0.0)) return {x, y};
+    const double stepx = 2.0 * sx / sw;
+    const double stepy = 2.0 * sy / sw;
+    cx += stepx;
+    cy += stepy;
+    if ((cx - x) * (cx - x) + (cy - y) * (cy - y) > reach * reach) return {x, y};
+    if (stepx * stepx + stepy * stepy < 4e-8) break;
+  }
+  return {cx, cy};
+}
+
 // Owned interval [lo, hi) of each tile start along one axis: the band shared by two
 // neighbouring tiles is split at its middle; outer sides extend to infinity.
 std::vector<std::pair<double, double>> owned_ranges(const std::vector<int>& starts, int tile) {
@@ -681,8 +730,8 @@ class DetectStage : public astroflow::Stage {
     const double zp = frame.header.get_double("MAGZERO").value_or(zeropoint_);
     const auto& tile = frame.tile;
     std::vector<std::int32_t> number(n), flags(n), xmin(n), xmax(n), ymin(n), ymax(n);
-    std::vector<double> xim(n), yim(n), ra(n), dec(n), a(n), b(n), theta(n), kron(n), flux(n),
-        fluxerr(n), mag(n);
+    std::vector<double> xim(n), yim(n), xwin(n), ywin(n), ra(n), dec(n), rawin(n), decwin(n), a(n),
+        b(n), theta(n), kron(n), flux(n), fluxerr(n), mag(n);
     std::vector<float> score(n), class_star(n);
     for (std::size_t k = 0; k < n; ++k) {
       const Candidate& c = cands[k];
@@ -749,6 +798,10 @@ class DetectStage : public astroflow::Stage {
       flags[k] = f;
       xim[k] = c.x + 1.0 + tile.x0_pix;
       yim[k] = c.y + 1.0 + tile.y0_pix;
+      const auto [wx, wy] =
+          windowed_centre(image, segmap, label, c.x, c.y, std::max(0.5, std::sqrt(ak * bk)));
+      xwin[k] = wx + 1.0 + tile.x0_pix;
+      ywin[k] = wy + 1.0 + tile.y0_pix;
       xmin[k] = r.x + 1 + tile.x0_pix;
       xmax[k] = r.x + r.width + tile.x0_pix;
       ymin[k] = r.y + 1 + tile.y0_pix;
@@ -764,11 +817,16 @@ class DetectStage : public astroflow::Stage {
       class_star[k] = c.p_star;
       ra[k] = std::numeric_limits<double>::quiet_NaN();
       dec[k] = std::numeric_limits<double>::quiet_NaN();
+      rawin[k] = ra[k];
+      decwin[k] = dec[k];
       if (frame.wcs) {
         // frame.wcs is already shifted to the tile origin: it takes tile-local coordinates.
         const astroflow::SkyCoord s = frame.wcs->pixel_to_sky({c.x + 1.0, c.y + 1.0});
         ra[k] = s.ra_deg;
         dec[k] = s.dec_deg;
+        const astroflow::SkyCoord sky_win = frame.wcs->pixel_to_sky({wx + 1.0, wy + 1.0});
+        rawin[k] = sky_win.ra_deg;
+        decwin[k] = sky_win.dec_deg;
       }
     }
 
@@ -785,8 +843,16 @@ class DetectStage : public astroflow::Stage {
                                            : "network centre";
     cat.add_column<double>("X_IMAGE", "pix", std::string(centre) + " x, 1-based, full image") = xim;
     cat.add_column<double>("Y_IMAGE", "pix", std::string(centre) + " y, 1-based, full image") = yim;
+    cat.add_column<double>("XWIN_IMAGE", "pix",
+                           "windowed centroid x (SExtractor's), 1-based, full image") = xwin;
+    cat.add_column<double>("YWIN_IMAGE", "pix",
+                           "windowed centroid y (SExtractor's), 1-based, full image") = ywin;
     cat.add_column<double>("ALPHA_J2000", "deg", "right ascension of the centre") = ra;
     cat.add_column<double>("DELTA_J2000", "deg", "declination of the centre") = dec;
+    cat.add_column<double>("ALPHAWIN_J2000", "deg", "right ascension of the windowed centroid") =
+        rawin;
+    cat.add_column<double>("DELTAWIN_J2000", "deg", "declination of the windowed centroid") =
+        decwin;
     cat.add_column<std::int32_t>("XMIN_IMAGE", "pix", "minimum x of the box") = xmin;
     cat.add_column<std::int32_t>("XMAX_IMAGE", "pix", "maximum x of the box") = xmax;
     cat.add_column<std::int32_t>("YMIN_IMAGE", "pix", "minimum y of the box") = ymin;
