@@ -88,6 +88,9 @@ CLI::App* add_simulate_command(CLI::App& app, SimulateArgs& a) {
   cc->add_option("--snr-max", c.snr_max, "integrated S/N")->capture_default_str();
   cc->add_option("--neighbour-fraction", c.neighbour_fraction, "stamps with neighbours")
       ->capture_default_str();
+  cc->add_option("--stray-artifacts", c.stray_artifact_fraction,
+                 "share of stamps with 1-3 cosmic rays or hot pixels off their centre")
+      ->capture_default_str();
   cc->add_option("--jitter", c.centre_jitter_pix, "centre offset, pixels")->capture_default_str();
   cc->add_option("--oversample", c.oversample, "galaxy grid factor")->capture_default_str();
   a.cutouts_cmd = cc;

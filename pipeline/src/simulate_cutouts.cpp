@@ -59,6 +59,8 @@ void validate(const CutoutOptions& o) {
   require(o.snr_min > 0 && o.snr_max >= o.snr_min, "--snr-min", "need 0 < min <= max");
   require(o.neighbour_fraction >= 0 && o.neighbour_fraction <= 1, "--neighbour-fraction",
           "must be in [0, 1]");
+  require(o.stray_artifact_fraction >= 0 && o.stray_artifact_fraction <= 1, "--stray-artifacts",
+          "must be in [0, 1]");
   require(o.centre_jitter_pix >= 0 && o.centre_jitter_pix <= 4, "--jitter", "must be in [0, 4]");
   require(o.oversample >= 1 && o.oversample <= 8, "--oversample", "must be in [1, 8]");
   require(!o.cube_name.empty(), "--cube-name", "must not be empty");
@@ -333,6 +335,49 @@ void add_neighbours(cv::Mat& model, SimRng& rng, const CutoutOptions& o, const M
     model += render_galaxy(galaxies, psf, o.width_pix, o.height_pix, o.oversample);
 }
 
+// --stray-artifacts: 1-3 cosmic rays (70%) or hot pixels added to the noisy stamp, drawn as
+// `simulate field` draws them (tracks of 1-25 px, 300-3000 e- per pixel of track; hot pixels
+// 20-500 x the noise rms), each kept at least kStrayClearancePix from the stamp's centre so the
+// central object stays what its label says.
+constexpr double kStrayClearancePix = 5.0;
+
+double distance_to_segment(double px, double py, double x0, double y0, double x1, double y1) {
+  const double dx = x1 - x0;
+  const double dy = y1 - y0;
+  const double l2 = dx * dx + dy * dy;
+  const double t = l2 > 0.0 ? std::clamp(((px - x0) * dx + (py - y0) * dy) / l2, 0.0, 1.0) : 0.0;
+  return std::hypot(px - (x0 + t * dx), py - (y0 + t * dy));
+}
+
+void add_stray_artifacts(cv::Mat& image, SimRng& rng, const CutoutOptions& o, double cx, double cy,
+                         double noise_rms, CutoutLabel& lab) {
+  if (o.stray_artifact_fraction <= 0.0 || rng.uniform() >= o.stray_artifact_fraction) return;
+  const int n = 1 + static_cast<int>(rng.below(3));
+  const int w = o.width_pix;
+  const int h = o.height_pix;
+  for (int i = 0; i < n; ++i) {
+    const double x0 = rng.uniform(-0.5, w - 0.5);
+    const double y0 = rng.uniform(-0.5, h - 0.5);
+    if (rng.uniform() < 0.7) {
+      const double u = rng.uniform();
+      const double len = 1.0 + 24.0 * u * u;
+      const double phi = rng.uniform(0.0, kTwoPi);
+      const double x1 = x0 + len * std::cos(phi);
+      const double y1 = y0 + len * std::sin(phi);
+      const double flux = rng.uniform(300.0, 3000.0) * len / o.gain_e_per_count;
+      if (distance_to_segment(cx, cy, x0, y0, x1, y1) < kStrayClearancePix) continue;
+      add_sharp_track(image, x0, y0, x1, y1, flux);
+    } else {
+      const int x = std::clamp(static_cast<int>(std::lround(x0)), 0, w - 1);
+      const int y = std::clamp(static_cast<int>(std::lround(y0)), 0, h - 1);
+      const double flux = rng.log_uniform(20.0, 500.0) * noise_rms;
+      if (std::hypot(x - cx, y - cy) < kStrayClearancePix) continue;
+      image.at<float>(y, x) += static_cast<float>(flux);
+    }
+    ++lab.n_stray_artifacts;
+  }
+}
+
 Header stamp_header(const CutoutOptions& o, const CutoutLabel& lab, double noise_rms) {
   Header hd;
   TanWcsParams wcs;
@@ -444,6 +489,8 @@ CutoutStamp render_cutout(const CutoutOptions& o, int index, CutoutClass cls) {
   const double noise_rms =
       std::sqrt(lab.sky_counts * o.gain_e_per_count + o.read_noise_e * o.read_noise_e) /
       o.gain_e_per_count;
+  // After the noise, as in a field: the model planes hold no artifact.
+  add_stray_artifacts(out.image, rng, o, cx, cy, noise_rms, lab);
   out.header = stamp_header(o, lab, noise_rms);
   return out;
 }
@@ -495,6 +542,8 @@ Catalog cutout_labels_catalog(const std::vector<CutoutLabel>& labels) {
   num("ALPHA_J2000", "deg", "stamp centre RA (CRVAL1)", [](L l) { return l.ra_deg; });
   num("DELTA_J2000", "deg", "stamp centre Dec (CRVAL2)", [](L l) { return l.dec_deg; });
   integer("N_NEIGHBOURS", "other sources in the stamp", [](L l) { return l.n_neighbours; });
+  integer("N_STRAY", "cosmic rays and hot pixels off the centre (--stray-artifacts)",
+          [](L l) { return l.n_stray_artifacts; });
   return cat;
 }
 

@@ -798,6 +798,47 @@ TEST_F(SimCutoutClasses, SnrIsTheDrawnValue) {
   }
 }
 
+TEST(SimCutouts, StrayArtifactsAddOnlyOffCentreHitsToTheNoisyStamp) {
+  // --stray-artifacts 1: every stamp gets 1-3 cosmic rays or hot pixels, added after the noise
+  // and at least 5 px from the centre; the models and the noise are those of --stray-artifacts 0.
+  CutoutOptions plain;
+  CutoutOptions stray = plain;
+  stray.stray_artifact_fraction = 1.0;
+  int with_hits = 0;
+  for (int i = 0; i < 50; ++i) {
+    const auto cls = static_cast<CutoutClass>(i % kCutoutClassCount);
+    const CutoutStamp a = render_cutout(plain, i, cls);
+    const CutoutStamp b = render_cutout(stray, i, cls);
+    EXPECT_EQ(a.label.n_stray_artifacts, 0);
+    EXPECT_EQ(cv::norm(a.model, b.model, cv::NORM_INF), 0.0);
+    EXPECT_EQ(cv::norm(a.source_model, b.source_model, cv::NORM_INF), 0.0);
+    const cv::Mat diff = b.image - a.image;
+    double lo = 0.0;
+    cv::minMaxLoc(diff, &lo);
+    EXPECT_GE(lo, 0.0) << i;
+    double near_centre = 0.0;
+    int hit_pixels = 0;
+    for (int y = 0; y < diff.rows; ++y) {
+      for (int x = 0; x < diff.cols; ++x) {
+        const float v = diff.at<float>(y, x);
+        if (v <= 0.0f) continue;
+        ++hit_pixels;
+        // Bilinear deposits reach one pixel beyond the track.
+        if (std::hypot(x - b.label.x_pix, y - b.label.y_pix) < 5.0 - 1.5) near_centre += v;
+      }
+    }
+    EXPECT_EQ(near_centre, 0.0) << i;
+    // A hit that would come near the centre is dropped, so 0-3 are kept.
+    EXPECT_GE(b.label.n_stray_artifacts, 0);
+    EXPECT_LE(b.label.n_stray_artifacts, 3);
+    EXPECT_EQ(hit_pixels > 0, b.label.n_stray_artifacts > 0) << i;
+    with_hits += b.label.n_stray_artifacts > 0;
+  }
+  EXPECT_GE(with_hits, 40);
+  stray.stray_artifact_fraction = 1.5;
+  EXPECT_THROW((void)render_cutout(stray, 0, CutoutClass::kDisk), FatalError);
+}
+
 TEST(SimCutoutFiles, SeededFilesCubeAndLabels) {
   CutoutOptions o;
   o.n = 12;

@@ -349,8 +349,12 @@ struct CutoutOptions {
   double snr_min = 15.0;            ///< [--snr-min] integrated S/N, log-uniform
   double snr_max = 500.0;           ///< [--snr-max]
   double neighbour_fraction = 0.3;  ///< [--neighbour-fraction] stamps with random neighbours
-  double centre_jitter_pix = 0.5;   ///< [--jitter] centre offset, uniform in +-jitter
-  int oversample = 1;               ///< [--oversample] galaxy grid factor (1 is accurate, see docs)
+  /// [--stray-artifacts] share of stamps (every class) that get 1-3 cosmic rays or hot pixels
+  /// away from their centre, as stamps cut from a field do; 0 draws nothing (the default, so
+  /// earlier stamp sets are unchanged)
+  double stray_artifact_fraction = 0.0;
+  double centre_jitter_pix = 0.5;  ///< [--jitter] centre offset, uniform in +-jitter
+  int oversample = 1;              ///< [--oversample] galaxy grid factor (1 is accurate, see docs)
 };
 
 /// Ground truth of one stamp (one row of labels.csv / labels.fits).
@@ -380,6 +384,7 @@ struct CutoutLabel {
   double ra_deg = 0.0;  ///< CRVAL of the stamp
   double dec_deg = 0.0;
   int n_neighbours = 0;
+  int n_stray_artifacts = 0;  ///< cosmic rays and hot pixels off the centre (--stray-artifacts)
 };
 
 /// The unit-flux Sérsic components of one galaxy of class `cls` (spheroid, disk or irregular;
