@@ -335,10 +335,9 @@ void add_neighbours(cv::Mat& model, SimRng& rng, const CutoutOptions& o, const M
     model += render_galaxy(galaxies, psf, o.width_pix, o.height_pix, o.oversample);
 }
 
-// --stray-artifacts: 1-3 cosmic rays (70%) or hot pixels added to the noisy stamp, drawn as
-// `simulate field` draws them (tracks of 1-25 px, 300-3000 e- per pixel of track; hot pixels
-// 20-500 x the noise rms), each kept at least kStrayClearancePix from the stamp's centre so the
-// central object stays what its label says.
+// --stray-artifacts: 1-3 cosmic rays (70%, draw_cosmic_ray) or hot pixels (20-500 x the noise
+// rms, as in `simulate field`) added to the noisy stamp, each kept at least kStrayClearancePix from
+// the stamp's centre so the central object stays what its label says.
 constexpr double kStrayClearancePix = 5.0;
 
 double distance_to_segment(double px, double py, double x0, double y0, double x1, double y1) {
@@ -359,14 +358,9 @@ void add_stray_artifacts(cv::Mat& image, SimRng& rng, const CutoutOptions& o, do
     const double x0 = rng.uniform(-0.5, w - 0.5);
     const double y0 = rng.uniform(-0.5, h - 0.5);
     if (rng.uniform() < 0.7) {
-      const double u = rng.uniform();
-      const double len = 1.0 + 24.0 * u * u;
-      const double phi = rng.uniform(0.0, kTwoPi);
-      const double x1 = x0 + len * std::cos(phi);
-      const double y1 = y0 + len * std::sin(phi);
-      const double flux = rng.uniform(300.0, 3000.0) * len / o.gain_e_per_count;
-      if (distance_to_segment(cx, cy, x0, y0, x1, y1) < kStrayClearancePix) continue;
-      add_sharp_track(image, x0, y0, x1, y1, flux);
+      const CosmicRayTrack t = draw_cosmic_ray(rng, x0, y0, o.gain_e_per_count);
+      if (distance_to_segment(cx, cy, t.x0, t.y0, t.x1, t.y1) < kStrayClearancePix) continue;
+      add_sharp_track(image, t.x0, t.y0, t.x1, t.y1, t.flux_counts);
     } else {
       const int x = std::clamp(static_cast<int>(std::lround(x0)), 0, w - 1);
       const int y = std::clamp(static_cast<int>(std::lround(y0)), 0, h - 1);

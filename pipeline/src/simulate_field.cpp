@@ -469,15 +469,9 @@ FieldSimulation simulate_field(const FieldOptions& o) {
   for (int i = 0; i < o.n_cosmic_rays; ++i) {
     const double x0 = art.uniform(-0.5, w - 0.5);
     const double y0 = art.uniform(-0.5, h - 0.5);
-    const double u = art.uniform();
-    const double len = 1.0 + 24.0 * u * u;  // mostly short, a few long grazing hits
-    const double phi = art.uniform(0.0, 2.0 * 3.14159265358979323846);
-    const double x1 = x0 + len * std::cos(phi);
-    const double y1 = y0 + len * std::sin(phi);
-    // 300-3000 electrons per pixel of track.
-    const double flux = art.uniform(300.0, 3000.0) * len / o.gain_e_per_count;
-    add_sharp_track(hits, x0, y0, x1, y1, flux);
-    arts.push_back({"cosmic_ray", x0, y0, x1, y1, flux});
+    const CosmicRayTrack t = draw_cosmic_ray(art, x0, y0, o.gain_e_per_count);
+    add_sharp_track(hits, t.x0, t.y0, t.x1, t.y1, t.flux_counts);
+    arts.push_back({"cosmic_ray", t.x0, t.y0, t.x1, t.y1, t.flux_counts});
   }
   for (int i = 0; i < o.n_hot_pixels; ++i) {
     const int x = static_cast<int>(art.below(static_cast<std::uint64_t>(w)));

@@ -429,6 +429,19 @@ void add_diffraction_spikes(cv::Mat& image, double x_pix, double y_pix, double f
   add_clipped(image, local, x0, y0, flux_counts / total);
 }
 
+CosmicRayTrack draw_cosmic_ray(SimRng& rng, double x0, double y0, double gain_e_per_count) {
+  CosmicRayTrack t;
+  t.x0 = x0;
+  t.y0 = y0;
+  const double u = rng.uniform();
+  const double len = 1.0 + 24.0 * u * u;
+  const double phi = rng.uniform(0.0, 2.0 * std::numbers::pi);
+  t.x1 = x0 + len * std::cos(phi);
+  t.y1 = y0 + len * std::sin(phi);
+  t.flux_counts = rng.uniform(300.0, 3000.0) * len / gain_e_per_count;
+  return t;
+}
+
 void add_sharp_track(cv::Mat& image, double x0, double y0, double x1, double y1,
                      double flux_counts) {
   const double length = std::hypot(x1 - x0, y1 - y0);

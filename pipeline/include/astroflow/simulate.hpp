@@ -136,6 +136,16 @@ void add_diffraction_spikes(cv::Mat& image, double x_pix, double y_pix, double f
 void add_sharp_track(cv::Mat& image, double x0, double y0, double x1, double y1,
                      double flux_counts);
 
+/// A cosmic-ray hit from (x0, y0), as `simulate field` and `simulate cutouts --stray-artifacts`
+/// draw them: length 1 + 24 u^2 px (mostly short, a few long grazing hits), a uniform
+/// direction, 300-3000 electrons per pixel of track (in counts at `gain_e_per_count`).
+struct CosmicRayTrack {
+  double x0 = 0.0, y0 = 0.0, x1 = 0.0, y1 = 0.0;
+  double flux_counts = 0.0;
+};
+[[nodiscard]] CosmicRayTrack draw_cosmic_ray(SimRng& rng, double x0, double y0,
+                                             double gain_e_per_count);
+
 /// Adds a PSF-convolved line segment (a satellite trail) of total `flux_counts`: the Moffat
 /// line-spread function across, with the same profile around the end points. Normalised
 /// analytically over the whole segment; only the part on the image is added.
