@@ -14,6 +14,7 @@
 
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
+#include "geometry.hpp"
 #include "json_number.hpp"
 
 namespace astroflow {
@@ -55,16 +56,6 @@ double median_of(std::vector<double> v) {
 
 double ratio(std::size_t num, std::size_t den) {
   return den == 0 ? kNaN : static_cast<double>(num) / static_cast<double>(den);
-}
-
-// Distance from a point to the segment a-b.
-double segment_distance(double px, double py, double ax, double ay, double bx, double by) {
-  const double vx = bx - ax;
-  const double vy = by - ay;
-  const double len2 = vx * vx + vy * vy;
-  double t = len2 > 0.0 ? ((px - ax) * vx + (py - ay) * vy) / len2 : 0.0;
-  t = std::clamp(t, 0.0, 1.0);
-  return std::hypot(px - (ax + t * vx), py - (ay + t * vy));
 }
 
 std::string pct(double v) {
@@ -210,8 +201,8 @@ DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth
         const double bx = xe != nullptr ? value_at(*xe, a) : ax[a];
         const double by = ye != nullptr ? value_at(*ye, a) : ay[a];
         const double d =
-            segment_distance(dx[j], dy[j], ax[a], ay[a], std::isfinite(bx) ? bx : ax[a],
-                             std::isfinite(by) ? by : ay[a]);
+            detail::segment_distance(dx[j], dy[j], ax[a], ay[a], std::isfinite(bx) ? bx : ax[a],
+                                     std::isfinite(by) ? by : ay[a]);
         if (d <= o.match_radius_pix) {
           ++e.spurious_on_artifacts;
           break;

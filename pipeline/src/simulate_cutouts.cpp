@@ -19,6 +19,7 @@
 #include "astroflow/fits_io.hpp"
 #include "astroflow/simulate.hpp"
 #include "fits_file.hpp"
+#include "geometry.hpp"
 
 namespace astroflow {
 
@@ -340,14 +341,6 @@ void add_neighbours(cv::Mat& model, SimRng& rng, const CutoutOptions& o, const M
 // the stamp's centre so the central object stays what its label says.
 constexpr double kStrayClearancePix = 5.0;
 
-double distance_to_segment(double px, double py, double x0, double y0, double x1, double y1) {
-  const double dx = x1 - x0;
-  const double dy = y1 - y0;
-  const double l2 = dx * dx + dy * dy;
-  const double t = l2 > 0.0 ? std::clamp(((px - x0) * dx + (py - y0) * dy) / l2, 0.0, 1.0) : 0.0;
-  return std::hypot(px - (x0 + t * dx), py - (y0 + t * dy));
-}
-
 void add_stray_artifacts(cv::Mat& image, SimRng& rng, const CutoutOptions& o, double cx, double cy,
                          double noise_rms, CutoutLabel& lab) {
   if (o.stray_artifact_fraction <= 0.0 || rng.uniform() >= o.stray_artifact_fraction) return;
@@ -359,7 +352,7 @@ void add_stray_artifacts(cv::Mat& image, SimRng& rng, const CutoutOptions& o, do
     const double y0 = rng.uniform(-0.5, h - 0.5);
     if (rng.uniform() < 0.7) {
       const CosmicRayTrack t = draw_cosmic_ray(rng, x0, y0, o.gain_e_per_count);
-      if (distance_to_segment(cx, cy, t.x0, t.y0, t.x1, t.y1) < kStrayClearancePix) continue;
+      if (detail::segment_distance(cx, cy, t.x0, t.y0, t.x1, t.y1) < kStrayClearancePix) continue;
       add_sharp_track(image, t.x0, t.y0, t.x1, t.y1, t.flux_counts);
     } else {
       const int x = std::clamp(static_cast<int>(std::lround(x0)), 0, w - 1);
