@@ -8,7 +8,9 @@
 # Usage: models/classify/train.sh            (defaults below; the training loop stops, annealed, after MAX_TRAIN_S)
 #   Environment: BUILD (build folder), DATA (scratch folder), N_TRAIN, N_VAL, N_TEST,
 #   LIMIT_TRAIN (0 = all), THREADS, EPOCHS, PATIENCE, MAX_TRAIN_S (the training loop ends,
-#   annealed, after this many seconds even if EPOCHS are not done: the cores are shared).
+#   annealed, after this many seconds even if EPOCHS are not done: the cores are shared),
+#   STRAY (simulate cutouts --stray-artifacts for all three sets), OUT (where the model and its
+#   card are written; default models/classify, i.e. the shipped model is replaced).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
@@ -21,6 +23,8 @@ LIMIT_TRAIN=${LIMIT_TRAIN:-0}  # use only the first N train stamps (0: all)
 EPOCHS=${EPOCHS:-16}
 PATIENCE=${PATIENCE:-12}
 MAX_TRAIN_S=${MAX_TRAIN_S:-4800}
+STRAY=${STRAY:-0}
+OUT=${OUT:-$ROOT/models/classify}
 SEED_TRAIN=1101
 SEED_VAL=2202
 # 3303 scored the earlier recipes (30k and 60k stamps); after the recipe changed because of
@@ -33,10 +37,13 @@ if [ ! -x "$BUILD/bin/astroflow" ]; then
 fi
 AF="$BUILD/bin/astroflow"
 
-simulate() {  # name seed n
-  if [ ! -f "$DATA/$1/labels.csv" ] || [ "$(($(wc -l < "$DATA/$1/labels.csv") - 1))" != "$3" ]; then
+simulate() {  # name seed n: simulated again unless $DATA/name holds this very set
+  local args="--seed $2 --n $3 --size 64 --stray-artifacts $STRAY --single-file"
+  if [ ! -f "$DATA/$1/labels.csv" ] || [ "$(cat "$DATA/$1/.simulate-args" 2>/dev/null)" != "$args" ]; then
     rm -rf "$DATA/$1"
-    "$AF" simulate cutouts --seed "$2" --n "$3" --size 64 --single-file --output "$DATA/$1"
+    # shellcheck disable=SC2086
+    "$AF" simulate cutouts $args --output "$DATA/$1"
+    echo "$args" > "$DATA/$1/.simulate-args"
   fi
 }
 start=$(date +%s)
@@ -46,7 +53,7 @@ simulate test "$SEED_TEST" "$N_TEST"
 echo "simulated in $(( $(date +%s) - start )) s"
 
 nice /usr/bin/python3 "$ROOT/models/classify/train.py" \
-  --train "$DATA/train" --val "$DATA/val" --test "$DATA/test" --out "$ROOT/models/classify" \
+  --train "$DATA/train" --val "$DATA/val" --test "$DATA/test" --out "$OUT" \
   --data-seeds "$SEED_TRAIN,$SEED_VAL,$SEED_TEST" --threads "$THREADS" --epochs "$EPOCHS" --patience "$PATIENCE" \
   --limit-train "$LIMIT_TRAIN" --max-train-s "$MAX_TRAIN_S" \
-  --recipe "models/classify/train.sh  (N_TRAIN=$N_TRAIN LIMIT_TRAIN=$LIMIT_TRAIN N_VAL=$N_VAL N_TEST=$N_TEST EPOCHS=$EPOCHS MAX_TRAIN_S=$MAX_TRAIN_S)"
+  --recipe "models/classify/train.sh  (N_TRAIN=$N_TRAIN LIMIT_TRAIN=$LIMIT_TRAIN N_VAL=$N_VAL N_TEST=$N_TEST EPOCHS=$EPOCHS MAX_TRAIN_S=$MAX_TRAIN_S STRAY=$STRAY)"

@@ -4,6 +4,8 @@
 // (preprocess.hpp), and the whole Batch goes through the network as one tensor. Probabilities
 // are softmax(logits / T + b) with the card's temperature T (fitted on the validation set) and
 // its logit_bias b (the decision rule chosen on the validation set; none when absent).
+// `exclude_classes` conditions them on "not one of these classes": set to 0, the rest
+// renormalised (configs/survey.yaml: `detect` already rejects cosmic rays and hot pixels).
 // Behaviour on bad input is listed in README.md in this folder.
 #include <algorithm>
 #include <astroflow/onnx_model.hpp>
@@ -29,6 +31,7 @@ using astroflow::FrameError;
 constexpr std::int32_t kFlagNanFilled = 1;  // some stamp pixels were blank and were filled
 constexpr std::int32_t kFlagResampled = 2;  // pixel scale or size differed from the card
 constexpr std::int32_t kFlagFailed = 4;     // no class: stamp blank, too small or off the image
+constexpr std::int32_t kFlagExcluded = 8;   // the network's first choice was an excluded class
 
 // A stamp that covers less than this fraction of the card's side (after rescaling to the card's
 // pixel scale) carries too little of the object to classify.
@@ -53,6 +56,7 @@ class ClassifyStage final : public astroflow::Stage {
     batch_ = static_cast<int>(o.get_int("batch"));
     refuse_mismatch_ = o.get_string("on_mismatch") == "refuse";
     scale_tolerance_ = o.get_double("pixel_scale_tolerance");
+    exclude_spec_ = o.get_string("exclude_classes");
   }
 
   void open(const astroflow::StageContext& ctx) override {
@@ -75,6 +79,7 @@ class ClassifyStage final : public astroflow::Stage {
                                   std::to_string(card.channels()) + " channels");
     }
     for (const auto& name : card.class_names) p_columns_.push_back("P_" + upper(name));
+    excluded_ = parse_excluded(exclude_spec_, card);
   }
 
   void process(astroflow::Batch& batch) override {
@@ -109,6 +114,11 @@ class ClassifyStage final : public astroflow::Stage {
       if (card.output_semantics == "logits")
         astroflow::softmax_rows(probs, card.temperature, card.logit_bias);
     }
+    std::vector<std::uint8_t> first_excluded(static_cast<std::size_t>(probs.rows), 0);
+    if (!excluded_.empty()) {
+      for (int r = 0; r < probs.rows; ++r)
+        first_excluded[static_cast<std::size_t>(r)] = condition_row(probs.ptr<float>(r));
+    }
     std::vector<int> prob_row(jobs.size(), -1);
     for (std::size_t k = 0; k < ok.size(); ++k) prob_row[ok[k]] = static_cast<int>(k);
 
@@ -116,7 +126,9 @@ class ClassifyStage final : public astroflow::Stage {
       Job& job = jobs[j];
       Frame& f = batch.frames[job.frame];
       if (f.failed()) continue;
-      write_row(f, job, prob_row[j] < 0 ? nullptr : probs.ptr<float>(prob_row[j]));
+      const int pr = prob_row[j];
+      write_row(f, job, pr < 0 ? nullptr : probs.ptr<float>(pr),
+                pr >= 0 && first_excluded[static_cast<std::size_t>(pr)] != 0);
     }
     for (Frame& f : batch.frames) {
       if (!f.failed()) stamp(f, card.sha256);
@@ -291,14 +303,67 @@ class ClassifyStage final : public astroflow::Stage {
     }
   }
 
-  void write_row(Frame& f, const Job& job, const float* p) const {
+  // The names of `spec` (comma-separated) as indices into the card's classes; every class but one
+  // at most may be excluded.
+  static std::vector<std::size_t> parse_excluded(const std::string& spec,
+                                                 const astroflow::ModelCard& card) {
+    std::vector<std::size_t> out;
+    std::size_t start = 0;
+    while (start <= spec.size()) {
+      const std::size_t comma = std::min(spec.find(',', start), spec.size());
+      std::string name = spec.substr(start, comma - start);
+      name.erase(0, name.find_first_not_of(" \t"));
+      name.erase(name.find_last_not_of(" \t") + 1);
+      start = comma + 1;
+      if (name.empty()) continue;
+      const auto it = std::find(card.class_names.begin(), card.class_names.end(), name);
+      if (it == card.class_names.end()) {
+        std::string known;
+        for (const auto& c : card.class_names) known += (known.empty() ? "" : ", ") + c;
+        throw astroflow::FatalError("exclude_classes: '" + name + "' is not a class of " +
+                                    card.card_path + " (" + known + ")");
+      }
+      const auto k = static_cast<std::size_t>(it - card.class_names.begin());
+      if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+    }
+    if (!out.empty() && out.size() >= card.class_names.size()) {
+      throw astroflow::FatalError("exclude_classes: '" + spec + "' leaves no class of " +
+                                  card.card_path);
+    }
+    return out;
+  }
+
+  // P(class | not excluded): the excluded probabilities become 0 and the rest are renormalised.
+  // Returns whether the unconditioned most probable class was an excluded one.
+  bool condition_row(float* p) const {
+    const std::size_t n = model_->card().class_names.size();
+    const auto best = static_cast<std::size_t>(std::max_element(p, p + n) - p);
+    bool first = false;
+    for (const std::size_t k : excluded_) {
+      first = first || k == best;
+      p[k] = 0.0f;
+    }
+    double kept = 0.0;
+    for (std::size_t k = 0; k < n; ++k) kept += p[k];
+    if (kept > 0.0) {
+      for (std::size_t k = 0; k < n; ++k) p[k] = static_cast<float>(p[k] / kept);
+    } else {  // every kept class underflowed: uniform over the kept classes
+      const float u = 1.0f / static_cast<float>(n - excluded_.size());
+      for (std::size_t k = 0; k < n; ++k)
+        p[k] = std::find(excluded_.begin(), excluded_.end(), k) == excluded_.end() ? u : 0.0f;
+    }
+    return first;
+  }
+
+  void write_row(Frame& f, const Job& job, const float* p, bool first_excluded) const {
     auto& cat = f.catalog;
     const auto& names = model_->card().class_names;
     auto& cls = cat.add_column<std::string>("CLASS", "", "most probable morphology class");
     auto& id = cat.add_column<std::int32_t>("CLASS_ID", "",
                                             "index of CLASS in the model card, -1: none", -1);
     auto& flags = cat.add_column<std::int32_t>(
-        "CLASS_FLAGS", "", "1: blank pixels filled, 2: rescaled, 4: not classified");
+        "CLASS_FLAGS", "",
+        "1: blank pixels filled, 2: rescaled, 4: not classified, 8: first choice excluded");
     auto& fill = cat.add_column<float>("CLASS_FILL_FRAC", "",
                                        "fraction of stamp pixels that were blank and filled",
                                        std::numeric_limits<float>::quiet_NaN());
@@ -309,15 +374,17 @@ class ClassifyStage final : public astroflow::Stage {
                                              std::numeric_limits<float>::quiet_NaN()));
     }
     for (std::size_t r = job.row; r < job.row_end; ++r)
-      fill_row(job, p, r, cls, id, flags, fill, pcols);
+      fill_row(job, p, first_excluded, r, cls, id, flags, fill, pcols);
   }
 
-  void fill_row(const Job& job, const float* p, std::size_t r, std::vector<std::string>& cls,
-                std::vector<std::int32_t>& id, std::vector<std::int32_t>& flags,
-                std::vector<float>& fill, const std::vector<std::vector<float>*>& pcols) const {
+  void fill_row(const Job& job, const float* p, bool first_excluded, std::size_t r,
+                std::vector<std::string>& cls, std::vector<std::int32_t>& id,
+                std::vector<std::int32_t>& flags, std::vector<float>& fill,
+                const std::vector<std::vector<float>*>& pcols) const {
     const auto& names = model_->card().class_names;
-    std::int32_t fl =
-        (job.resampled ? kFlagResampled : 0) | (job.nan_fraction > 0.0 ? kFlagNanFilled : 0);
+    std::int32_t fl = (job.resampled ? kFlagResampled : 0) |
+                      (job.nan_fraction > 0.0 ? kFlagNanFilled : 0) |
+                      (first_excluded ? kFlagExcluded : 0);
     fill[r] = static_cast<float>(job.nan_fraction);
     if (p == nullptr) {
       cls[r].clear();
@@ -338,6 +405,8 @@ class ClassifyStage final : public astroflow::Stage {
   int batch_ = 64;
   bool refuse_mismatch_ = false;
   double scale_tolerance_ = 0.02;
+  std::string exclude_spec_;
+  std::vector<std::size_t> excluded_;  // card class indices conditioned away
   std::optional<astroflow::OnnxModel> model_;
   std::vector<std::string> p_columns_;
 };
@@ -361,4 +430,8 @@ ASTROFLOW_PLUGIN(
                     "pixel scale or size unlike the card: resample (flag) or refuse (frame fails)",
                     {"resample", "refuse"})
         .add_double("pixel_scale_tolerance", 0.02,
-                    "relative pixel-scale difference accepted as equal", 0.0, 1.0))
+                    "relative pixel-scale difference accepted as equal", 0.0, 1.0)
+        .add_string("exclude_classes", "",
+                    "comma-separated card classes an earlier stage rules out (e.g. artifact "
+                    "after detect): P set to 0, the rest renormalised, CLASS_FLAGS 8 when the "
+                    "network's first choice was one"))

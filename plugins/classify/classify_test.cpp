@@ -135,6 +135,46 @@ TEST_F(TinyClassify, CutoutModeGivesCalibratedTorchProbabilities) {
   EXPECT_EQ(b.frames[0].catalog.get<std::int32_t>("CLASS_FLAGS")[0], 0);
 }
 
+TEST_F(TinyClassify, ExcludedClassesAreConditionedAway) {
+  // Each class excluded in turn: every stamp's first choice is excluded once, so flag 8 is seen.
+  const char* names[] = {"a", "b", "c"};
+  int flagged = 0;
+  for (std::size_t x = 0; x < 3; ++x) {
+    auto s = stage({{"exclude_classes", std::string(" ") + names[x] + " "}});
+    Batch b;
+    for (int k = 0; k < 5; ++k) b.frames.push_back(cutout_frame(raw(k)));
+    s->process(b);
+    for (int k = 0; k < 5; ++k) {
+      const Frame& f = b.frames[static_cast<std::size_t>(k)];
+      ASSERT_FALSE(f.failed());
+      const auto want = expected_probs(k);
+      const double kept = 1.0 - want[x];
+      std::size_t best_all = 0;
+      std::size_t best_kept = x == 0 ? 1 : 0;
+      for (std::size_t j = 0; j < 3; ++j) {
+        const double p = f.catalog.get<float>(std::string("P_") + static_cast<char>('A' + j))[0];
+        EXPECT_NEAR(p, j == x ? 0.0 : want[j] / kept, 1e-4) << "stamp " << k << " class " << j;
+        if (want[j] > want[best_all]) best_all = j;
+        if (j != x && want[j] > want[best_kept]) best_kept = j;
+      }
+      EXPECT_EQ(f.catalog.get<std::string>("CLASS")[0], names[best_kept]);
+      const bool flag = (f.catalog.get<std::int32_t>("CLASS_FLAGS")[0] & 8) != 0;
+      EXPECT_EQ(flag, best_all == x) << "stamp " << k << " excluding " << names[x];
+      flagged += flag;
+    }
+  }
+  EXPECT_EQ(flagged, 5);
+  // A name the card does not have, or all classes, stops the run at open naming the card.
+  for (const std::string bad : {"a,spiral", "a,b,c"}) {
+    try {
+      (void)stage({{"exclude_classes", bad}});
+      FAIL() << "expected a FatalError for " << bad;
+    } catch (const astroflow::FatalError& e) {
+      EXPECT_NE(std::string(e.what()).find("model.yaml"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST_F(TinyClassify, CutoutRowsGiveTheCentreInPixelsAndOnTheSky) {
   // A TAN WCS with its reference pixel at (1, 1), 0.06"/pix: the 16x16 cutout's centre (8.5, 8.5)
   // is 7.5 pixels east-west and north of it.
