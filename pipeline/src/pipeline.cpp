@@ -257,7 +257,6 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     rt->plugin = rs.plugin->name();
     for (int slot = 0; slot < threads; ++slot) {
       auto inst = rs.plugin->create(rt->name);
-      inst->configure(rs.options);
       StageContext ctx;
       ctx.stage_name = rt->name;
       ctx.config_dir = config.directory;
@@ -265,7 +264,14 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       ctx.slot_count = threads;
       ctx.seed = config.run.seed;
       if (options.log) ctx.logger = StageLogger(rt->name, options.log);
-      inst->open(ctx);
+      try {
+        inst->configure(rs.options);
+        inst->open(ctx);
+      } catch (const ConfigError&) {
+        throw;
+      } catch (const FatalError& e) {  // a refused option or model: point at the stage's YAML
+        throw ConfigError(rs.config->where, e.what());
+      }
       rt->pool.add(std::move(inst));
     }
     bool seen = false;

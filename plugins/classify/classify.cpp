@@ -303,8 +303,8 @@ class ClassifyStage final : public astroflow::Stage {
     }
   }
 
-  // The names of `spec` (comma-separated) as indices into the card's classes; every class but one
-  // at most may be excluded.
+  // The names of `spec` (comma-separated) as indices into the card's classes; at least one class
+  // must remain.
   static std::vector<std::size_t> parse_excluded(const std::string& spec,
                                                  const astroflow::ModelCard& card) {
     std::vector<std::size_t> out;

@@ -284,5 +284,25 @@ TEST(CliRun, MissingInputIsFatalWithOneLine) {
   EXPECT_NE(r.err.find("nope"), std::string::npos) << r.err;
 }
 
+TEST(CliRun, OptionAStageRefusesAtOpenNamesTheStagesYamlLine) {
+  // exclude_classes is checked against the model card only when the stage opens, after the
+  // config passed validation: the error must still point at the stage in the YAML file.
+  TempDir dir("refused-at-open");
+  const std::string in = dir / "in";
+  fs::create_directories(in);
+  write_good_stamp(in + "/a.fits", 5);
+  const std::string model = std::string(ASTROFLOW_SOURCE_DIR) + "/models/classify/model.onnx";
+  const std::string cfg = write_config(
+      dir,
+      "  - {plugin: background, back_size: 32}\n  - {plugin: classify, model: " + model +
+          ", exclude_classes: spiral}\n",
+      "{threads: 1}", "[]");
+  const CliResult r = run_cli({"run", cfg, "--input", in, "--output", dir / "out"});
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  EXPECT_EQ(r.err.rfind("astroflow: error: " + cfg + ":6:", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("'spiral' is not a class"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(fs::path(dir / "out") / "a.cat.fits"));
+}
+
 }  // namespace
 }  // namespace astroflow::test
