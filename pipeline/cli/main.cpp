@@ -193,6 +193,15 @@ int cmd_validate(const std::string& path, const std::vector<std::string>& sets) 
   PluginRegistry registry;
   registry.scan(PluginRegistry::search_path(config.plugin_paths));
   const std::vector<ResolvedStage> stages = resolve_stages(config, registry);
+  // Open one instance of each stage, as `run` would before reading any pixel: models load and
+  // their cards are checked against the options, so a cluster job does not fail at its start.
+  for (const ResolvedStage& s : stages) {
+    StageContext ctx;
+    ctx.stage_name = s.config->name;
+    ctx.config_dir = config.directory;
+    ctx.seed = config.run.seed;
+    (void)open_stage(s, ctx);
+  }
   std::cout << "OK " << config.file << " (config sha256 " << config.hash() << ")\n";
   for (const ResolvedStage& s : stages) {
     for (const std::string& w : s.replaced_planes) std::cout << "warning: " << w << "\n";
@@ -290,8 +299,8 @@ int main_impl(int argc, char** argv) {
 
   std::string validate_config;
   std::vector<std::string> validate_sets;
-  auto* validate_cmd =
-      app.add_subcommand("validate", "check a config and its plugins without reading pixels");
+  auto* validate_cmd = app.add_subcommand(
+      "validate", "check a config, its plugins and their models without reading pixels");
   validate_cmd->add_option("config", validate_config, "pipeline YAML file")->required();
   validate_cmd->add_option("--set", validate_sets, "override one config value")->take_all();
 

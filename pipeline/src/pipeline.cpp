@@ -155,6 +155,19 @@ std::vector<std::string> history_lines(const Frame& f, const std::string& config
 
 }  // namespace
 
+std::unique_ptr<StageInstance> open_stage(const ResolvedStage& stage, const StageContext& context) {
+  auto inst = stage.plugin->create(context.stage_name);
+  try {
+    inst->configure(stage.options);
+    inst->open(context);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const FatalError& e) {
+    throw ConfigError(stage.config->where, e.what());
+  }
+  return inst;
+}
+
 RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedStage>& stages,
                        const RunOptions& options) {
   const auto t_start = Clock::now();
@@ -256,7 +269,6 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
     rt->name = rs.config->name;
     rt->plugin = rs.plugin->name();
     for (int slot = 0; slot < threads; ++slot) {
-      auto inst = rs.plugin->create(rt->name);
       StageContext ctx;
       ctx.stage_name = rt->name;
       ctx.config_dir = config.directory;
@@ -264,15 +276,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
       ctx.slot_count = threads;
       ctx.seed = config.run.seed;
       if (options.log) ctx.logger = StageLogger(rt->name, options.log);
-      try {
-        inst->configure(rs.options);
-        inst->open(ctx);
-      } catch (const ConfigError&) {
-        throw;
-      } catch (const FatalError& e) {  // a refused option or model: point at the stage's YAML
-        throw ConfigError(rs.config->where, e.what());
-      }
-      rt->pool.add(std::move(inst));
+      rt->pool.add(open_stage(rs, ctx));
     }
     bool seen = false;
     for (const PluginInfo& p : report.plugins) seen = seen || p.path == rs.plugin->path();

@@ -39,6 +39,21 @@ TEST(CliValidate, UnknownPluginNamesItsLine) {
   EXPECT_NE(r.err.find("no_such_plugin"), std::string::npos) << r.err;
 }
 
+TEST(CliValidate, OpensTheStagesSoAModelCardRefusalNamesTheStagesLine) {
+  // Only the model card knows the classes: validate must open the stage to see the error, and
+  // report it at the stage's line, before any job is submitted.
+  TempDir dir("validate4");
+  const std::string cfg = dir / "bad.yaml";
+  const std::string model = std::string(ASTROFLOW_SOURCE_DIR) + "/models/classify/model.onnx";
+  write_text_file(cfg, "stages:\n  - {plugin: background}\n  - {plugin: classify, model: " + model +
+                           ", exclude_classes: \"disk, spiral\"}\n");
+  const CliResult r = run_cli({"validate", cfg});
+  EXPECT_EQ(r.exit_code, 1) << r.all();
+  EXPECT_EQ(r.err.rfind("astroflow: error: " + cfg + ":3:", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("'spiral' is not a class"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("OK "), std::string::npos) << r.out;
+}
+
 TEST(CliValidate, GoodConfigPrintsOkAndStages) {
   TempDir dir("validate3");
   const std::string cfg = dir / "good.yaml";

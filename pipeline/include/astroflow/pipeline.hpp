@@ -23,10 +23,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "astroflow/config.hpp"
+#include "astroflow/plugin_registry.hpp"
 #include "astroflow/progress.hpp"
 #include "astroflow/run_summary.hpp"
 #include "astroflow/shard.hpp"
@@ -87,5 +89,10 @@ struct InputFile {
 /// and --shard need "fits" in output.per_input_catalog (FatalError).
 RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedStage>& stages,
                        const RunOptions& options);
+
+/// Creates, configures and opens one instance of a resolved stage (what `run` does for every
+/// thread slot, and `validate` once per stage). A FatalError raised there (an option or model the
+/// plugin refuses) is rethrown as a ConfigError at the stage's place in the YAML file.
+std::unique_ptr<StageInstance> open_stage(const ResolvedStage& stage, const StageContext& context);
 
 }  // namespace astroflow
