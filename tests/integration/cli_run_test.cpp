@@ -286,7 +286,7 @@ TEST(CliRun, MissingInputIsFatalWithOneLine) {
 
 TEST(CliRun, OptionAStageRefusesAtOpenNamesTheStagesYamlLine) {
   // exclude_classes is checked against the model card only when the stage opens, after the
-  // config passed validation: the error must still point at the stage in the YAML file.
+  // config's own checks: the error must still point at the stage in the YAML file.
   TempDir dir("refused-at-open");
   const std::string in = dir / "in";
   fs::create_directories(in);
