@@ -26,6 +26,10 @@
 #      kind of SExtractor source: on the image edge (FLAGS 8), sharp (FWHM_IMAGE < 1.5 px, below
 #      the ~2.1 px ACS PSF: cosmic-ray like), diffuse (FWHM_IMAGE > 4 px: halo and cluster-light
 #      fragments, large objects) and compact (the rest).
+#   6. The scale of step 5: how many of the same SExtractor sources SExtractor's algorithm finds
+#      with a threshold that follows the local RMS (astroflow's sources stage, and SExtractor
+#      itself with WEIGHT_TYPE BACKGROUND) and with SExtractor's default single global RMS
+#      (sources with threshold_rms global).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,7 +49,8 @@ mini_overlap=${MINI_OVERLAP:-256}
 source "$here/sextractor_run.sh"
 
 "$repo/scripts/fetch-real-data.sh" "$data"
-rm -rf "$out/hst" "$out/mini" "$out/sex" "$out/mini-sim"
+rm -rf "$out/hst" "$out/mini" "$out/sex" "$out/mini-sim" "$out/sources-local" "$out/sources-global" \
+  "$out/sex-local"
 mkdir -p "$out" "$shots"
 
 echo "== 1. configs/survey.yaml on the HST ACS images in $data"
@@ -193,3 +198,56 @@ print(f"| median offset of matches | {b['median_offset_pix']:.3f} px |")
 PY
 echo "astroflow's recovery of the SExtractor S/N > 20 sources per SExtractor MAG_AUTO bin (zero point 25, counts in electrons):"
 sed -n '/mag bin/,/^$/p' "$out/sex/recovered_snr20.txt"
+
+echo "== 6. how well SExtractor's algorithm agrees with SExtractor here (the scale of step 5)"
+# SExtractor without a weight map thresholds at DETECT_THRESH x one global RMS; astroflow's
+# background -> sources follows the rms plane (threshold_rms local, as SExtractor's WEIGHT_TYPE
+# BACKGROUND) unless told threshold_rms global. Each catalog is scored like detect in step 5:
+# the SExtractor sources with FLUX_AUTO/FLUXERR_AUTO > 20 it has within 2 px.
+cat > "$out/sources.yaml" <<'YAML'
+input: {pattern: "j8bt06nyq_flt.fits", hdu: auto}
+output: {catalog: [fits]}
+stages:
+  - {plugin: background, back_size: 64, back_filtersize: 3}
+  - {plugin: sources, threshold: 1.5, min_area: 5, deblend_nthresh: 32, deblend_mincont: 0.005}
+YAML
+for mode in local global; do
+  "$af" run "$out/sources.yaml" --input "$data" --output "$out/sources-$mode" --quiet \
+    --set "stages[1].threshold_rms=$mode" --threads "$threads"
+done
+SEX_GAIN=1 SEX_SEEING=0.1 SEX_EXTRA="-WEIGHT_TYPE BACKGROUND" \
+  sex_run "$data/j8bt06nyq_flt.fits[1]" "$out/sex-local" ASCII_HEAD 1
+/usr/bin/python3 - "$out/sex-local/sex.cat" "$out/sex-local/sex.csv" <<'PY'
+import sys
+names, rows = {}, []
+for line in open(sys.argv[1]):
+    if line.startswith('#'):
+        p = line[1:].split()
+        names[p[1]] = int(p[0]) - 1
+    elif line.strip():
+        rows.append(line.split())
+with open(sys.argv[2], "w") as f:
+    f.write("NUMBER,X_IMAGE,Y_IMAGE\n")
+    for r in rows:
+        f.write(",".join(r[names[c]] for c in ("NUMBER", "X_IMAGE", "Y_IMAGE")) + "\n")
+PY
+echo "| catalog | S/N > 20 SExtractor sources within 2 px | compact | diffuse | rows |"
+echo "|---|---|---|---|---|"
+for entry in "detect (configs/survey.yaml, step 5):$afcat" \
+  "astroflow sources, threshold_rms local:$(ls "$out"/sources-local/*.cat.fits | head -n 1)" \
+  "astroflow sources, threshold_rms global:$(ls "$out"/sources-global/*.cat.fits | head -n 1)" \
+  "SExtractor, WEIGHT_TYPE BACKGROUND:$out/sex-local/sex.csv"; do
+  name=${entry%%:*}
+  cat=${entry#*:}
+  for ref in snr20 snr20_compact snr20_diffuse; do
+    "$af" evaluate detect --catalog "$cat" --truth "$out/sex/sex_$ref.csv" --artifacts none \
+      --json "$out/sex/agree_$ref.json" > /dev/null
+  done
+  /usr/bin/python3 - "$out/sex" "$name" <<'PY'
+import json, sys
+d, name = sys.argv[1], sys.argv[2]
+a = [json.load(open(f"{d}/agree_{r}.json")) for r in ("snr20", "snr20_compact", "snr20_diffuse")]
+cells = [f"{x['matched']} of {x['truth_rows']} ({100 * x['matched'] / max(1, x['truth_rows']):.1f}%)" for x in a]
+print(f"| {name} | {cells[0]} | {cells[1]} | {cells[2]} | {a[0]['detections']} |")
+PY
+done

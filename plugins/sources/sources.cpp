@@ -38,6 +38,7 @@ constexpr double kNoMag = 99.0;  // SExtractor's value for an undefined magnitud
 
 struct Params {
   double threshold = 1.5;
+  bool global_threshold = false;  // threshold_rms: global
   double filter_fwhm_pix = 3.0;
   bool filter = true;
   int min_area_pix = 5;
@@ -265,6 +266,7 @@ class SourcesStage final : public astroflow::Stage {
  public:
   void configure(const Options& options) override {
     p_.threshold = options.get_double("threshold");
+    p_.global_threshold = options.get_string("threshold_rms") == "global";
     p_.filter = options.get_bool("filter");
     p_.filter_fwhm_pix = options.get_double("filter_fwhm_pix");
     p_.min_area_pix = static_cast<int>(options.get_int("min_area"));
@@ -326,7 +328,13 @@ class SourcesStage final : public astroflow::Stage {
     } else {
       filt = clean;
     }
-    cv::Mat thresh = rms * p_.threshold;
+    // threshold_rms global: one threshold for the frame, the mean RMS over its valid pixels,
+    // as SExtractor without a weight map (its "Threshold" line); local follows the rms plane,
+    // as SExtractor with WEIGHT_TYPE BACKGROUND.
+    const cv::Mat thresh =
+        p_.global_threshold
+            ? cv::Mat(rms.size(), CV_32F, cv::Scalar(cv::mean(rms, valid)[0] * p_.threshold))
+            : cv::Mat(rms * p_.threshold);
     cv::Mat mask;
     cv::compare(filt, thresh, mask, cv::CMP_GT);
     mask &= valid;
@@ -660,6 +668,11 @@ ASTROFLOW_PLUGIN(
                     "detection threshold in units of the unfiltered background RMS "
                     "(DETECT_THRESH)",
                     0.01, 1e6)
+        .add_string("threshold_rms", "local",
+                    "RMS the threshold multiplies: local (the rms plane, as SExtractor with "
+                    "WEIGHT_TYPE BACKGROUND) or global (its mean over the frame, SExtractor's "
+                    "default without a weight map)",
+                    {"local", "global"})
         .add_bool("filter", true, "convolve with a Gaussian before thresholding (FILTER)")
         .add_double("filter_fwhm_pix", 3.0, "FWHM of the Gaussian detection filter", 0.5, 50.0)
         .add_int("min_area", 5, "minimum number of pixels above threshold (DETECT_MINAREA)", 1,

@@ -473,3 +473,33 @@ TEST(Sources, CleanMergesWingFragmentKeepsGenuineNeighbours) {
 }
 
 }  // namespace
+
+// threshold_rms: local multiplies the threshold by the rms plane (SExtractor with WEIGHT_TYPE
+// BACKGROUND), global by its mean over the frame (SExtractor without a weight map). A noiseless
+// frame whose left half has RMS 1 and right half RMS 3 (mean 2): a source with a filtered peak
+// of ~2.5 on the left is above 1.5 x 1 but below 1.5 x 2; one of ~4.1 on the right is above
+// 1.5 x 2 but below 1.5 x 3.
+TEST(Sources, ThresholdRmsLocalFollowsThePlaneGlobalUsesItsMean) {
+  astroflow::PluginRegistry registry;
+  auto local = make_stage(registry, "sources");
+  auto global =
+      make_stage(registry, "sources", {{"threshold_rms", OptionValue(std::string("global"))}});
+  auto two_halves = [] {
+    Batch batch;
+    batch.frames.push_back(unit_rms_frame(200, 100));
+    batch.frames[0].planes["rms"](cv::Rect(100, 0, 100, 100)).setTo(3.0);
+    add_gaussian(batch.frames[0].science, Gauss{50.0, 50.0, 60.0, 1.5, 1.5, 0});
+    add_gaussian(batch.frames[0].science, Gauss{150.0, 50.0, 100.0, 1.5, 1.5, 0});
+    return batch;
+  };
+  Batch a = two_halves();
+  local->process(a);
+  ASSERT_FALSE(a.frames[0].failed());
+  EXPECT_EQ(a.frames[0].catalog.rows(), 1U);
+  EXPECT_GE(nearest(a.frames[0].catalog, 51.0, 51.0, 0.5), 0);
+  Batch b = two_halves();
+  global->process(b);
+  ASSERT_FALSE(b.frames[0].failed());
+  EXPECT_EQ(b.frames[0].catalog.rows(), 1U);
+  EXPECT_GE(nearest(b.frames[0].catalog, 151.0, 51.0, 0.5), 0);
+}
