@@ -20,9 +20,10 @@
 // an object whose isophotal rms semi-major axis is below rescue_compact_a_pix,
 // rescue_edge_score > 0 for one the frame's border cuts) are added with FLAGS 512 (DET_SCORE =
 // that maximum).
-// Centres (`centre`): the barycentre of the source's footprint (default), the network's own, or
-// (isophotal) the barycentre of the isophotal object holding it when it holds no other
-// detection, as SExtractor's X_IMAGE.
+// Centres (`centre`): the windowed centroid (XWIN_IMAGE, started from the footprint's
+// barycentre; default), the barycentre of the source's footprint (SExtractor's X_IMAGE), the
+// network's own, or (isophotal) the barycentre of the isophotal object holding it when it holds
+// no other detection.
 // Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
 // nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
 // footprint around the network's centre, and Kron photometry (kron_aperture.hpp).
@@ -182,6 +183,7 @@ class DetectStage : public astroflow::Stage {
     const std::string centre = o.get_string("centre");
     barycentre_ = centre != "network";
     isophotal_centre_ = centre == "isophotal";
+    windowed_centre_ = centre == "windowed";
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -796,12 +798,14 @@ class DetectStage : public astroflow::Stage {
       }
       number[k] = label;
       flags[k] = f;
-      xim[k] = c.x + 1.0 + tile.x0_pix;
-      yim[k] = c.y + 1.0 + tile.y0_pix;
       const auto [wx, wy] =
           windowed_centre(image, segmap, label, c.x, c.y, std::max(0.5, std::sqrt(ak * bk)));
       xwin[k] = wx + 1.0 + tile.x0_pix;
       ywin[k] = wy + 1.0 + tile.y0_pix;
+      // centre: windowed reports the windowed centroid as the position; the box, footprint and
+      // AUTO aperture stay on the barycentre, as SExtractor's.
+      xim[k] = windowed_centre_ ? xwin[k] : c.x + 1.0 + tile.x0_pix;
+      yim[k] = windowed_centre_ ? ywin[k] : c.y + 1.0 + tile.y0_pix;
       xmin[k] = r.x + 1 + tile.x0_pix;
       xmax[k] = r.x + r.width + tile.x0_pix;
       ymin[k] = r.y + 1 + tile.y0_pix;
@@ -821,12 +825,13 @@ class DetectStage : public astroflow::Stage {
       decwin[k] = dec[k];
       if (frame.wcs) {
         // frame.wcs is already shifted to the tile origin: it takes tile-local coordinates.
-        const astroflow::SkyCoord s = frame.wcs->pixel_to_sky({c.x + 1.0, c.y + 1.0});
-        ra[k] = s.ra_deg;
-        dec[k] = s.dec_deg;
         const astroflow::SkyCoord sky_win = frame.wcs->pixel_to_sky({wx + 1.0, wy + 1.0});
         rawin[k] = sky_win.ra_deg;
         decwin[k] = sky_win.dec_deg;
+        const astroflow::SkyCoord s =
+            windowed_centre_ ? sky_win : frame.wcs->pixel_to_sky({c.x + 1.0, c.y + 1.0});
+        ra[k] = s.ra_deg;
+        dec[k] = s.dec_deg;
       }
     }
 
@@ -838,9 +843,10 @@ class DetectStage : public astroflow::Stage {
     cat = astroflow::Catalog{};
     cat.resize(n);
     cat.add_column<std::int32_t>("NUMBER", "", "running object number") = number;
-    const char* centre = isophotal_centre_ ? "isophotal or footprint barycentre"
-                         : barycentre_     ? "footprint barycentre"
-                                           : "network centre";
+    const char* centre = isophotal_centre_  ? "isophotal or footprint barycentre"
+                         : windowed_centre_ ? "windowed centroid"
+                         : barycentre_      ? "footprint barycentre"
+                                            : "network centre";
     cat.add_column<double>("X_IMAGE", "pix", std::string(centre) + " x, 1-based, full image") = xim;
     cat.add_column<double>("Y_IMAGE", "pix", std::string(centre) + " y, 1-based, full image") = yim;
     cat.add_column<double>("XWIN_IMAGE", "pix",
@@ -890,6 +896,7 @@ class DetectStage : public astroflow::Stage {
   float rescue_edge_score_ = 0.0f;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
+  bool windowed_centre_ = false;  // centre: windowed
   double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
   double zeropoint_ = 25.0;
@@ -958,11 +965,12 @@ ASTROFLOW_PLUGIN(
                     "heatmap value an isophotal object cut by the frame's border needs; 0 = no "
                     "edge tier",
                     0.0, 1.0)
-        .add_string("centre", "barycentre",
+        .add_string("centre", "windowed",
                     "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "
                     "network's peak + offset, or isophotal: the barycentre of the isophotal "
-                    "object holding only this detection (else the footprint's)",
-                    {"barycentre", "network", "isophotal"})
+                    "object holding only this detection (else the footprint's), or windowed: "
+                    "the windowed centroid (XWIN_IMAGE) started from the footprint's barycentre",
+                    {"barycentre", "network", "isophotal", "windowed"})
         .add_double("isophotal_centre_snr", 20.0,
                     "centre isophotal: the S/N an isophotal object needs to give its barycentre",
                     0.0, 1e9)
