@@ -287,6 +287,27 @@ void Header::erase(std::string_view key) {
   std::erase_if(cards_, [&k](const std::string& c) { return card_key(c) == k; });
 }
 
+double poisson_gain(const Header& header) {
+  if (const auto g = header.get_double("GAIN"); g && std::isfinite(*g) && *g > 0.0) return *g;
+  const auto bunit = header.get_string("BUNIT");
+  if (!bunit) return 0.0;
+  std::string u;
+  for (const char c : upper(*bunit)) {
+    if (c != ' ') u += c;
+  }
+  static constexpr std::string_view kElectrons[] = {"ELECTRONS", "ELECTRON", "E-"};
+  for (const std::string_view e : kElectrons) {
+    if (u == e) return 1.0;
+    for (const std::string_view per_s : {"/S", "/SEC", "/SECOND"}) {
+      if (u == std::string(e) + std::string(per_s)) {
+        const auto t = header.get_double("EXPTIME");
+        return t && std::isfinite(*t) && *t > 0.0 ? *t : 0.0;
+      }
+    }
+  }
+  return 0.0;
+}
+
 std::string Header::to_fits_string() const {
   std::string out;
   out.reserve(cards_.size() * kCardLength);

@@ -728,7 +728,7 @@ class DetectStage : public astroflow::Stage {
     assign_footprints();
 
     double gain = gain_;
-    if (gain <= 0.0) gain = frame.header.get_double("GAIN").value_or(0.0);
+    if (gain <= 0.0) gain = astroflow::poisson_gain(frame.header);
     const double zp = frame.header.get_double("MAGZERO").value_or(zeropoint_);
     const auto& tile = frame.tile;
     std::vector<std::int32_t> number(n), flags(n), xmin(n), xmax(n), ymin(n), ymax(n);
@@ -975,8 +975,8 @@ ASTROFLOW_PLUGIN(
                     "centre isophotal: the S/N an isophotal object needs to give its barycentre",
                     0.0, 1e9)
         .add_double("gain", 0.0,
-                    "e-/count for the Poisson term of FLUXERR_AUTO; 0 = header GAIN, none if "
-                    "absent",
+                    "e-/count for the Poisson term of FLUXERR_AUTO; 0 = from the header: GAIN, "
+                    "else 1 for BUNIT electrons, EXPTIME for electrons/s, else none",
                     0.0, 1e9)
         .add_double("mag_zeropoint", 25.0, "zero point used when the header has no MAGZERO", -100.0,
                     100.0))

@@ -177,7 +177,7 @@ class SegmentStage : public astroflow::Stage {
         var[k] += static_cast<double>(r[x]) * r[x];
       }
     }
-    const double gain = frame.header.get_double("GAIN").value_or(0.0);
+    const double gain = astroflow::poisson_gain(frame.header);
     static const char* kNames[seg::kClassCount] = {"background", "spheroid", "disk", "irregular",
                                                    "point_source"};
     auto& iso = cat.add_column<std::int32_t>("ISOAREA_IMAGE", "pix2",

@@ -393,7 +393,7 @@ class SourcesStage final : public astroflow::Stage {
     }
 
     double gain = p_.gain_e_per_adu;
-    if (gain <= 0.0) gain = frame.header.get_double("GAIN").value_or(0.0);
+    if (gain <= 0.0) gain = astroflow::poisson_gain(frame.header);
     const double zp = frame.header.get_double("MAGZERO").value_or(p_.mag_zeropoint);
 
     const std::size_t n_obj = order.size();
@@ -684,7 +684,8 @@ ASTROFLOW_PLUGIN(
         .add_double("mag_zeropoint", 25.0,
                     "zero point used when the header has no MAGZERO (MAG_ZEROPOINT)", -100.0, 100.0)
         .add_double("gain", 0.0,
-                    "e-/count for the Poisson term of FLUXERR; 0 = header GAIN, none if absent",
+                    "e-/count for the Poisson term of FLUXERR; 0 = from the header: GAIN, else 1 "
+                    "for BUNIT electrons, EXPTIME for electrons/s, else none",
                     0.0, 1e9)
         .add_bool("clean", true,
                   "merge detections explained by the Moffat wings of a brighter one (CLEAN)")

@@ -211,6 +211,39 @@ TEST(Sources, FluxErrorMatchesNoise) {
   EXPECT_NEAR(mean / 400.0, kExpectedAutoFraction, 3.0 * err / 400.0 + 0.02);
 }
 
+TEST(Sources, ElectronUnitsInBunitAddThePoissonTermWithoutAGainCard) {
+  // An HST FLT image: BUNIT = 'ELECTRONS', no GAIN card. FLUXERR_AUTO must then carry the
+  // Poisson term of gain 1 (as `gain: 1` gives), sqrt(rms^2 N + sum of positive pixels).
+  const Gauss star{100.0, 100.0, 40000.0, 1.5, 1.5, 0};
+  auto fluxerr = [&](const std::string& bunit, double gain_option) {
+    Batch batch;
+    batch.frames.push_back(noise_frame(200, 200, 1.0, 41));
+    add_gaussian(batch.frames[0].science, star);
+    if (!bunit.empty()) batch.frames[0].header.set("BUNIT", bunit);
+    Pipeline p({{"gain", OptionValue(gain_option)}});
+    p.run(batch);
+    const Catalog& cat = batch.frames[0].catalog;
+    const int i = nearest(cat, star.x + 1, star.y + 1, 1.5);
+    EXPECT_GE(i, 0);
+    if (i < 0) return std::pair{0.0, 0.0};
+    const auto k = static_cast<std::size_t>(i);
+    return std::pair{cat.get<double>("FLUX_AUTO")[k], cat.get<double>("FLUXERR_AUTO")[k]};
+  };
+  const auto [flux, err_none] = fluxerr("", 0.0);
+  const auto [flux_e, err_electrons] = fluxerr("ELECTRONS", 0.0);
+  const auto [flux_g, err_gain1] = fluxerr("", 1.0);
+  const auto [flux_c, err_counts] = fluxerr("COUNTS", 0.0);
+  EXPECT_DOUBLE_EQ(flux_e, flux);
+  EXPECT_DOUBLE_EQ(err_electrons, err_gain1);
+  EXPECT_DOUBLE_EQ(err_counts, err_none);
+  // The Poisson variance is the sum of the aperture's positive pixels: the flux plus the
+  // positive half of the noise (~0.4 rms per pixel over ~100-200 pixels).
+  const double poisson = err_electrons * err_electrons - err_none * err_none;
+  EXPECT_GT(poisson, flux);
+  EXPECT_LT(poisson, flux + 200.0);
+  EXPECT_GT(err_electrons, 5.0 * err_none);
+}
+
 TEST(Sources, EllipticalGaussianMoments) {
   Batch batch;
   batch.frames.push_back(noise_frame(256, 256, 1.0, 17));

@@ -102,6 +102,31 @@ TEST(Header, IntegersBoolsAndFortranExponents) {
   EXPECT_FALSE(h.get_double("MISSING").has_value());
 }
 
+TEST(Header, PoissonGainComesFromGainElseFromBunit) {
+  // HST ACS/WFC3 FLT images carry BUNIT = 'ELECTRONS' and no GAIN card; drizzled ones
+  // 'ELECTRONS/S' with the exposure time in EXPTIME. SExtractor's manual asks for GAIN 1 and
+  // GAIN = EXPTIME there.
+  Header h;
+  EXPECT_EQ(poisson_gain(h), 0.0);
+  h.set("BUNIT", "ELECTRONS");
+  EXPECT_EQ(poisson_gain(h), 1.0);
+  h.set("BUNIT", "electrons / s");
+  EXPECT_EQ(poisson_gain(h), 0.0);  // a rate without EXPTIME: no Poisson term
+  h.set("EXPTIME", 507.0);
+  EXPECT_EQ(poisson_gain(h), 507.0);
+  h.set("BUNIT", "e-/s");
+  EXPECT_EQ(poisson_gain(h), 507.0);
+  h.set("BUNIT", "COUNTS");
+  EXPECT_EQ(poisson_gain(h), 0.0);
+  h.set("BUNIT", "ELECTRONS/PIX");  // not a unit the rule knows
+  EXPECT_EQ(poisson_gain(h), 0.0);
+  h.set("BUNIT", "ELECTRONS");
+  h.set("GAIN", 2.5);  // the GAIN card wins
+  EXPECT_EQ(poisson_gain(h), 2.5);
+  h.set("GAIN", 0.0);  // GAIN 0 means none in SExtractor: fall back to BUNIT
+  EXPECT_EQ(poisson_gain(h), 1.0);
+}
+
 TEST(Header, LiteralsAndPlainIntsPickTheRightOverload) {
   Header h;
   h.set("FILTER", "F814W");  // must not become the logical T

@@ -58,4 +58,10 @@ class Header {
   std::vector<std::string> cards_;
 };
 
+/// Electrons per data unit for the Poisson term of flux errors, taken from the header as
+/// SExtractor's manual advises for its GAIN: the GAIN card when positive; else 1 when BUNIT says
+/// the data are electrons (HST's `ELECTRONS`), EXPTIME when they are electrons per second
+/// (`ELECTRONS/S`); else 0, no Poisson term. A plugin's `gain` option, when positive, wins.
+[[nodiscard]] double poisson_gain(const Header& header);
+
 }  // namespace astroflow
