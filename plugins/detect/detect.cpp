@@ -26,7 +26,8 @@
 // no other detection.
 // Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
 // nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
-// footprint around the network's centre, and Kron photometry (kron_aperture.hpp).
+// footprint around the centre (or, moments: isophotal, of the isophotal object holding only this
+// detection), and Kron photometry (kron_aperture.hpp).
 //
 // One OnnxModel per instance (cv::dnn::Net is not thread-safe); the host gives each concurrent
 // slot its own instance.
@@ -73,6 +74,9 @@ constexpr double kNoMag = 99.0;
 constexpr double kRescueFilterFwhm = 3.0;
 constexpr double kRescueThreshold = 1.5;
 constexpr int kRescueMinArea = 5;
+// moments: isophotal takes the moments of isophotal objects from this S/N (the rescue's default
+// rescue_snr, so that the default stage deblends no more components than before).
+constexpr double kIsoMomentsMinSnr = 5.0;
 constexpr int kRescueNthresh = 32;
 constexpr double kRescueMincont = 0.005;
 constexpr double kRescueSupportPix = 3.0;  // heatmap support: its maximum within this radius
@@ -88,12 +92,15 @@ struct Candidate {
   bool rescued = false;      // an isophotal object (FLAGS 512)
   double iso_snr = 0.0;      // its isophotal S/N
   double iso_a = 0.0;        // its isophotal rms semi-major axis, pixels
+  double iso_b = 0.0;        // its isophotal rms semi-minor axis, pixels
+  double iso_theta = 0.0;    // its isophotal position angle, degrees
   bool iso_edge = false;     // its isophotal object touches the frame's border (cut by it)
   bool iso_centred = false;  // centre = barycentre of the isophotal object holding it
 };
 
 // The objects found on the isophotes (isophotal_objects): the rescue's candidates, and for
-// `centre: isophotal` each deblended object's barycentre and S/N with a map of its pixels.
+// `centre: isophotal` or `moments: isophotal` each deblended object's barycentre, S/N and
+// moments with a map of its pixels.
 struct IsophotalObjects {
   std::vector<Candidate> rescue;  // S/N >= rescue_snr
   std::vector<Candidate> all;     // every deblended object; label l is all[l - 1]
@@ -184,6 +191,7 @@ class DetectStage : public astroflow::Stage {
     barycentre_ = centre != "network";
     isophotal_centre_ = centre == "isophotal";
     windowed_centre_ = centre == "windowed";
+    isophotal_moments_ = o.get_string("moments") == "isophotal";
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -231,7 +239,7 @@ class DetectStage : public astroflow::Stage {
     cands = suppress(std::move(cands));
     add_rescued(cands, iso.rescue);
     centre_on_isophotes(cands, iso);
-    measure(frame, t, blank, cands);
+    measure(frame, t, blank, iso, cands);
     frame.header.add_history("astroflow detect: model sha256 " + model_->card().sha256);
     stamp(frame, model_->card().sha256);
   }
@@ -269,17 +277,19 @@ class DetectStage : public astroflow::Stage {
 
   // Objects on the isophotes of t (rms units; blank pixels 0): the rescue's candidates, with
   // isophotal S/N (sum of t over the object / sqrt(pixels)) >= rescue_snr, whose score
-  // run_network sets; for centre: isophotal also every object of S/N >= isophotal_centre_snr
-  // and a map of its pixels. Only components whose own S/N reaches half the lower of the two
-  // are deblended.
+  // run_network sets; for centre: isophotal (and moments: isophotal) also every object and a
+  // map of its pixels. Only components whose own S/N reaches half the lowest S/N an object is
+  // used at are deblended.
   [[nodiscard]] IsophotalObjects isophotal_objects(const cv::Mat& t, const cv::Mat& blank) const {
     IsophotalObjects out;
     const bool rescue = rescue_snr_ > 0.0;
-    if (!rescue && !isophotal_centre_) return out;
+    const bool keep_all = isophotal_centre_ || isophotal_moments_;
+    if (!rescue && !keep_all) return out;
     // Components are deblended from half the lowest S/N an object is used at.
     double min_snr = std::numeric_limits<double>::infinity();
     if (rescue) min_snr = rescue_snr_;
     if (isophotal_centre_) min_snr = std::min(min_snr, iso_centre_snr_);
+    if (isophotal_moments_) min_snr = std::min(min_snr, kIsoMomentsMinSnr);
     const int w = t.cols;
     const int h = t.rows;
     const cv::Mat k = astroflow::gaussian_kernel_1d(kRescueFilterFwhm);
@@ -321,7 +331,7 @@ class DetectStage : public astroflow::Stage {
       }
     }
     const astroflow::Deblender deblender(filt, kRescueMinArea, kRescueNthresh, kRescueMincont);
-    if (isophotal_centre_) out.label = cv::Mat::zeros(h, w, CV_32S);
+    if (keep_all) out.label = cv::Mat::zeros(h, w, CV_32S);
     const float* tv = t.ptr<float>();
     for (const auto& comp : comps) {
       if (comp.empty()) continue;
@@ -367,12 +377,19 @@ class DetectStage : public astroflow::Stage {
         c.iso_snr = s / std::sqrt(npix);
         // Second moments about the barycentre from raw sums: in double precision the
         // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
-        c.iso_a =
-            astroflow::rms_axes(sxx / sw - c.x * c.x, syy / sw - c.y * c.y, sxy / sw - c.x * c.y)
-                .first;
+        double mxx = sxx / sw - c.x * c.x;
+        double myy = syy / sw - c.y * c.y;
+        const double mxy = sxy / sw - c.x * c.y;
+        // SExtractor's guard against a singular (e.g. one-pixel-wide) object.
+        if (mxx * myy - mxy * mxy < 1.0 / 144.0) {
+          mxx += 1.0 / 12.0;
+          myy += 1.0 / 12.0;
+        }
+        std::tie(c.iso_a, c.iso_b) = astroflow::rms_axes(mxx, myy, mxy);
+        c.iso_theta = 0.5 * std::atan2(2.0 * mxy, mxx - myy) * 180.0 / CV_PI;
         c.iso_edge = x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1;
         c.score = -1.0f;  // no owning tile yet
-        if (isophotal_centre_ && c.iso_snr >= iso_centre_snr_) {
+        if (keep_all) {
           out.all.push_back(c);
           const int l = static_cast<int>(out.all.size());
           int* lab = out.label.ptr<int>();
@@ -440,6 +457,7 @@ class DetectStage : public astroflow::Stage {
       const int l = owner[k];
       if (l == 0 || count[static_cast<std::size_t>(l)] != 1 || cands[k].rescued) continue;
       const Candidate& o = iso.all[static_cast<std::size_t>(l - 1)];
+      if (o.iso_snr < iso_centre_snr_) continue;
       cands[k].x = o.x;
       cands[k].y = o.y;
       cands[k].iso_centred = true;
@@ -631,7 +649,7 @@ class DetectStage : public astroflow::Stage {
   }
 
   void measure(astroflow::Frame& frame, const cv::Mat& t, const cv::Mat& blank,
-               std::vector<Candidate>& cands) const {
+               const IsophotalObjects& iso, std::vector<Candidate>& cands) const {
     const int w = t.cols;
     const int h = t.rows;
     // Catalog order: by y, then x (as the sources stage numbers its rows).
@@ -727,6 +745,27 @@ class DetectStage : public astroflow::Stage {
     }
     assign_footprints();
 
+    // moments: isophotal. The isophotal object (deblended as SExtractor does) that holds exactly
+    // one detection's centre gives that detection its second moments, as SExtractor's A_IMAGE,
+    // B_IMAGE and THETA_IMAGE, and so its Kron ellipse; the others keep their footprint's. The
+    // footprint is cut by the network's box (about twice the profile radius), which on bright
+    // stars leaves out the wings.
+    std::vector<int> iso_owner(n, 0);
+    if (isophotal_moments_ && !iso.all.empty()) {
+      std::vector<int> count(iso.all.size() + 1, 0);
+      for (std::size_t k = 0; k < n; ++k) {
+        const int px = std::clamp(static_cast<int>(std::lround(cands[k].x)), 0, w - 1);
+        const int py = std::clamp(static_cast<int>(std::lround(cands[k].y)), 0, h - 1);
+        iso_owner[k] = iso.label.at<int>(py, px);
+        ++count[static_cast<std::size_t>(iso_owner[k])];
+      }
+      for (std::size_t k = 0; k < n; ++k) {
+        if (iso_owner[k] != 0 && count[static_cast<std::size_t>(iso_owner[k])] != 1) {
+          iso_owner[k] = 0;
+        }
+      }
+    }
+
     double gain = gain_;
     if (gain <= 0.0) gain = astroflow::poisson_gain(frame.header);
     const double zp = frame.header.get_double("MAGZERO").value_or(zeropoint_);
@@ -782,6 +821,14 @@ class DetectStage : public astroflow::Stage {
         std::tie(ak, bk) = astroflow::rms_axes(xx, yy, xy);
         th = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
       }
+      // The windowed centroid's window stays on the footprint's moments with either `moments`.
+      const double window = std::max(0.5, std::sqrt(ak * bk));
+      if (iso_owner[k] != 0) {
+        const Candidate& o = iso.all[static_cast<std::size_t>(iso_owner[k] - 1)];
+        ak = o.iso_a;
+        bk = o.iso_b;
+        th = o.iso_theta;
+      }
       const astroflow::KronResult kr =
           astroflow::kron_photometry({c.x, c.y, ak, bk, th}, label, image, rms, segmap, gain);
       if (kr.crowded) f |= kFlagCrowded;
@@ -798,8 +845,7 @@ class DetectStage : public astroflow::Stage {
       }
       number[k] = label;
       flags[k] = f;
-      const auto [wx, wy] =
-          windowed_centre(image, segmap, label, c.x, c.y, std::max(0.5, std::sqrt(ak * bk)));
+      const auto [wx, wy] = windowed_centre(image, segmap, label, c.x, c.y, window);
       xwin[k] = wx + 1.0 + tile.x0_pix;
       ywin[k] = wy + 1.0 + tile.y0_pix;
       // centre: windowed reports the windowed centroid as the position; the box, footprint and
@@ -896,7 +942,8 @@ class DetectStage : public astroflow::Stage {
   float rescue_edge_score_ = 0.0f;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
-  bool windowed_centre_ = false;  // centre: windowed
+  bool windowed_centre_ = false;    // centre: windowed
+  bool isophotal_moments_ = false;  // moments: isophotal
   double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
   double zeropoint_ = 25.0;
@@ -971,6 +1018,11 @@ ASTROFLOW_PLUGIN(
                     "object holding only this detection (else the footprint's), or windowed: "
                     "the windowed centroid (XWIN_IMAGE) started from the footprint's barycentre",
                     {"barycentre", "network", "isophotal", "windowed"})
+        .add_string("moments", "footprint",
+                    "A_IMAGE/B_IMAGE/THETA_IMAGE and the Kron ellipse: the footprint's (pixels "
+                    "above 1 rms in the network's box) or isophotal: those of the isophotal "
+                    "object holding only this detection (as SExtractor's), else the footprint's",
+                    {"footprint", "isophotal"})
         .add_double("isophotal_centre_snr", 20.0,
                     "centre isophotal: the S/N an isophotal object needs to give its barycentre",
                     0.0, 1e9)
