@@ -437,15 +437,14 @@ class DetectStage : public astroflow::Stage {
     cands.insert(cands.end(), add.begin(), add.end());
   }
 
-  // centre: isophotal. A network detection that is the only one inside an isophotal object
-  // (deblended as SExtractor does, S/N >= isophotal_centre_snr) takes that object's barycentre,
-  // SExtractor's X_IMAGE: the box's footprint of a bright or saturated object is cut by the
-  // network's box and by neighbours' boxes. Rescued objects already sit at their barycentre.
-  void centre_on_isophotes(std::vector<Candidate>& cands, const IsophotalObjects& iso) const {
-    if (!isophotal_centre_ || iso.all.empty()) return;
+  // For each candidate, the label (1-based in iso.all) of the isophotal object holding its
+  // centre when it holds no other candidate's centre, else 0.
+  [[nodiscard]] static std::vector<int> sole_owners(const std::vector<Candidate>& cands,
+                                                    const IsophotalObjects& iso) {
+    std::vector<int> owner(cands.size(), 0);
+    if (iso.all.empty()) return owner;
     const int w = iso.label.cols;
     const int h = iso.label.rows;
-    std::vector<int> owner(cands.size(), 0);
     std::vector<int> count(iso.all.size() + 1, 0);
     for (std::size_t k = 0; k < cands.size(); ++k) {
       const int px = std::clamp(static_cast<int>(std::lround(cands[k].x)), 0, w - 1);
@@ -453,9 +452,22 @@ class DetectStage : public astroflow::Stage {
       owner[k] = iso.label.at<int>(py, px);
       ++count[static_cast<std::size_t>(owner[k])];
     }
+    for (int& l : owner) {
+      if (l != 0 && count[static_cast<std::size_t>(l)] != 1) l = 0;
+    }
+    return owner;
+  }
+
+  // centre: isophotal. A network detection that is the only one inside an isophotal object
+  // (deblended as SExtractor does, S/N >= isophotal_centre_snr) takes that object's barycentre,
+  // SExtractor's X_IMAGE: the box's footprint of a bright or saturated object is cut by the
+  // network's box and by neighbours' boxes. Rescued objects already sit at their barycentre.
+  void centre_on_isophotes(std::vector<Candidate>& cands, const IsophotalObjects& iso) const {
+    if (!isophotal_centre_ || iso.all.empty()) return;
+    const std::vector<int> owner = sole_owners(cands, iso);
     for (std::size_t k = 0; k < cands.size(); ++k) {
       const int l = owner[k];
-      if (l == 0 || count[static_cast<std::size_t>(l)] != 1 || cands[k].rescued) continue;
+      if (l == 0 || cands[k].rescued) continue;
       const Candidate& o = iso.all[static_cast<std::size_t>(l - 1)];
       if (o.iso_snr < iso_centre_snr_) continue;
       cands[k].x = o.x;
@@ -750,21 +762,8 @@ class DetectStage : public astroflow::Stage {
     // B_IMAGE and THETA_IMAGE, and so its Kron ellipse; the others keep their footprint's. The
     // footprint is cut by the network's box (about twice the profile radius), which on bright
     // stars leaves out the wings.
-    std::vector<int> iso_owner(n, 0);
-    if (isophotal_moments_ && !iso.all.empty()) {
-      std::vector<int> count(iso.all.size() + 1, 0);
-      for (std::size_t k = 0; k < n; ++k) {
-        const int px = std::clamp(static_cast<int>(std::lround(cands[k].x)), 0, w - 1);
-        const int py = std::clamp(static_cast<int>(std::lround(cands[k].y)), 0, h - 1);
-        iso_owner[k] = iso.label.at<int>(py, px);
-        ++count[static_cast<std::size_t>(iso_owner[k])];
-      }
-      for (std::size_t k = 0; k < n; ++k) {
-        if (iso_owner[k] != 0 && count[static_cast<std::size_t>(iso_owner[k])] != 1) {
-          iso_owner[k] = 0;
-        }
-      }
-    }
+    const std::vector<int> iso_owner =
+        isophotal_moments_ ? sole_owners(cands, iso) : std::vector<int>(n, 0);
 
     double gain = gain_;
     if (gain <= 0.0) gain = astroflow::poisson_gain(frame.header);
