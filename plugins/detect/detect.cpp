@@ -377,16 +377,11 @@ class DetectStage : public astroflow::Stage {
         c.iso_snr = s / std::sqrt(npix);
         // Second moments about the barycentre from raw sums: in double precision the
         // cancellation costs ~1e-8 px^2 at coordinates of 10^4 px.
-        double mxx = sxx / sw - c.x * c.x;
-        double myy = syy / sw - c.y * c.y;
-        const double mxy = sxy / sw - c.x * c.y;
-        // SExtractor's guard against a singular (e.g. one-pixel-wide) object.
-        if (mxx * myy - mxy * mxy < 1.0 / 144.0) {
-          mxx += 1.0 / 12.0;
-          myy += 1.0 / 12.0;
-        }
-        std::tie(c.iso_a, c.iso_b) = astroflow::rms_axes(mxx, myy, mxy);
-        c.iso_theta = 0.5 * std::atan2(2.0 * mxy, mxx - myy) * 180.0 / CV_PI;
+        const astroflow::MomentAxes m = astroflow::moment_axes(
+            sxx / sw - c.x * c.x, syy / sw - c.y * c.y, sxy / sw - c.x * c.y);
+        c.iso_a = m.a;
+        c.iso_b = m.b;
+        c.iso_theta = m.theta_deg;
         c.iso_edge = x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1;
         c.score = -1.0f;  // no owning tile yet
         if (keep_all) {
@@ -809,16 +804,10 @@ class DetectStage : public astroflow::Stage {
         th = 90.0;
       }
       if (npix >= 3 && sw > 0.0) {
-        xx /= sw;
-        yy /= sw;
-        xy /= sw;
-        // SExtractor's guard against a singular (e.g. one-pixel-wide) footprint.
-        if (xx * yy - xy * xy < 1.0 / 144.0) {
-          xx += 1.0 / 12.0;
-          yy += 1.0 / 12.0;
-        }
-        std::tie(ak, bk) = astroflow::rms_axes(xx, yy, xy);
-        th = 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI;
+        const astroflow::MomentAxes m = astroflow::moment_axes(xx / sw, yy / sw, xy / sw);
+        ak = m.a;
+        bk = m.b;
+        th = m.theta_deg;
       }
       // The windowed centroid's window stays on the footprint's moments with either `moments`.
       const double window = std::max(0.5, std::sqrt(ak * bk));

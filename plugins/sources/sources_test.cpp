@@ -231,8 +231,8 @@ TEST(Sources, ElectronUnitsInBunitAddThePoissonTermWithoutAGainCard) {
   };
   const auto [flux, err_none] = fluxerr("", 0.0);
   const auto [flux_e, err_electrons] = fluxerr("ELECTRONS", 0.0);
-  const auto [flux_g, err_gain1] = fluxerr("", 1.0);
-  const auto [flux_c, err_counts] = fluxerr("COUNTS", 0.0);
+  const double err_gain1 = fluxerr("", 1.0).second;
+  const double err_counts = fluxerr("COUNTS", 0.0).second;
   EXPECT_DOUBLE_EQ(flux_e, flux);
   EXPECT_DOUBLE_EQ(err_electrons, err_gain1);
   EXPECT_DOUBLE_EQ(err_counts, err_none);

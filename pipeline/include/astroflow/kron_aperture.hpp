@@ -24,6 +24,23 @@ namespace astroflow {
   return {std::sqrt(std::max(0.0, mean + diff)), std::sqrt(std::max(0.0, mean - diff))};
 }
 
+/// A, B (rms axes, pix) and THETA (degrees, counter-clockwise from x) of second central moments
+/// xx, yy, xy, after SExtractor's guard against a singular (e.g. one-pixel-wide) object: when
+/// xx yy - xy^2 < 1/144, 1/12 is added to xx and yy.
+struct MomentAxes {
+  double a = 0.0;
+  double b = 0.0;
+  double theta_deg = 0.0;
+};
+[[nodiscard]] inline MomentAxes moment_axes(double xx, double yy, double xy) {
+  if (xx * yy - xy * xy < 1.0 / 144.0) {
+    xx += 1.0 / 12.0;
+    yy += 1.0 / 12.0;
+  }
+  const auto [a, b] = rms_axes(xx, yy, xy);
+  return {a, b, 0.5 * std::atan2(2.0 * xy, xx - yy) * 180.0 / CV_PI};
+}
+
 struct KronEllipse {
   double x_pix = 0.0;  ///< centre, 0-based, in the image given to kron_photometry
   double y_pix = 0.0;
