@@ -16,7 +16,8 @@
 // (large bright disks). Objects found on the isophotes as SExtractor does (Gaussian filter of
 // FWHM 3 px, 1.5 rms, 5 px, multi-threshold deblending) with isophotal S/N s >= rescue_snr, no
 // kept peak within rescue_radius_pix, and a heatmap maximum within 3 px of at least
-// rescue_score (rescue_bright_score from s >= rescue_bright_snr > 0, rescue_compact_score for
+// rescue_score (rescue_bright_score from s >= rescue_bright_snr > 0 for an object the deblender
+// left whole, or for any with rescue_bright_whole off; rescue_compact_score for
 // an object whose isophotal rms semi-major axis is below rescue_compact_a_pix,
 // rescue_edge_score > 0 for one the frame's border cuts) are added with FLAGS 512 (DET_SCORE =
 // that maximum).
@@ -95,6 +96,7 @@ struct Candidate {
   double iso_b = 0.0;        // its isophotal rms semi-minor axis, pixels
   double iso_theta = 0.0;    // its isophotal position angle, degrees
   bool iso_edge = false;     // its isophotal object touches the frame's border (cut by it)
+  bool iso_whole = false;    // the deblender left its isophotal component whole
   bool iso_centred = false;  // centre = barycentre of the isophotal object holding it
 };
 
@@ -183,6 +185,7 @@ class DetectStage : public astroflow::Stage {
     rescue_score_ = static_cast<float>(o.get_double("rescue_score"));
     rescue_bright_snr_ = o.get_double("rescue_bright_snr");
     rescue_bright_score_ = static_cast<float>(o.get_double("rescue_bright_score"));
+    rescue_bright_whole_ = o.get_bool("rescue_bright_whole");
     rescue_radius_pix_ = o.get_double("rescue_radius_pix");
     rescue_compact_score_ = static_cast<float>(o.get_double("rescue_compact_score"));
     rescue_compact_a_pix_ = o.get_double("rescue_compact_a_pix");
@@ -335,7 +338,8 @@ class DetectStage : public astroflow::Stage {
     const float* tv = t.ptr<float>();
     for (const auto& comp : comps) {
       if (comp.empty()) continue;
-      for (const astroflow::DeblendedObject& o : deblender.run(comp, kRescueThreshold)) {
+      const std::vector<astroflow::DeblendedObject> objects = deblender.run(comp, kRescueThreshold);
+      for (const astroflow::DeblendedObject& o : objects) {
         double s = 0.0;
         double sw = 0.0;
         double sx = 0.0;
@@ -383,6 +387,7 @@ class DetectStage : public astroflow::Stage {
         c.iso_b = m.b;
         c.iso_theta = m.theta_deg;
         c.iso_edge = x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1;
+        c.iso_whole = objects.size() == 1;
         c.score = -1.0f;  // no owning tile yet
         if (keep_all) {
           out.all.push_back(c);
@@ -397,9 +402,11 @@ class DetectStage : public astroflow::Stage {
   }
 
   // The heatmap value an isophotal object (S/N >= rescue_snr) needs: rescue_score, or
-  // rescue_bright_score from S/N rescue_bright_snr on (off by default: on fifteen validation
-  // fields the tier at 0.3 from S/N 100 added 17 rows and matched 3 truth objects fewer; the
-  // spurious bright rescued rows are mostly pieces of large irregulars), rescue_compact_score when
+  // rescue_bright_score from S/N rescue_bright_snr on for an object the deblender left whole
+  // (rescue_bright_whole: the large bright disks the network misses are whole, while the
+  // spurious bright rescued rows were mostly deblended pieces of large irregulars; on seventeen
+  // validation fields the whole-only tier added 14 rows, 13 real, where the tier for every
+  // object added 35 rows, 10 real; docs/detect.md), rescue_compact_score when
   // its isophotal rms semi-major axis is below rescue_compact_a_pix, or rescue_edge_score when the
   // frame's border cuts it (off by default: the network scores half objects low, and on the
   // validation fields most such objects centre outside the frame). The network scores small faint
@@ -407,7 +414,8 @@ class DetectStage : public astroflow::Stage {
   // while the spurious isophotal objects at such values are mostly pieces of extended galaxies
   // (docs/detect.md).
   [[nodiscard]] float required_support(const Candidate& r) const {
-    float need = rescue_bright_snr_ > 0.0 && r.iso_snr >= rescue_bright_snr_
+    float need = rescue_bright_snr_ > 0.0 && r.iso_snr >= rescue_bright_snr_ &&
+                         (r.iso_whole || !rescue_bright_whole_)
                      ? std::min(rescue_bright_score_, rescue_score_)
                      : rescue_score_;
     if (rescue_compact_score_ > 0.0f && r.iso_a < rescue_compact_a_pix_) {
@@ -922,8 +930,9 @@ class DetectStage : public astroflow::Stage {
   double merge_radius_pix_ = 2.0;
   double rescue_snr_ = 5.0;
   float rescue_score_ = 0.0f;  // 0: the card's output.rescue_score, else threshold_
-  double rescue_bright_snr_ = 0.0;
+  double rescue_bright_snr_ = 100.0;
   float rescue_bright_score_ = 0.3f;
+  bool rescue_bright_whole_ = true;
   double rescue_radius_pix_ = 6.0;
   float rescue_compact_score_ = 0.45f;
   double rescue_compact_a_pix_ = 1.5;
@@ -979,12 +988,15 @@ ASTROFLOW_PLUGIN(
                     "heatmap value an isophotal object of rescue_snr needs; 0 = the card's "
                     "output.rescue_score (chosen on validation), else threshold",
                     0.0, 1.0)
-        .add_double("rescue_bright_snr", 0.0,
+        .add_double("rescue_bright_snr", 100.0,
                     "isophotal S/N from which rescue_bright_score applies; 0 = no bright tier", 0.0,
                     1e9)
         .add_double("rescue_bright_score", 0.3,
                     "heatmap value an isophotal object of rescue_bright_snr or more needs", 0.0,
                     1.0)
+        .add_bool("rescue_bright_whole", true,
+                  "the bright tier applies only to isophotal objects the deblender left whole "
+                  "(not to pieces of a deblended component)")
         .add_double("rescue_radius_pix", 6.0,
                     "an isophotal object with a kept network peak this close is not rescued", 0.0,
                     100.0)

@@ -426,6 +426,40 @@ TEST(DetectPlugin, IsophotalRescueAddsBrightObjectsWithHeatmapSupportOnce) {
   }
 }
 
+TEST(DetectPlugin, TheBrightTierRescuesWholeIsophotalObjectsNotDeblendedPieces) {
+  // An isolated star and a pair 8 px apart, whose isophotes join into one component that the
+  // deblender splits in two. No network peak (threshold 1), no rescue below the bright tier
+  // (rescue_score 1 is never reached, no compact tier), and the bright tier needs no heatmap
+  // support: it keeps the isolated star, and the pieces of the pair only when
+  // rescue_bright_whole is off.
+  const std::vector<cv::Point2d> stars = {{80.0, 80.0}, {200.0, 150.0}, {208.0, 150.0}};
+  const Frame f = star_frame(320, 320, stars, 2000.0);
+  auto with = [&](bool whole) {
+    Frame copy = f;
+    copy.science = f.science.clone();
+    return run_detect(std::move(copy), {{"threshold", 1.0},
+                                        {"rescue_score", 1.0},
+                                        {"rescue_compact_score", 0.0},
+                                        {"rescue_bright_snr", 50.0},
+                                        {"rescue_bright_score", 0.0},
+                                        {"rescue_bright_whole", whole}});
+  };
+  const Frame whole = with(true);
+  const Frame pieces = with(false);
+  ASSERT_FALSE(whole.failed());
+  ASSERT_FALSE(pieces.failed());
+  EXPECT_EQ(whole.catalog.rows(), 1u);
+  EXPECT_GE(nearest(whole.catalog, 80.0, 80.0, 1.0), 0);
+  EXPECT_EQ(pieces.catalog.rows(), 3u);
+  for (const cv::Point2d& s : stars) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    const int k = nearest(pieces.catalog, s.x, s.y, 1.0);
+    ASSERT_GE(k, 0);
+    EXPECT_NE(pieces.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)] & kFlagRescued,
+              0);
+  }
+}
+
 TEST(DetectPlugin, WindowsFittedToTheFrameFindWhatFixedTilesFind) {
   // The card's input.size_multiple lets the network run on windows of any multiple of 16: by
   // default (tile 0) up to 512 px fitted to the frame (balanced_tile), here 3 x 3 windows of
