@@ -321,6 +321,8 @@ def main():
     ap.add_argument("--eval-every", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--recipe", default="models/detect/train.sh")
+    ap.add_argument("--channels", default="12,24,48,64",
+                    help="widths at 1/2, 1/4, 1/8 and 1/16 resolution")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(TORCH_SEED)
@@ -346,7 +348,8 @@ def main():
     print(f"loaded {len(train)} train, {len(val)} val fields in {time.time() - t_start:.0f} s",
           flush=True)
 
-    model = CenterNet()
+    channels = [int(c) for c in args.channels.split(",")]
+    model = CenterNet(*channels)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -415,6 +418,7 @@ def main():
     print("test:", json.dumps(test_m), flush=True)
 
     out = args.out
+    os.makedirs(out, exist_ok=True)
     onnx_path = os.path.join(out, "model.onnx")
     export_onnx(model, onnx_path, 1, TILE, TILE)
     # Reference pair: two 256 x 256 tiles of the first test field, t = (x - bkg) / rms.
@@ -444,6 +448,7 @@ def main():
             "seeds": {**{n: s for n, s in seeds.items()}, "torch": TORCH_SEED},
             "time_s": round(train_time, 1),
             "parameters": n_params,
+            "channels": channels,
             "steps": step,
             "best_step": best_step,
             "batch": args.batch,

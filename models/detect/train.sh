@@ -12,7 +12,9 @@
 #   5. chooses the stage's default threshold (output.score_threshold) with the C++ stage on the
 #      validation fields (tune_threshold.sh).
 # Usage: models/detect/train.sh        (MAX_TRAIN_S bounds the training loop: the cores are shared)
-# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S.
+# Environment: BUILD, AF (astroflow binary), DATA, THREADS, MAX_TRAIN_S, CHANNELS (the widths at
+# 1/2, 1/4, 1/8, 1/16 resolution), OUT (where the model and its card go; default models/detect),
+# TUNE (0: skip step 5, e.g. for a scratch OUT that tune_threshold.sh is then run on with MODEL).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
@@ -20,6 +22,9 @@ DATA=${DATA:-$BUILD/detect-data}
 THREADS=${THREADS:-2}
 MAX_TRAIN_S=${MAX_TRAIN_S:-2400}
 AF=${AF:-$BUILD/bin/astroflow}
+CHANNELS=${CHANNELS:-12,24,48,64}
+OUT=${OUT:-$ROOT/models/detect}
+TUNE=${TUNE:-1}
 
 if [ ! -x "$AF" ]; then
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release
@@ -43,8 +48,9 @@ grep -v '^#' "$ROOT/models/detect/fields.txt" | while read -r split name _; do
     --output "$DATA/bkg/$split" > /dev/null
 done
 
-nice -n 19 /usr/bin/python3 "$ROOT/models/detect/train.py" --data "$DATA" --out "$ROOT/models/detect" \
+nice -n 19 /usr/bin/python3 "$ROOT/models/detect/train.py" --data "$DATA" --out "$OUT" \
   --fields "$ROOT/models/detect/fields.txt" --threads "$THREADS" --max-train-s "$MAX_TRAIN_S" \
-  --recipe "models/detect/train.sh  (MAX_TRAIN_S=$MAX_TRAIN_S)"
+  --channels "$CHANNELS" --recipe "models/detect/train.sh  (MAX_TRAIN_S=$MAX_TRAIN_S CHANNELS=$CHANNELS)"
 # The stage's default threshold, chosen with the C++ stage on the validation fields.
+[ "$TUNE" = 0 ] && exit 0
 AF="$AF" DATA="$DATA" THREADS="$THREADS" "$ROOT/models/detect/tune_threshold.sh" "$(dirname "$(dirname "$AF")")"
