@@ -621,8 +621,8 @@ TEST(DetectPlugin, CompactTierRescuesOnlySmallIsophotalObjects) {
 TEST(DetectPlugin, EdgeTierRescuesOnlyObjectsTheFramesBorderCuts) {
   // Stars centred on the outer pixel of three borders, cut by the frame, and one inside. No
   // network peak and no ordinary rescue can keep any (threshold and rescue_score 1, compact
-  // tier off); rescue_edge_score keeps the cut ones, once each, at the barycentre of their
-  // visible light, with FLAGS 512 and 8; the star inside stays out.
+  // and bright tiers off); rescue_edge_score keeps the cut ones, once each, at the barycentre of
+  // their visible light, with FLAGS 512 and 8; the star inside stays out.
   const std::vector<cv::Point2d> cut = {{0.2, 150.0}, {479.6, 300.0}, {200.0, 0.3}};
   const cv::Point2d inside(240.0, 240.0);
   std::vector<cv::Point2d> stars = cut;
@@ -634,6 +634,7 @@ TEST(DetectPlugin, EdgeTierRescuesOnlyObjectsTheFramesBorderCuts) {
     return run_detect(std::move(copy), {{"threshold", 1.0},
                                         {"rescue_score", 1.0},
                                         {"rescue_compact_score", 0.0},
+                                        {"rescue_bright_snr", 0.0},
                                         {"rescue_edge_score", edge_score}});
   };
   const Frame edge = with(1e-6);
