@@ -15,10 +15,11 @@
 // image itself holds a significant object there, and the network scores some rare sources low
 // (large bright disks). Objects found on the isophotes as SExtractor does (Gaussian filter of
 // FWHM 3 px, 1.5 rms, 5 px, multi-threshold deblending) with isophotal S/N s >= rescue_snr, no
-// kept peak within rescue_radius_pix, and a heatmap maximum within 3 px of at least
-// rescue_score (rescue_bright_score from s >= rescue_bright_snr > 0 for an object the deblender
-// left whole, or for any with rescue_bright_whole off; rescue_compact_score for
-// an object whose isophotal rms semi-major axis is below rescue_compact_a_pix,
+// kept peak within rescue_radius_pix, and a heatmap maximum within 3 px (rescue_union, the
+// default: of 1 - (1 - star)(1 - galaxy), as the network splits small galaxies between the
+// classes) of at least rescue_score (rescue_bright_score from s >= rescue_bright_snr > 0 for an
+// object the deblender left whole, or for any with rescue_bright_whole off; rescue_compact_score
+// for an object whose isophotal rms semi-major axis is below rescue_compact_a_pix;
 // rescue_edge_score > 0 for one the frame's border cuts) are added with FLAGS 512 (DET_SCORE =
 // that maximum).
 // Centres (`centre`): the windowed centroid (XWIN_IMAGE, started from the footprint's
@@ -195,6 +196,8 @@ class DetectStage : public astroflow::Stage {
     isophotal_centre_ = centre == "isophotal";
     windowed_centre_ = centre == "windowed";
     isophotal_moments_ = o.get_string("moments") == "isophotal";
+    union_score_ = o.get_string("score") == "union";
+    rescue_union_ = o.get_bool("rescue_union");
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -562,7 +565,13 @@ class DetectStage : public astroflow::Stage {
         const float* o = out.ptr<float>() + (i - first) * 6 * oplane;
         const cv::Mat hs(oh, ow, CV_32F, const_cast<float*>(o + star_class_ * oplane));
         const cv::Mat hg(oh, ow, CV_32F, const_cast<float*>(o + (1 - star_class_) * oplane));
-        const cv::Mat hmax = cv::max(hs, hg);
+        // The detection score: the larger class heatmap, or (score: union) the probability
+        // that either class is there, 1 - (1 - star)(1 - galaxy), so that a source the network
+        // cannot place in one class is not scored low for it.
+        const cv::Mat hunion = hs + hg - hs.mul(hg);
+        const cv::Mat hmax = union_score_ ? hunion : cv::Mat(cv::max(hs, hg));
+        // The rescue's heatmap support: the score, or (rescue_union) the union whatever the score.
+        const cv::Mat& hsupport = rescue_union_ ? hunion : hmax;
         const int x0 = xs[tiles[i].ix];
         const int y0 = ys[tiles[i].iy];
         const auto& ox = own_x[tiles[i].ix];
@@ -583,7 +592,7 @@ class DetectStage : public astroflow::Stage {
               const double ddx = stride_x * (xx + 0.5) - 0.5 + x0 - r.x;
               const double ddy = stride_y * (yy + 0.5) - 0.5 + y0 - r.y;
               if (ddx * ddx + ddy * ddy > kRescueSupportPix * kRescueSupportPix) continue;
-              const float v = hmax.at<float>(yy, xx);
+              const float v = hsupport.at<float>(yy, xx);
               if (v > r.score) {
                 r.score = v;
                 const float s = hs.at<float>(yy, xx);
@@ -941,6 +950,8 @@ class DetectStage : public astroflow::Stage {
   bool isophotal_centre_ = false;
   bool windowed_centre_ = false;    // centre: windowed
   bool isophotal_moments_ = false;  // moments: isophotal
+  bool union_score_ = false;        // score: union
+  bool rescue_union_ = true;        // the rescue's support is the union of the class heatmaps
   double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
   double zeropoint_ = 25.0;
@@ -1023,6 +1034,12 @@ ASTROFLOW_PLUGIN(
                     "above 1 rms in the network's box) or isophotal: those of the isophotal "
                     "object holding only this detection (as SExtractor's), else the footprint's",
                     {"footprint", "isophotal"})
+        .add_string("score", "max",
+                    "DET_SCORE from the two class heatmaps: max, the larger, or union, "
+                    "1 - (1 - star)(1 - galaxy)",
+                    {"max", "union"})
+        .add_bool("rescue_union", true,
+                  "the rescue's heatmap support is 1 - (1 - star)(1 - galaxy) whatever score is")
         .add_double("isophotal_centre_snr", 20.0,
                     "centre isophotal: the S/N an isophotal object needs to give its barycentre",
                     0.0, 1e9)
