@@ -568,7 +568,8 @@ class DetectStage : public astroflow::Stage {
         // The detection score: the larger class heatmap, or (score: union) the probability
         // that either class is there, 1 - (1 - star)(1 - galaxy), so that a source the network
         // cannot place in one class is not scored low for it.
-        const cv::Mat hunion = hs + hg - hs.mul(hg);
+        const cv::Mat hunion =
+            union_score_ || rescue_union_ ? cv::Mat(hs + hg - hs.mul(hg)) : cv::Mat();
         const cv::Mat hmax = union_score_ ? hunion : cv::Mat(cv::max(hs, hg));
         // The rescue's heatmap support: the score, or (rescue_union) the union whatever the score.
         const cv::Mat& hsupport = rescue_union_ ? hunion : hmax;

@@ -381,9 +381,7 @@ TEST(DetectPlugin, IsophotalRescueAddsBrightObjectsWithHeatmapSupportOnce) {
   const std::map<std::string, OptionValue> tiles = {{"tile", std::int64_t{256}}};
   auto with = [&](std::map<std::string, OptionValue> o) {
     o.insert(tiles.begin(), tiles.end());
-    Frame copy = f;
-    copy.science = f.science.clone();
-    return run_detect(std::move(copy), o);
+    return run_detect(f, o);
   };
   auto rescue = [](double snr, double score, double bright_score) {
     return std::map<std::string, OptionValue>{{"threshold", 1.0},
@@ -434,10 +432,8 @@ TEST(DetectPlugin, UnionScoresAreTheProbabilityOfEitherClass) {
   const std::vector<cv::Point2d> stars = {{60.0, 60.0}, {200.0, 90.0}, {120.0, 210.0}};
   const Frame f = star_frame(300, 300, stars, 400.0);
   auto with = [&](std::map<std::string, OptionValue> o) {
-    Frame copy = f;
-    copy.science = f.science.clone();
     o.emplace("rescue_snr", 0.0);
-    return run_detect(std::move(copy), o);
+    return run_detect(f, o);
   };
   auto rescue_only = [](bool u) {
     return std::map<std::string, OptionValue>{
@@ -445,11 +441,8 @@ TEST(DetectPlugin, UnionScoresAreTheProbabilityOfEitherClass) {
   };
   const Frame maxed = with({{"threshold", 0.1}});
   const Frame unioned = with({{"threshold", 0.1}, {"score", std::string("union")}});
-  Frame copy = f;
-  copy.science = f.science.clone();
-  const Frame rescued_max = run_detect(std::move(copy), rescue_only(false));
-  copy.science = f.science.clone();
-  const Frame rescued_union = run_detect(std::move(copy), rescue_only(true));
+  const Frame rescued_max = run_detect(f, rescue_only(false));
+  const Frame rescued_union = run_detect(f, rescue_only(true));
   for (const Frame* out : {&maxed, &unioned, &rescued_max, &rescued_union}) {
     ASSERT_FALSE(out->failed()) << (out->issues.empty() ? "" : out->issues[0].reason);
   }
@@ -491,14 +484,12 @@ TEST(DetectPlugin, TheBrightTierRescuesWholeIsophotalObjectsNotDeblendedPieces) 
   const std::vector<cv::Point2d> stars = {{80.0, 80.0}, {200.0, 150.0}, {208.0, 150.0}};
   const Frame f = star_frame(320, 320, stars, 2000.0);
   auto with = [&](bool whole) {
-    Frame copy = f;
-    copy.science = f.science.clone();
-    return run_detect(std::move(copy), {{"threshold", 1.0},
-                                        {"rescue_score", 1.0},
-                                        {"rescue_compact_score", 0.0},
-                                        {"rescue_bright_snr", 50.0},
-                                        {"rescue_bright_score", 0.0},
-                                        {"rescue_bright_whole", whole}});
+    return run_detect(f, {{"threshold", 1.0},
+                          {"rescue_score", 1.0},
+                          {"rescue_compact_score", 0.0},
+                          {"rescue_bright_snr", 50.0},
+                          {"rescue_bright_score", 0.0},
+                          {"rescue_bright_whole", whole}});
   };
   const Frame whole = with(true);
   const Frame pieces = with(false);
@@ -606,11 +597,7 @@ TEST(DetectPlugin, IsophotalCentreIsTheBarycentreOfTheObjectsIsophotes) {
   }
   const double expected_y = sy / sw;
   ASSERT_GT(expected_y - trailed.y, 1.0);
-  auto with = [&](std::map<std::string, OptionValue> o) {
-    Frame copy = f;
-    copy.science = f.science.clone();
-    return run_detect(std::move(copy), o);
-  };
+  auto with = [&](std::map<std::string, OptionValue> o) { return run_detect(f, o); };
   const Frame iso = with({{"centre", std::string("isophotal")}});
   const Frame box = with({{"centre", std::string("barycentre")}});
   const Frame high = with({{"centre", std::string("isophotal")}, {"isophotal_centre_snr", 1e7}});
@@ -645,13 +632,11 @@ TEST(DetectPlugin, CompactTierRescuesOnlySmallIsophotalObjects) {
     }
   }
   auto with = [&](double compact_score, double compact_a) {
-    Frame copy = f;
-    copy.science = f.science.clone();
-    return run_detect(std::move(copy), {{"threshold", 1.0},
-                                        {"rescue_score", 1.0},
-                                        {"rescue_bright_score", 1.0},
-                                        {"rescue_compact_score", compact_score},
-                                        {"rescue_compact_a_pix", compact_a}});
+    return run_detect(f, {{"threshold", 1.0},
+                          {"rescue_score", 1.0},
+                          {"rescue_bright_score", 1.0},
+                          {"rescue_compact_score", compact_score},
+                          {"rescue_compact_a_pix", compact_a}});
   };
   const Frame compact = with(0.3, 1.5);
   const Frame wide = with(0.3, 50.0);
@@ -685,13 +670,11 @@ TEST(DetectPlugin, EdgeTierRescuesOnlyObjectsTheFramesBorderCuts) {
   stars.push_back(inside);
   const Frame f = star_frame(480, 480, stars, 150.0);
   auto with = [&](double edge_score) {
-    Frame copy = f;
-    copy.science = f.science.clone();
-    return run_detect(std::move(copy), {{"threshold", 1.0},
-                                        {"rescue_score", 1.0},
-                                        {"rescue_compact_score", 0.0},
-                                        {"rescue_bright_snr", 0.0},
-                                        {"rescue_edge_score", edge_score}});
+    return run_detect(f, {{"threshold", 1.0},
+                          {"rescue_score", 1.0},
+                          {"rescue_compact_score", 0.0},
+                          {"rescue_bright_snr", 0.0},
+                          {"rescue_edge_score", edge_score}});
   };
   const Frame edge = with(1e-6);
   const Frame off = with(0.0);
