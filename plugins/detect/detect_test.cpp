@@ -431,13 +431,18 @@ TEST(DetectPlugin, UnionScoresAreTheProbabilityOfEitherClass) {
   // rescued object at least that support (its maximum over the same cells).
   const std::vector<cv::Point2d> stars = {{60.0, 60.0}, {200.0, 90.0}, {120.0, 210.0}};
   const Frame f = star_frame(300, 300, stars, 400.0);
+  // CLASS_STAR as the heatmaps give it (class_locus off).
   auto with = [&](std::map<std::string, OptionValue> o) {
     o.emplace("rescue_snr", 0.0);
+    o.emplace("class_locus", false);
     return run_detect(f, o);
   };
   auto rescue_only = [](bool u) {
-    return std::map<std::string, OptionValue>{
-        {"threshold", 1.0}, {"rescue_snr", 5.0}, {"rescue_score", 1e-6}, {"rescue_union", u}};
+    return std::map<std::string, OptionValue>{{"threshold", 1.0},
+                                              {"rescue_snr", 5.0},
+                                              {"rescue_score", 1e-6},
+                                              {"rescue_union", u},
+                                              {"class_locus", false}};
   };
   const Frame maxed = with({{"threshold", 0.1}});
   const Frame unioned = with({{"threshold", 0.1}, {"score", std::string("union")}});
@@ -794,4 +799,141 @@ TEST(DetectPlugin, IsophotalMomentsWidenTheKronEllipseOfBrightStarsNotThePositio
     err_iso += std::abs(f_iso / flux - 1.0);
   }
   EXPECT_LT(err_iso, 0.75 * err_fp);
+}
+
+// background -> detect on one batch of frames (tiled: the tiles of one image).
+std::vector<Frame> run_detect_batch(std::vector<Frame> frames, bool tiled,
+                                    const std::map<std::string, OptionValue>& detect_options = {}) {
+  astroflow::PluginRegistry registry;
+  auto bkg = make_stage(registry, "background", {});
+  std::map<std::string, OptionValue> opts = detect_options;
+  opts.emplace("model", model_path());
+  auto det = make_stage(registry, "detect", opts);
+  astroflow::Batch batch;
+  batch.tiled = tiled;
+  for (Frame& f : frames) {
+    f.science = f.science.clone();
+    batch.frames.push_back(std::move(f));
+  }
+  bkg->process(batch);
+  det->process(batch);
+  return std::move(batch.frames);
+}
+
+// Rows the stellar locus calibrates on: CLASS_STAR >= 0.9 before the locus, S/N >= 30, none of
+// FLAGS 1, 2, 8, 16, 512.
+long long calibration_rows(const astroflow::Catalog& cat) {
+  long long n = 0;
+  for (std::size_t i = 0; i < cat.rows(); ++i) {
+    n += cat.get<float>("CLASS_STAR")[i] >= 0.9f &&
+                 cat.get<double>("FLUX_AUTO")[i] >= 30.0 * cat.get<double>("FLUXERR_AUTO")[i] &&
+                 (cat.get<std::int32_t>("FLAGS")[i] & (1 | 2 | 8 | 16 | 512)) == 0
+             ? 1
+             : 0;
+  }
+  return n;
+}
+
+// Adds a circular Gaussian of width sigma and total flux to img at (x, y).
+void add_gaussian(cv::Mat& img, double x, double y, double sigma, double flux) {
+  for (int py = std::max(0, static_cast<int>(y) - 30);
+       py < std::min(img.rows, static_cast<int>(y) + 31); ++py) {
+    for (int px = std::max(0, static_cast<int>(x) - 30);
+         px < std::min(img.cols, static_cast<int>(x) + 31); ++px) {
+      const double r2 = (px - x) * (px - x) + (py - y) * (py - y);
+      img.at<float>(py, px) += static_cast<float>(flux / (2.0 * M_PI * sigma * sigma) *
+                                                  std::exp(-r2 / (2.0 * sigma * sigma)));
+    }
+  }
+}
+
+TEST(DetectPlugin, TheStellarLocusLowersClassStarOfExtendedObjectsOnly) {
+  // Eight Moffat stars (FWHM 3 px) give the locus; six round Gaussian galaxies of sigma 2.5 px
+  // (FWHM 5.9 px) are far less concentrated. With class_locus their CLASS_STAR drops below 0.5
+  // and never rises, while the stars keep theirs within the locus' scatter. The locus is fitted
+  // to the rows the heatmaps call stars with CLASS_STAR >= 0.9 (the network gives these
+  // idealised stars 0.89-0.93).
+  std::vector<cv::Point2d> stars;
+  for (int i = 0; i < 8; ++i) stars.emplace_back(40.0 + 45.0 * i + 0.3 * i, 50.0 + 0.17 * i);
+  const std::vector<cv::Point2d> galaxies = {{50.0, 160.0},  {110.0, 170.0}, {170.0, 150.0},
+                                             {230.0, 165.0}, {290.0, 155.0}, {350.0, 170.0}};
+  Frame f = star_frame(400, 220, stars, 4000.0);
+  for (const cv::Point2d& g : galaxies) add_gaussian(f.science, g.x, g.y, 2.5, 1500.0);
+  const Frame off = run_detect(f, {{"class_locus", false}});
+  const Frame on = run_detect(f);
+  ASSERT_FALSE(on.failed()) << (on.issues.empty() ? "" : on.issues[0].reason);
+  ASSERT_FALSE(off.failed());
+  ASSERT_GE(calibration_rows(off.catalog), 5);
+  EXPECT_EQ(on.header.get_int("DETLOCN").value_or(0), calibration_rows(off.catalog));
+  const double locus = on.header.get_double("DETLOCUS").value_or(0.0);
+  EXPECT_GT(locus, 0.0);
+  const auto& p_on = on.catalog.get<float>("CLASS_STAR");
+  const auto& p_off = off.catalog.get<float>("CLASS_STAR");
+  const auto& conc = on.catalog.get<double>("CONCENTRATION");
+  for (const cv::Point2d& s : stars) {
+    const int k = nearest(on.catalog, s.x, s.y, 2.0);
+    const int j = nearest(off.catalog, s.x, s.y, 2.0);
+    ASSERT_GE(k, 0);
+    ASSERT_GE(j, 0);
+    EXPECT_GT(p_on[static_cast<std::size_t>(k)], 0.5f);
+    EXPECT_NEAR(p_on[static_cast<std::size_t>(k)], p_off[static_cast<std::size_t>(j)], 0.1);
+  }
+  for (const cv::Point2d& g : galaxies) {
+    const int k = nearest(on.catalog, g.x, g.y, 2.0);
+    const int j = nearest(off.catalog, g.x, g.y, 2.0);
+    ASSERT_GE(k, 0);
+    ASSERT_GE(j, 0);
+    EXPECT_LT(conc[static_cast<std::size_t>(k)], 0.8 * locus);
+    EXPECT_LT(p_on[static_cast<std::size_t>(k)], 0.5f);
+    EXPECT_LE(p_on[static_cast<std::size_t>(k)], p_off[static_cast<std::size_t>(j)]);
+  }
+}
+
+TEST(DetectPlugin, TheStellarLocusOfATiledImageUsesTheStarsOfAllItsTiles) {
+  // Four stars in each half of a 400 x 200 image: a tile alone has fewer than the five the locus
+  // needs, the two tiles of one image together have eight.
+  std::vector<cv::Point2d> stars;
+  for (int i = 0; i < 4; ++i) {
+    stars.emplace_back(40.0 + 40.0 * i, 60.0 + 25.0 * i);
+    stars.emplace_back(240.0 + 40.0 * i, 140.0 - 25.0 * i);
+  }
+  const Frame whole = star_frame(400, 200, stars, 4000.0);
+  auto tiles = [&] {
+    std::vector<Frame> t(2);
+    for (int i = 0; i < 2; ++i) {
+      t[static_cast<std::size_t>(i)].path = "stars.fits";
+      t[static_cast<std::size_t>(i)].science =
+          whole.science(cv::Rect(200 * i, 0, 200, 200)).clone();
+      astroflow::TileInfo& ti = t[static_cast<std::size_t>(i)].tile;
+      ti.x0_pix = 200 * i;
+      ti.full_width_pix = 400;
+      ti.full_height_pix = 200;
+      ti.index = i;
+      ti.count = 2;
+    }
+    return t;
+  };
+  // Separate frames: each its own locus, from at most four stars, so none is calibrated.
+  const std::vector<Frame> separate = run_detect_batch(tiles(), false);
+  const std::vector<Frame> off = run_detect_batch(tiles(), false, {{"class_locus", false}});
+  const std::vector<Frame> tiled = run_detect_batch(tiles(), true);
+  ASSERT_EQ(separate.size(), 2U);
+  ASSERT_EQ(tiled.size(), 2U);
+  long long both = 0;
+  for (std::size_t i = 0; i < 2; ++i) {
+    for (const Frame* f : {&separate[i], &off[i], &tiled[i]}) {
+      ASSERT_FALSE(f->failed()) << (f->issues.empty() ? "" : f->issues[0].reason);
+      EXPECT_EQ(f->catalog.rows(), 4U);
+    }
+    const long long own = calibration_rows(off[i].catalog);
+    both += own;
+    EXPECT_EQ(separate[i].header.get_int("DETLOCN").value_or(-1), own);
+    EXPECT_EQ(separate[i].header.get_double("DETLOCUS").value_or(-1.0), 0.0);
+  }
+  ASSERT_GE(both, 5);
+  for (const Frame& f : tiled) {
+    EXPECT_EQ(f.header.get_int("DETLOCN").value_or(-1), both);
+    EXPECT_GT(f.header.get_double("DETLOCUS").value_or(-1.0), 0.0);
+  }
+  EXPECT_EQ(tiled[0].header.get_double("DETLOCUS"), tiled[1].header.get_double("DETLOCUS"));
 }
