@@ -857,8 +857,11 @@ TEST(DetectPlugin, TheStellarLocusLowersClassStarOfExtendedObjectsOnly) {
   for (int i = 0; i < 8; ++i) stars.emplace_back(40.0 + 45.0 * i + 0.3 * i, 50.0 + 0.17 * i);
   const std::vector<cv::Point2d> galaxies = {{50.0, 160.0},  {110.0, 170.0}, {170.0, 150.0},
                                              {230.0, 165.0}, {290.0, 155.0}, {350.0, 170.0}};
+  // A close pair of galaxies, whose light falls in each other's apertures (FLAGS 1 or 2).
+  const std::vector<cv::Point2d> pair = {{150.0, 105.0}, {157.0, 106.0}};
   Frame f = star_frame(400, 220, stars, 4000.0);
   for (const cv::Point2d& g : galaxies) add_gaussian(f.science, g.x, g.y, 2.5, 1500.0);
+  for (const cv::Point2d& g : pair) add_gaussian(f.science, g.x, g.y, 2.5, 1500.0);
   const Frame off = run_detect(f, {{"class_locus", false}});
   const Frame on = run_detect(f);
   ASSERT_FALSE(on.failed()) << (on.issues.empty() ? "" : on.issues[0].reason);
@@ -887,6 +890,27 @@ TEST(DetectPlugin, TheStellarLocusLowersClassStarOfExtendedObjectsOnly) {
     EXPECT_LT(p_on[static_cast<std::size_t>(k)], 0.5f);
     EXPECT_LE(p_on[static_cast<std::size_t>(k)], p_off[static_cast<std::size_t>(j)]);
   }
+  // Rows with a neighbour (FLAGS 1 or 2) keep the network's class unless class_locus_crowded.
+  const Frame crowded = run_detect(f, {{"class_locus_crowded", true}});
+  const auto& flags = on.catalog.get<std::int32_t>("FLAGS");
+  int neighboured = 0;
+  int moved_when_asked = 0;
+  for (std::size_t k = 0; k < on.catalog.rows(); ++k) {
+    if ((flags[k] & 3) == 0) continue;
+    ++neighboured;
+    const auto x = on.catalog.get<double>("X_IMAGE")[k] - 1.0;
+    const auto y = on.catalog.get<double>("Y_IMAGE")[k] - 1.0;
+    const int j = nearest(off.catalog, x, y, 0.01);
+    const int m = nearest(crowded.catalog, x, y, 0.01);
+    ASSERT_GE(j, 0);
+    ASSERT_GE(m, 0);
+    EXPECT_EQ(p_on[k], p_off[static_cast<std::size_t>(j)]);
+    if (crowded.catalog.get<float>("CLASS_STAR")[static_cast<std::size_t>(m)] < p_on[k]) {
+      ++moved_when_asked;
+    }
+  }
+  EXPECT_GE(neighboured, 2);
+  EXPECT_GE(moved_when_asked, 1);
 }
 
 TEST(DetectPlugin, TheStellarLocusOfATiledImageUsesTheStarsOfAllItsTiles) {
