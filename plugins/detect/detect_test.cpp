@@ -61,20 +61,32 @@ std::unique_ptr<astroflow::StageInstance> make_stage(
   return astroflow::test::open_builtin_stage(registry, name, overrides);
 }
 
-// background -> detect on one frame; the shipped model unless detect_options names one.
-Frame run_detect(Frame f, const std::map<std::string, OptionValue>& detect_options = {}) {
-  // The background stage subtracts in place; a copied Frame shares the caller's pixels.
-  f.science = f.science.clone();
+// background -> detect on one batch of frames (tiled: the tiles of one image); the shipped model
+// unless detect_options names one.
+std::vector<Frame> run_detect_batch(std::vector<Frame> frames, bool tiled,
+                                    const std::map<std::string, OptionValue>& detect_options = {}) {
   astroflow::PluginRegistry registry;
   auto bkg = make_stage(registry, "background", {});
   std::map<std::string, OptionValue> opts = detect_options;
   opts.emplace("model", model_path());
   auto det = make_stage(registry, "detect", opts);
   astroflow::Batch batch;
-  batch.frames.push_back(std::move(f));
+  batch.tiled = tiled;
+  for (Frame& f : frames) {
+    // The background stage subtracts in place; a copied Frame shares the caller's pixels.
+    f.science = f.science.clone();
+    batch.frames.push_back(std::move(f));
+  }
   bkg->process(batch);
   det->process(batch);
-  return std::move(batch.frames[0]);
+  return std::move(batch.frames);
+}
+
+// background -> detect on one frame.
+Frame run_detect(Frame f, const std::map<std::string, OptionValue>& detect_options = {}) {
+  std::vector<Frame> frames;
+  frames.push_back(std::move(f));
+  return std::move(run_detect_batch(std::move(frames), false, detect_options)[0]);
 }
 
 Frame field_frame(const astroflow::FieldSimulation& sim) {
@@ -799,25 +811,6 @@ TEST(DetectPlugin, IsophotalMomentsWidenTheKronEllipseOfBrightStarsNotThePositio
     err_iso += std::abs(f_iso / flux - 1.0);
   }
   EXPECT_LT(err_iso, 0.75 * err_fp);
-}
-
-// background -> detect on one batch of frames (tiled: the tiles of one image).
-std::vector<Frame> run_detect_batch(std::vector<Frame> frames, bool tiled,
-                                    const std::map<std::string, OptionValue>& detect_options = {}) {
-  astroflow::PluginRegistry registry;
-  auto bkg = make_stage(registry, "background", {});
-  std::map<std::string, OptionValue> opts = detect_options;
-  opts.emplace("model", model_path());
-  auto det = make_stage(registry, "detect", opts);
-  astroflow::Batch batch;
-  batch.tiled = tiled;
-  for (Frame& f : frames) {
-    f.science = f.science.clone();
-    batch.frames.push_back(std::move(f));
-  }
-  bkg->process(batch);
-  det->process(batch);
-  return std::move(batch.frames);
 }
 
 // Rows the stellar locus calibrates on: CLASS_STAR >= 0.9 before the locus, S/N >= 30, none of
