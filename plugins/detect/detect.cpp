@@ -91,9 +91,9 @@ constexpr double kRescueSupportPix = 3.0;  // heatmap support: its maximum withi
 // centre; the locus from rows with CLASS_STAR >= 0.9, FLUX_AUTO / FLUXERR_AUTO >= 30 and none of
 // FLAGS 1, 2, 8, 16, 512 (neighbours, edges and rescued rows bias c), at least 5 of them, its
 // scatter at least 10% of its centre (a handful of stars underestimates it, and the PSF varies
-// by 5-10% across a real image). r_in = 2 px keeps c
-// smooth in the centre's sub-pixel phase at the PSF FWHM of 2.5-4 px; 6 px holds most of the
-// light of a point source while reaching few neighbours.
+// by 5-10% across a real image). r_in = 2 px keeps c smooth in the centre's sub-pixel phase at
+// the PSF FWHM of 2.5-4 px; 6 px holds most of the light of a point source while reaching few
+// neighbours. In a tiled image a star in the overlap of two tiles may calibrate twice.
 constexpr double kLocusInnerPix = 2.0;
 constexpr double kLocusOuterPix = 6.0;
 constexpr double kLocusCalibrationClass = 0.9;
