@@ -21,7 +21,7 @@
 # (truth S/N > 20, CLASS_STAR > 0.5), deblending of close pairs, median footprint IoU,
 # per-pixel class accuracy (when the config writes a classmap), wall time, Mpix/s, peak RSS;
 # then all seeds together (summed purity and deblending, total pixels over total wall time, and
-# the speed ratio of the two tools).
+# the speed ratio of the two tools), and astroflow's Mpix/s per stage from its summary.json.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -77,6 +77,7 @@ for seed in $seeds; do
         > "$d/$tool.segment.txt"
     fi
   done
+  [ -f "$d/af/summary.json" ] && cp "$d/af/summary.json" "$d/af.summary.json"
   if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/$seed"
     cp "$d"/*.json "$d"/*.time "$OUT/$seed/"
@@ -164,4 +165,25 @@ for tool, name in tools:
     print(f"| {name} | {det} | {pur} | {spur} ({art}) | "
           f"{res}/{pairs} | {wall:.2f} s | {speed[tool]:.2f} |")
 print(f"\nSpeed ratio astroflow / SExtractor: {speed['af'] / speed['sex']:.3f}")
+# Per stage (astroflow's summary.json): each stage's process() seconds summed over its calls
+# (tiles run concurrently, so the sum can exceed the run's wall time), its share of all stage
+# seconds, and the run's wall time apportioned by that share, as pixels per second: the
+# stage's Mpix/s at THREADS threads, beside SExtractor's over the same files.
+timings, walls = {}, 0.0
+for seed in seeds:
+    p = os.path.join(work, seed, "af.summary.json")
+    if not os.path.exists(p):
+        continue
+    walls += float(open(os.path.join(work, seed, "af.time")).read().split()[-2])
+    for t in json.load(open(p)).get("stage_timings", []):
+        timings[t["stage"]] = timings.get(t["stage"], 0.0) + t["wall_s"]
+if timings:
+    total = sum(timings.values())
+    print("\n## astroflow per stage (all seeds)\n")
+    print("| stage | process() s summed | share | Mpix/s (run wall x share) | / SExtractor's |")
+    print("|---|---|---|---|---|")
+    for stage, sec in timings.items():
+        share = sec / total
+        rate = mpix * len(seeds) / (walls * share) if share > 0 else float("inf")
+        print(f"| {stage} | {sec:.2f} | {100 * share:.1f}% | {rate:.2f} | {rate / speed['sex']:.3f} |")
 PY
