@@ -13,30 +13,12 @@
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
 #include "astroflow/fits_io.hpp"
+#include "astroflow/robust_stats.hpp"
 #include "astroflow/simulate.hpp"
 #include "json_number.hpp"
 
 namespace astroflow {
 namespace {
-
-double median_of(std::vector<double> v) {
-  if (v.empty()) return std::nan("");
-  const std::size_t mid = v.size() / 2;
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(mid), v.end());
-  double m = v[mid];
-  if (v.size() % 2 == 0) {
-    m = 0.5 * (m + *std::max_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(mid)));
-  }
-  return m;
-}
-
-double mad_sigma(const std::vector<double>& v) {
-  const double m = median_of(v);
-  std::vector<double> d;
-  d.reserve(v.size());
-  for (double x : v) d.push_back(std::abs(x - m));
-  return 1.4826 * median_of(d);
-}
 
 /// image - truth, minus its median per mesh, bilinear between mesh centres; returned as the
 /// sky-free image (truth + residual - sky).

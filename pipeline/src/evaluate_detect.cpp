@@ -14,6 +14,7 @@
 
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
+#include "astroflow/robust_stats.hpp"
 #include "geometry.hpp"
 #include "json_number.hpp"
 
@@ -45,13 +46,6 @@ std::string trimmed_lower(std::string s) {
     }
   }
   return out;
-}
-
-double median_of(std::vector<double> v) {
-  if (v.empty()) return kNaN;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 double ratio(std::size_t num, std::size_t den) {

@@ -4,19 +4,12 @@
 #include <cmath>
 #include <limits>
 
+#include "astroflow/robust_stats.hpp"
+
 namespace astroflow {
 
 namespace {
-
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-double median_of(std::vector<double> v) {
-  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
-  std::nth_element(v.begin(), mid, v.end());
-  if (v.size() % 2 == 1) return *mid;
-  return 0.5 * (*mid + *std::max_element(v.begin(), mid));
-}
-
 }  // namespace
 
 Concentration aperture_concentration(const cv::Mat& image, const cv::Mat& rms, double x, double y,
@@ -85,8 +78,7 @@ StellarLocus fit_stellar_locus(const std::vector<double>& c, const std::vector<b
   locus.stars = v.size();
   if (v.empty() || v.size() < min_stars) return locus;
   locus.centre = median_of(v);
-  for (double& x : v) x = std::abs(x - locus.centre);
-  locus.sigma = std::max(1.4826 * median_of(v), sigma_floor * locus.centre);
+  locus.sigma = std::max(mad_sigma(v), sigma_floor * locus.centre);
   locus.calibrated = locus.sigma > 0.0;
   return locus;
 }
