@@ -3,8 +3,9 @@
 // A 4096^2 float plane is 64 MiB: on 4 KiB pages the kernel faults it in 16,384 times, and a
 // run allocates and frees such planes (science, background, rms, the network's input, labels)
 // for every frame. On the 2-core development VM, where THP is in `madvise` mode (Debian's
-// default), background -> detect on a 4096^2 field took 175,000 minor page faults and 1.3 s of
-// system time in a 3.7 s run; with huge pages 10,000 faults and 2.2 s (docs/detect.md).
+// default), background -> detect on a 4096^2 field took 175,000 minor page faults and 1.2-1.4 s
+// of system time in a 3.6 s run; with this allocator 29,000 faults and 2.1 s (docs/batch.md,
+// "Huge pages for image planes").
 //
 // use_huge_page_allocator() makes OpenCV's default cv::Mat allocator place buffers of at least
 // kHugePageMinBytes on 2 MiB-aligned memory marked MADV_HUGEPAGE; smaller ones keep OpenCV's own
