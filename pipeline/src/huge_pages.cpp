@@ -3,7 +3,6 @@
 #include <opencv2/core/core_c.h>  // CV_AUTOSTEP, as OpenCV's own allocator reads it
 #include <sys/mman.h>
 
-#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <opencv2/core.hpp>
@@ -12,8 +11,6 @@
 namespace astroflow {
 
 namespace {
-
-std::atomic<bool> g_installed{false};
 
 // OpenCV's StdMatAllocator, except for where large buffers come from.
 class HugePageMatAllocator final : public cv::MatAllocator {
@@ -102,16 +99,11 @@ bool use_huge_page_allocator() {
     // Never destroyed: cv::Mat objects of static storage may outlive any owner.
     static auto* allocator = new HugePageMatAllocator();
     cv::Mat::setDefaultAllocator(allocator);
-    g_installed = true;
   });
   return true;
 #else
   return false;
 #endif
-}
-
-bool huge_page_allocator_installed() {
-  return g_installed;
 }
 
 }  // namespace astroflow

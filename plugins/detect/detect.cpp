@@ -216,7 +216,6 @@ class DetectStage : public astroflow::Stage {
     isophotal_moments_ = o.get_string("moments") == "isophotal";
     union_score_ = o.get_string("score") == "union";
     rescue_union_ = o.get_bool("rescue_union");
-    rescue_sum_class_ = o.get_string("rescue_class") == "sum";
     class_locus_ = o.get_bool("class_locus");
     class_locus_crowded_ = o.get_bool("class_locus_crowded");
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
@@ -673,15 +672,12 @@ class DetectStage : public astroflow::Stage {
           if (!owns(r.x, r.y)) continue;
           const int cx = static_cast<int>(std::floor((r.x - x0 + 0.5) / stride_x));
           const int cy = static_cast<int>(std::floor((r.y - y0 + 0.5) / stride_y));
-          double ss = 0.0, sg = 0.0;
           for (int yy = std::max(0, cy - reach_y); yy <= std::min(oh - 1, cy + reach_y); ++yy) {
             for (int xx = std::max(0, cx - reach_x); xx <= std::min(ow - 1, cx + reach_x); ++xx) {
               const double ddx = stride_x * (xx + 0.5) - 0.5 + x0 - r.x;
               const double ddy = stride_y * (yy + 0.5) - 0.5 + y0 - r.y;
               if (ddx * ddx + ddy * ddy > kRescueSupportPix * kRescueSupportPix) continue;
               const float v = hsupport.at<float>(yy, xx);
-              ss += hs.at<float>(yy, xx);
-              sg += hg.at<float>(yy, xx);
               if (v > r.score) {
                 r.score = v;
                 const float s = hs.at<float>(yy, xx);
@@ -689,14 +685,6 @@ class DetectStage : public astroflow::Stage {
                 r.p_star = s + g > 0.0f ? s / (s + g) : 0.5f;
               }
             }
-          }
-          // rescue_class: sum (an option, not the default). The network scores these objects
-          // low and often splits them between the classes; at the cell of the largest support
-          // that split decides CLASS_STAR alone. Without class_locus the sums classed 210 of 230
-          // rescued galaxies at S/N > 20 right on sixteen fields, against 172, but lost rescued
-          // stars; with class_locus the peak's value does as well (docs/detect.md).
-          if (rescue_sum_class_) {
-            r.p_star = ss + sg > 0.0 ? static_cast<float>(ss / (ss + sg)) : 0.5f;
           }
         }
         for (const astroflow::Peak& pk : astroflow::find_peaks(hmax, threshold_, 1)) {
@@ -1064,7 +1052,6 @@ class DetectStage : public astroflow::Stage {
   bool windowed_centre_ = false;      // centre: windowed
   bool isophotal_moments_ = false;    // moments: isophotal
   bool union_score_ = false;          // score: union
-  bool rescue_sum_class_ = false;     // rescued rows: CLASS_STAR from the heatmap sums
   bool class_locus_ = true;           // CLASS_STAR updated against the frame's stellar locus
   bool class_locus_crowded_ = false;  // ... also for rows with FLAGS 1 or 2
   bool rescue_union_ = true;          // the rescue's support is the union of the class heatmaps
@@ -1156,10 +1143,6 @@ ASTROFLOW_PLUGIN(
                     {"max", "union"})
         .add_bool("rescue_union", true,
                   "the rescue's heatmap support is 1 - (1 - star)(1 - galaxy) whatever score is")
-        .add_string("rescue_class", "peak",
-                    "CLASS_STAR of a rescued row from the class heatmaps within 3 px: peak, at "
-                    "the cell of the largest support, or sum, their sums over the disk",
-                    {"peak", "sum"})
         .add_bool("class_locus", true,
                   "update CLASS_STAR by the light concentration against the frame's stellar "
                   "locus (F(r < 2 px) / F(r < 6 px) of the confident stars)")

@@ -25,7 +25,4 @@ inline constexpr std::size_t kHugePageMinBytes = std::size_t{4} << 20;
 /// the platform has no madvise(MADV_HUGEPAGE), in which case nothing changes.
 bool use_huge_page_allocator();
 
-/// Whether use_huge_page_allocator() installed it in this process.
-[[nodiscard]] bool huge_page_allocator_installed();
-
 }  // namespace astroflow
