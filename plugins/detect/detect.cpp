@@ -18,7 +18,8 @@
 // kept peak within rescue_radius_pix, and a heatmap maximum within 3 px (rescue_union, the
 // default: of 1 - (1 - star)(1 - galaxy), as the network splits small galaxies between the
 // classes) of at least rescue_score (rescue_bright_score from s >= rescue_bright_snr > 0 for an
-// object the deblender left whole, or for any with rescue_bright_whole off; rescue_compact_score
+// object the deblender left whole or with no kept peak within rescue_bright_far_pix, or for any
+// with rescue_bright_whole off; rescue_compact_score
 // for an object whose isophotal rms semi-major axis is below rescue_compact_a_pix;
 // rescue_edge_score > 0 for one the frame's border cuts) are added with FLAGS 512 (DET_SCORE =
 // that maximum).
@@ -205,6 +206,7 @@ class DetectStage : public astroflow::Stage {
     rescue_bright_snr_ = o.get_double("rescue_bright_snr");
     rescue_bright_score_ = static_cast<float>(o.get_double("rescue_bright_score"));
     rescue_bright_whole_ = o.get_bool("rescue_bright_whole");
+    rescue_bright_far_pix_ = o.get_double("rescue_bright_far_pix");
     rescue_radius_pix_ = o.get_double("rescue_radius_pix");
     rescue_compact_score_ = static_cast<float>(o.get_double("rescue_compact_score"));
     rescue_compact_a_pix_ = o.get_double("rescue_compact_a_pix");
@@ -493,16 +495,19 @@ class DetectStage : public astroflow::Stage {
   // (rescue_bright_whole: the large bright disks the network misses are whole, while the
   // spurious bright rescued rows were mostly deblended pieces of large irregulars; on seventeen
   // validation fields the whole-only tier added 14 rows, 13 real, where the tier for every
-  // object added 35 rows, 10 real; docs/detect.md), rescue_compact_score when
+  // object added 35 rows, 10 real; docs/detect.md) or that is `isolated`: a deblended piece
+  // with no kept peak within rescue_bright_far_pix is no clump of a detected irregular (the
+  // bright spheroids and disks the network misses beside a brighter galaxy; docs/detect.md, "The
+  // bright tier on isolated deblended pieces"), rescue_compact_score when
   // its isophotal rms semi-major axis is below rescue_compact_a_pix, or rescue_edge_score when the
   // frame's border cuts it (off by default: the network scores half objects low, and on the
   // validation fields most such objects centre outside the frame). The network scores small faint
   // galaxies low (r_eff 2-3 px, S/N 5-20: heatmap peaks of 0.4-0.6 where SExtractor finds them),
   // while the spurious isophotal objects at such values are mostly pieces of extended galaxies
   // (docs/detect.md).
-  [[nodiscard]] float required_support(const Candidate& r) const {
+  [[nodiscard]] float required_support(const Candidate& r, bool isolated) const {
     float need = rescue_bright_snr_ > 0.0 && r.iso_snr >= rescue_bright_snr_ &&
-                         (r.iso_whole || !rescue_bright_whole_)
+                         (r.iso_whole || !rescue_bright_whole_ || isolated)
                      ? std::min(rescue_bright_score_, rescue_score_)
                      : rescue_score_;
     if (rescue_compact_score_ > 0.0f && r.iso_a < rescue_compact_a_pix_) {
@@ -513,16 +518,20 @@ class DetectStage : public astroflow::Stage {
   }
 
   // Keeps the isophotal objects with enough heatmap support (required_support) that no kept
-  // peak lies within rescue_radius_pix of.
+  // peak lies within rescue_radius_pix of; `cands` holds the kept network peaks only.
   void add_rescued(std::vector<Candidate>& cands, const std::vector<Candidate>& rescue) const {
-    const double r2 = rescue_radius_pix_ * rescue_radius_pix_;
     std::vector<Candidate> add;
     for (const Candidate& r : rescue) {
-      if (!(r.score >= required_support(r))) continue;
-      const bool near = std::any_of(cands.begin(), cands.end(), [&](const Candidate& c) {
-        return (c.x - r.x) * (c.x - r.x) + (c.y - r.y) * (c.y - r.y) <= r2;
-      });
-      if (!near) add.push_back(r);
+      double d2 = std::numeric_limits<double>::infinity();  // to the nearest kept peak
+      for (const Candidate& c : cands) {
+        d2 = std::min(d2, (c.x - r.x) * (c.x - r.x) + (c.y - r.y) * (c.y - r.y));
+      }
+      const bool isolated =
+          rescue_bright_far_pix_ > 0.0 && d2 > rescue_bright_far_pix_ * rescue_bright_far_pix_;
+      if (r.score >= required_support(r, isolated) &&
+          d2 > rescue_radius_pix_ * rescue_radius_pix_) {
+        add.push_back(r);
+      }
     }
     cands.insert(cands.end(), add.begin(), add.end());
   }
@@ -1043,6 +1052,7 @@ class DetectStage : public astroflow::Stage {
   double rescue_bright_snr_ = 100.0;
   float rescue_bright_score_ = 0.3f;
   bool rescue_bright_whole_ = true;
+  double rescue_bright_far_pix_ = 20.0;
   double rescue_radius_pix_ = 6.0;
   float rescue_compact_score_ = 0.45f;
   double rescue_compact_a_pix_ = 1.5;
@@ -1111,6 +1121,10 @@ ASTROFLOW_PLUGIN(
         .add_bool("rescue_bright_whole", true,
                   "the bright tier applies only to isophotal objects the deblender left whole "
                   "(not to pieces of a deblended component)")
+        .add_double("rescue_bright_far_pix", 20.0,
+                    "with rescue_bright_whole, the bright tier also applies to a deblended "
+                    "piece with no network peak this close; 0 = never",
+                    0.0, 1e9)
         .add_double("rescue_radius_pix", 6.0,
                     "an isophotal object with a kept network peak this close is not rescued", 0.0,
                     100.0)

@@ -497,7 +497,8 @@ TEST(DetectPlugin, TheBrightTierRescuesWholeIsophotalObjectsNotDeblendedPieces) 
   // deblender splits in two. No network peak (threshold 1), no rescue below the bright tier
   // (rescue_score 1 is never reached, no compact tier), and the bright tier needs no heatmap
   // support: it keeps the isolated star, and the pieces of the pair only when
-  // rescue_bright_whole is off.
+  // rescue_bright_whole is off (rescue_bright_far_pix 0: pieces far from any network peak are
+  // the next test's).
   const std::vector<cv::Point2d> stars = {{80.0, 80.0}, {200.0, 150.0}, {208.0, 150.0}};
   const Frame f = star_frame(320, 320, stars, 2000.0);
   auto with = [&](bool whole) {
@@ -506,7 +507,8 @@ TEST(DetectPlugin, TheBrightTierRescuesWholeIsophotalObjectsNotDeblendedPieces) 
                           {"rescue_compact_score", 0.0},
                           {"rescue_bright_snr", 50.0},
                           {"rescue_bright_score", 0.0},
-                          {"rescue_bright_whole", whole}});
+                          {"rescue_bright_whole", whole},
+                          {"rescue_bright_far_pix", 0.0}});
   };
   const Frame whole = with(true);
   const Frame pieces = with(false);
@@ -521,6 +523,43 @@ TEST(DetectPlugin, TheBrightTierRescuesWholeIsophotalObjectsNotDeblendedPieces) 
     ASSERT_GE(k, 0);
     EXPECT_NE(pieces.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)] & kFlagRescued,
               0);
+  }
+}
+
+TEST(DetectPlugin, TheBrightTierRescuesDeblendedPiecesWithNoNetworkPeakNearby) {
+  // The pair of the test above, deblended in two pieces. With no network peak at all
+  // (threshold 1) each piece is rescue_bright_far_pix from any peak, so the bright tier keeps
+  // both while the tier is limited to whole objects; with rescue_bright_far_pix 0 it keeps
+  // neither. With the card's threshold the network finds the three stars itself, and the
+  // isolated pieces add no row beside them.
+  const std::vector<cv::Point2d> stars = {{80.0, 80.0}, {200.0, 150.0}, {208.0, 150.0}};
+  const Frame f = star_frame(320, 320, stars, 2000.0);
+  auto with = [&](double far_pix, double threshold) {
+    return run_detect(f, {{"threshold", threshold},
+                          {"rescue_score", 1.0},
+                          {"rescue_compact_score", 0.0},
+                          {"rescue_bright_snr", 50.0},
+                          {"rescue_bright_score", 0.0},
+                          {"rescue_bright_far_pix", far_pix}});
+  };
+  const Frame far = with(20.0, 1.0);
+  const Frame never = with(0.0, 1.0);
+  ASSERT_FALSE(far.failed());
+  ASSERT_FALSE(never.failed());
+  EXPECT_EQ(never.catalog.rows(), 1u);
+  ASSERT_EQ(far.catalog.rows(), 3u);
+  for (const cv::Point2d& s : stars) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    EXPECT_GE(nearest(far.catalog, s.x, s.y, 1.0), 0);
+  }
+  const Frame card = with(20.0, 0.0);
+  const Frame card_never = with(0.0, 0.0);
+  ASSERT_FALSE(card.failed());
+  ASSERT_FALSE(card_never.failed());
+  EXPECT_EQ(card.catalog.rows(), 3u);
+  EXPECT_EQ(card.catalog.rows(), card_never.catalog.rows());
+  for (const std::int32_t flags : card.catalog.get<std::int32_t>("FLAGS")) {
+    EXPECT_EQ(flags & kFlagRescued, 0);
   }
 }
 
