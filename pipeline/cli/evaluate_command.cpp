@@ -45,6 +45,10 @@ CLI::App* add_evaluate_command(CLI::App& app, EvaluateArgs& a) {
   de->add_option("--artifacts", a.artifacts,
                  "<name>.artifacts.fits (default: beside --truth when present; none: skip)");
   de->add_option("--file", a.file, "with a merged catalog: keep the rows of this FILE");
+  de->add_option("--truth-segmap", a.truth_segmap,
+                 "the truth's segmentation map (value = its ID or NUMBER, e.g. SExtractor's "
+                 "SEGMENTATION check image): also count the unmatched truth rows the catalog "
+                 "splits into >= 2 detections");
   de->add_option("--radius", a.match_radius_pix, "match radius, pixels")->capture_default_str();
   de->add_option("--mag-bin", a.mag_bin, "magnitude bin width")->capture_default_str();
   de->add_option("--class-column", a.class_column, "star probability column")
@@ -96,7 +100,8 @@ int run_evaluate(EvaluateArgs& a) {
     o.class_snr_min = a.class_snr_min;
     o.blend_snr_min = a.blend_snr_min;
     o.file = a.file;
-    const DetectEvaluation e = evaluate_detect_files(a.catalog, a.truth_table, o, a.artifacts);
+    const DetectEvaluation e =
+        evaluate_detect_files(a.catalog, a.truth_table, o, a.artifacts, a.truth_segmap);
     std::cout << to_text(e);
     if (!a.json.empty()) write_file_atomically(a.json, to_json(e));
     return 0;

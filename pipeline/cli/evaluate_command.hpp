@@ -33,7 +33,8 @@ struct EvaluateArgs {
   double class_snr_min = 20.0;
   double blend_snr_min = 10.0;
   std::string segmap;          ///< the run's <stem>.segmap.fits or SExtractor's check image
-  std::string truth_segmap;    ///< default: <name>.truthseg.fits beside the truth table
+  std::string truth_segmap;    ///< segment: default <name>.truthseg.fits beside the truth table;
+                               ///< detect: optional (split count)
   std::string classmap;        ///< optional per-pixel class map
   std::string truth_classmap;  ///< default: <name>.truthclass.fits beside the truth table
   CLI::App* detect_cmd = nullptr;

@@ -17,6 +17,7 @@
 #include "astroflow/robust_stats.hpp"
 #include "geometry.hpp"
 #include "json_number.hpp"
+#include "label_map.hpp"
 
 namespace astroflow {
 namespace {
@@ -161,8 +162,67 @@ std::string truth_sibling(const std::string& truth_path, const std::string& suff
   return {};
 }
 
+namespace {
+
+// The unmatched truth rows that >= 2 unmatched detections on their segmentation pixels add up
+// to (evaluate_detect.hpp: "splits").
+void count_splits(DetectEvaluation& e, const Catalog& detections, const Catalog& truth,
+                  const cv::Mat& truth_segmap, const PositionMatch& m,
+                  const std::vector<double>& tx, const std::vector<double>& ty,
+                  const std::vector<double>& dx, const std::vector<double>& dy,
+                  const DetectEvalOptions& o) {
+  const cv::Mat seg = as_labels(truth_segmap, "truth segmentation map");
+  const std::vector<double> ids =
+      numeric_column(truth, truth.find("ID") != nullptr ? "ID" : "NUMBER", "truth");
+  const std::vector<double> tflux =
+      numeric_column(truth, truth.find("FLUX_AUTO") != nullptr ? "FLUX_AUTO" : "FLUX", "truth");
+  const std::vector<double> dflux = numeric_column(detections, "FLUX_AUTO", "catalog");
+  if (!(o.split_flux_factor >= 1.0)) {
+    throw FatalError("evaluate detect: the split flux factor must be >= 1");
+  }
+  // Unmatched detections with positive flux, by the truth label under their centre.
+  std::unordered_map<long long, std::vector<std::size_t>> on_label;
+  for (std::size_t j = 0; j < dx.size(); ++j) {
+    if (m.det_to_truth[j] >= 0 || !(dflux[j] > 0.0)) continue;
+    if (!std::isfinite(dx[j]) || !std::isfinite(dy[j])) continue;
+    const auto px = static_cast<int>(std::lround(dx[j] - 1.0));
+    const auto py = static_cast<int>(std::lround(dy[j] - 1.0));
+    if (px < 0 || py < 0 || px >= seg.cols || py >= seg.rows) continue;
+    const int label = seg.at<int>(py, px);
+    if (label > 0) on_label[label].push_back(j);
+  }
+  e.split_measured = true;
+  for (std::size_t i = 0; i < tx.size(); ++i) {
+    if (m.truth_to_det[i] >= 0) continue;
+    ++e.split_unmatched;
+    if (!std::isfinite(ids[i])) continue;
+    const auto it = on_label.find(std::llround(ids[i]));
+    if (it == on_label.end() || it->second.size() < 2) continue;
+    double f = 0.0;
+    double fx = 0.0;
+    double fy = 0.0;
+    for (std::size_t j : it->second) {
+      f += dflux[j];
+      fx += dflux[j] * dx[j];
+      fy += dflux[j] * dy[j];
+    }
+    const double r = f / tflux[i];
+    if (std::hypot(fx / f - tx[i], fy / f - ty[i]) > o.match_radius_pix ||
+        !(r >= 1.0 / o.split_flux_factor && r <= o.split_flux_factor)) {
+      continue;
+    }
+    ++e.split_resolved;
+    const std::size_t n = it->second.size();
+    if (e.split_components.size() <= n) e.split_components.resize(n + 1, 0);
+    ++e.split_components[n];
+  }
+}
+
+}  // namespace
+
 DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth,
-                                 const Catalog* artifacts, const DetectEvalOptions& o) {
+                                 const Catalog* artifacts, const DetectEvalOptions& o,
+                                 const cv::Mat& truth_segmap) {
   DetectEvaluation e;
   e.options = o;
   const std::vector<double> tx = numeric_column(truth, "X_IMAGE", "truth");
@@ -330,13 +390,15 @@ DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth
     }
   }
   e.blend_success = ratio(e.blend_resolved, e.blend_pairs);
+  if (!truth_segmap.empty()) count_splits(e, detections, truth, truth_segmap, m, tx, ty, dx, dy, o);
   return e;
 }
 
 DetectEvaluation evaluate_detect_files(const std::string& catalog_path,
                                        const std::string& truth_path,
                                        const DetectEvalOptions& options,
-                                       const std::string& artifacts_path) {
+                                       const std::string& artifacts_path,
+                                       const std::string& truth_segmap_path) {
   const Catalog det =
       select_image_rows(read_catalog_file(catalog_path), options.file, catalog_path);
   const Catalog truth = read_catalog_file(truth_path);
@@ -349,10 +411,14 @@ DetectEvaluation evaluate_detect_files(const std::string& catalog_path,
   }
   Catalog artifacts;
   if (!art.empty()) artifacts = read_catalog_file(art);
+  cv::Mat truth_segmap;
+  if (!truth_segmap_path.empty()) truth_segmap = read_label_map(truth_segmap_path);
   try {
-    return evaluate_detect(det, truth, art.empty() ? nullptr : &artifacts, options);
+    return evaluate_detect(det, truth, art.empty() ? nullptr : &artifacts, options, truth_segmap);
   } catch (const FatalError& err) {
-    throw FatalError(catalog_path + " / " + truth_path + ": " + err.what());
+    throw FatalError(catalog_path + " / " + truth_path +
+                     (truth_segmap_path.empty() ? "" : " / " + truth_segmap_path) + ": " +
+                     err.what());
   }
 }
 
@@ -394,6 +460,16 @@ std::string to_text(const DetectEvaluation& e) {
       "deblending (pairs closer than {:g} r_eff, both S/N >= {:g}): {} of {} resolved, {}\n",
       e.options.blend_reff_factor, e.options.blend_snr_min, e.blend_resolved, e.blend_pairs,
       pct(e.blend_success));
+  if (e.split_measured) {
+    s += fmt::format(
+        "split (>= 2 unmatched detections on the truth row's segmentation pixels, flux-weighted "
+        "centre within {:g} px, summed FLUX_AUTO within x{:g} of the truth's flux): {} of the {} "
+        "unmatched truth "
+        "rows; matched or split: {} of {}, {}\n",
+        e.options.match_radius_pix, e.options.split_flux_factor, e.split_resolved,
+        e.split_unmatched, e.truth_rows - e.split_unmatched + e.split_resolved, e.truth_rows,
+        pct(ratio(e.truth_rows - e.split_unmatched + e.split_resolved, e.truth_rows)));
+  }
   return s;
 }
 
@@ -452,6 +528,15 @@ std::string to_json(const DetectEvaluation& e) {
                      {"pairs", e.blend_pairs},
                      {"resolved", e.blend_resolved},
                      {"success", json_number(e.blend_success)}};
+  if (e.split_measured) {
+    j["split"] = {{"flux_factor", e.options.split_flux_factor},
+                  {"unmatched", e.split_unmatched},
+                  {"resolved", e.split_resolved},
+                  {"matched_or_split", e.truth_rows - e.split_unmatched + e.split_resolved},
+                  {"components", e.split_components}};
+  } else {
+    j["split"] = nullptr;
+  }
   return j.dump(2) + "\n";
 }
 

@@ -12,30 +12,13 @@
 
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
-#include "astroflow/fits_io.hpp"
 #include "json_number.hpp"
+#include "label_map.hpp"
 
 namespace astroflow {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Integer labels; NaN or non-integer-typed blanks become -1 (ignored).
-cv::Mat as_labels(const cv::Mat& m, const std::string& what) {
-  if (m.channels() != 1) throw FatalError(what + ": expected a single-plane image");
-  if (m.type() == CV_32S) return m;
-  cv::Mat f;
-  m.convertTo(f, CV_64F);
-  cv::Mat out(m.size(), CV_32S);
-  for (int y = 0; y < f.rows; ++y) {
-    const auto* src = f.ptr<double>(y);
-    auto* dst = out.ptr<int>(y);
-    for (int x = 0; x < f.cols; ++x) {
-      dst[x] = std::isfinite(src[x]) ? static_cast<int>(std::lround(src[x])) : -1;
-    }
-  }
-  return out;
-}
 
 // Linear interpolation between order statistics (numpy's default percentile).
 double quantile(const std::vector<double>& sorted, double q) {
@@ -44,15 +27,6 @@ double quantile(const std::vector<double>& sorted, double q) {
   const auto lo = static_cast<std::size_t>(std::floor(pos));
   const std::size_t hi = std::min(lo + 1, sorted.size() - 1);
   return sorted[lo] + (pos - static_cast<double>(lo)) * (sorted[hi] - sorted[lo]);
-}
-
-cv::Mat read_map(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) throw FatalError(path + ": file not found");
-  FitsReadOptions ro;
-  ro.hdu = "0";
-  std::vector<Frame> f = read_fits_frames(path, ro);
-  if (f.empty() || f[0].failed()) throw FatalError(path + ": cannot read the primary image");
-  return f[0].science;
 }
 
 std::string label_name(const SegmentEvalOptions& o, int label) {
@@ -192,12 +166,12 @@ SegmentEvaluation evaluate_segment_files(const std::string& catalog_path,
   const Catalog det =
       select_image_rows(read_catalog_file(catalog_path), options.file, catalog_path);
   const Catalog truth = read_catalog_file(truth_path);
-  const cv::Mat seg = read_map(segmap_path);
-  const cv::Mat tseg = read_map(truthseg_path);
+  const cv::Mat seg = read_label_map(segmap_path);
+  const cv::Mat tseg = read_label_map(truthseg_path);
   cv::Mat cm;
   cv::Mat tcm;
-  if (!classmap_path.empty()) cm = read_map(classmap_path);
-  if (!truth_classmap_path.empty()) tcm = read_map(truth_classmap_path);
+  if (!classmap_path.empty()) cm = read_label_map(classmap_path);
+  if (!truth_classmap_path.empty()) tcm = read_label_map(truth_classmap_path);
   try {
     SegmentEvaluation e = evaluate_segment(det, seg, truth, tseg, cm, tcm, options);
     if (!e.class_measured && !classmap_path.empty() && truth_classmap_path.empty()) {

@@ -192,6 +192,80 @@ TEST(EvaluateDetect, NoClassColumnIsSkippedWithANote) {
   EXPECT_THROW((void)evaluate_detect(truth, csv(dir, "x.csv", "X,Y\n1,1\n"), nullptr), FatalError);
 }
 
+// A reference catalog (SExtractor's, say) with its segmentation map, each object a 15 x 15
+// square of its ID around it:
+//   ID  x    y    FLUX_AUTO  detections on its pixels (x, y, FLUX_AUTO)       split?
+//   1   20   20   200        (17,20,100) (23,20,100): centre (20,20), sum 200   yes, 2
+//   2   60   20   100        (57,20,90) (66,20,10): centre x 57.9, 2.1 px off   no
+//   3   20   60   1000       (17,60,50) (23,60,50): sum 100, 0.1 of 1000        no (yes at x20)
+//   4   60   60   50         (63,60,50): one detection                          no
+//   5  100  100   30         (100.5,100,30): matched                            -
+//   6   20  100   300        (17,100) (23,100) (20,103), 100 each: centre 1 px  yes, 3
+const char* kSplitTruthCsv =
+    "ID,X_IMAGE,Y_IMAGE,MAG,FLUX_AUTO\n"
+    "1,20,20,19,200\n"
+    "2,60,20,20,100\n"
+    "3,20,60,17.5,1000\n"
+    "4,60,60,20.7,50\n"
+    "5,100,100,21.3,30\n"
+    "6,20,100,18.8,300\n";
+const char* kSplitDetCsv =
+    "X_IMAGE,Y_IMAGE,FLUX_AUTO\n"
+    "17,20,100\n23,20,100\n"
+    "57,20,90\n66,20,10\n"
+    "17,60,50\n23,60,50\n"
+    "63,60,50\n"
+    "100.5,100,30\n"
+    "17,100,100\n23,100,100\n20,103,100\n";
+
+cv::Mat split_segmap() {
+  cv::Mat seg(128, 128, CV_32S, cv::Scalar(0));
+  const std::vector<cv::Point> at = {{20, 20}, {60, 20}, {20, 60}, {60, 60}, {100, 100}, {20, 100}};
+  for (std::size_t k = 0; k < at.size(); ++k) {
+    // FITS pixel (x, y) is column x - 1, row y - 1.
+    seg(cv::Rect(at[k].x - 1 - 7, at[k].y - 1 - 7, 15, 15)).setTo(static_cast<int>(k + 1));
+  }
+  return seg;
+}
+
+TEST(EvaluateDetect, SplitsAreCountedOnTheTruthSegmentationMap) {
+  TempDir dir("evaldet5");
+  const Catalog truth = csv(dir, "t.csv", kSplitTruthCsv);
+  const Catalog det = csv(dir, "d.csv", kSplitDetCsv);
+  const DetectEvaluation plain = evaluate_detect(det, truth, nullptr);
+  EXPECT_FALSE(plain.split_measured);
+  EXPECT_EQ(nlohmann::json::parse(to_json(plain))["split"], nullptr);
+
+  const DetectEvaluation e = evaluate_detect(det, truth, nullptr, {}, split_segmap());
+  EXPECT_EQ(e.matched, 1U);
+  ASSERT_TRUE(e.split_measured);
+  EXPECT_EQ(e.split_unmatched, 5U);
+  EXPECT_EQ(e.split_resolved, 2U);
+  EXPECT_EQ(e.split_components, (std::vector<std::size_t>{0, 0, 1, 1}));
+  const nlohmann::json j = nlohmann::json::parse(to_json(e));
+  EXPECT_EQ(j["split"]["matched_or_split"], 3);
+  EXPECT_NE(to_text(e).find("2 of the 5 unmatched truth rows; matched or split: 3 of 6"),
+            std::string::npos)
+      << to_text(e);
+
+  DetectEvalOptions wide;
+  wide.split_flux_factor = 20.0;  // truth 3's 0.1 is now close enough
+  EXPECT_EQ(evaluate_detect(det, truth, nullptr, wide, split_segmap()).split_resolved, 3U);
+  // The same map as floats (a FITS map read back as BITPIX -32) gives the same answer.
+  cv::Mat as_float;
+  split_segmap().convertTo(as_float, CV_32F);
+  EXPECT_EQ(evaluate_detect(det, truth, nullptr, {}, as_float).split_resolved, 2U);
+  // A missing map names its path.
+  write_text_file(dir / "t.csv", kSplitTruthCsv);
+  write_text_file(dir / "d.csv", kSplitDetCsv);
+  try {
+    (void)evaluate_detect_files(dir / "d.csv", dir / "t.csv", {}, "none", dir / "nope.fits");
+    FAIL() << "no error for a missing segmentation map";
+  } catch (const FatalError& err) {
+    EXPECT_NE(std::string(err.what()).find("nope.fits"), std::string::npos) << err.what();
+  }
+}
+
 TEST(EvaluateDetect, MergedCatalogNeedsAFile) {
   TempDir dir("evaldet4");
   write_text_file(dir / "t.truth.csv", kTruthCsv);

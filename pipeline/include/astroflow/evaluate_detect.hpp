@@ -27,12 +27,21 @@
 //    denoised image; empty when the truth has no SNR column;
 //  * deblending success over truth pairs closer than blend_reff_factor x the larger R_EFF of
 //    the two (stars have R_EFF NaN, taken as 0), both with SNR >= blend_snr_min: the share of
-//    pairs whose two members are both matched (to distinct detections, by construction).
+//    pairs whose two members are both matched (to distinct detections, by construction);
+//  * with the truth's segmentation map (value = its ID, or NUMBER: a SExtractor
+//    CHECKIMAGE_TYPE SEGMENTATION map with SExtractor's catalog as the truth): the unmatched
+//    truth rows the catalog splits. Such a row is split when at least two detections matched to
+//    no truth row lie on its pixels, their flux-weighted mean position (weights: the catalog's
+//    FLUX_AUTO, positive ones only) is within the match radius of it, and their summed flux is
+//    within a factor split_flux_factor of its own (FLUX_AUTO, else the simulator's FLUX). A
+//    reference catalog that leaves two stars as one object centred between them counts a miss
+//    at 2 px against a catalog that finds both; this counts it apart (bench/survey_real.sh).
 //
 // Failure: a missing file or column throws FatalError naming the file and the column.
 #pragma once
 
 #include <cstddef>
+#include <opencv2/core.hpp>
 #include <string>
 #include <vector>
 
@@ -51,6 +60,8 @@ struct DetectEvalOptions {
   double blend_snr_min = 10.0;  ///< both members of a close pair at least this truth SNR
   /// Lower edges of the truth-SNR completeness bins, increasing; the last bin has no top.
   std::vector<double> snr_edges = {0.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0};
+  /// Splits: the detections' summed flux within this factor of the truth row's (either way).
+  double split_flux_factor = 2.0;
   /// When the catalog has a FILE column (a merged catalog): keep only rows whose FILE has this
   /// file name (folders ignored). Empty: every row (the catalog must then describe one image).
   std::string file;
@@ -117,19 +128,29 @@ struct DetectEvaluation {
   std::size_t blend_pairs = 0;
   std::size_t blend_resolved = 0;
   double blend_success = 0.0;  ///< NaN when no pair
+  // splits (only with a truth segmentation map)
+  bool split_measured = false;
+  std::size_t split_unmatched = 0;  ///< truth rows matched to no detection
+  std::size_t split_resolved = 0;   ///< of them, split into >= 2 detections
+  /// split_components[n]: truth rows split into n detections (n >= 2)
+  std::vector<std::size_t> split_components;
 };
 
-/// `artifacts` may be null. Throws FatalError on a missing column.
+/// `artifacts` may be null; `truth_segmap` (any numeric type, value = truth ID; empty: no
+/// split count) must have the size of the image. Throws FatalError on a missing column.
 [[nodiscard]] DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth,
                                                const Catalog* artifacts,
-                                               const DetectEvalOptions& options = {});
+                                               const DetectEvalOptions& options = {},
+                                               const cv::Mat& truth_segmap = {});
 
 /// Reads the catalog, the truth table and, when `artifacts_path` is empty, the
-/// <name>.artifacts.fits next to a <name>.truth.fits/.csv if it exists ("none": never).
+/// <name>.artifacts.fits next to a <name>.truth.fits/.csv if it exists ("none": never), and the
+/// truth segmentation map at `truth_segmap_path` when given (primary HDU).
 [[nodiscard]] DetectEvaluation evaluate_detect_files(const std::string& catalog_path,
                                                      const std::string& truth_path,
                                                      const DetectEvalOptions& options = {},
-                                                     const std::string& artifacts_path = {});
+                                                     const std::string& artifacts_path = {},
+                                                     const std::string& truth_segmap_path = {});
 
 /// Rows of `catalog` whose FILE has file name `file` (all rows when `file` is empty or there is
 /// no FILE column). Throws FatalError when a FILE column names several images and `file` is
