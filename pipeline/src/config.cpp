@@ -274,8 +274,9 @@ void relocate(Node& n, const Loc& loc) {
 }
 
 const std::vector<std::string> kTopKeys = {"plugin_paths", "input", "output", "run", "stages"};
-const std::vector<std::string> kInputKeys = {"path",       "pattern",  "recursive", "hdu",
-                                             "weight_ext", "mask_ext", "cube_plane"};
+const std::vector<std::string> kInputKeys = {
+    "path",       "pattern",  "recursive",      "hdu",
+    "weight_ext", "mask_ext", "mask_good_bits", "cube_plane"};
 const std::vector<std::string> kOutputKeys = {"dir",    "catalog",   "per_input_catalog",
                                               "images", "quicklook", "merge_sky"};
 const std::vector<std::string> kMergeSkyKeys = {"radius_arcsec", "keep"};
@@ -564,6 +565,8 @@ void read_input(const Entry& section, InputConfig& in) {
       in.weight_ext = as_string(e, path);
     } else if (e.key == "mask_ext") {
       in.mask_ext = as_string(e, path);
+    } else if (e.key == "mask_good_bits") {
+      in.mask_good_bits = as_int(e, path, 0, std::numeric_limits<std::int32_t>::max());
     } else if (e.key == "cube_plane") {
       in.cube_plane = as_int(e, path, -1);
     }
@@ -819,6 +822,7 @@ std::string canonical(const PipelineConfig& c, const std::vector<std::string>& p
   out << YAML::Key << "hdu" << YAML::Value << c.input.hdu;
   out << YAML::Key << "weight_ext" << YAML::Value << c.input.weight_ext;
   out << YAML::Key << "mask_ext" << YAML::Value << c.input.mask_ext;
+  out << YAML::Key << "mask_good_bits" << YAML::Value << c.input.mask_good_bits;
   out << YAML::Key << "cube_plane" << YAML::Value << c.input.cube_plane;
   out << YAML::EndMap;
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap;

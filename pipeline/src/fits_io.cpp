@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -306,6 +307,26 @@ cv::Mat read_companion(FitsFile& f, const std::string& path, const std::vector<H
   return read_plane(f, *comp, comp->naxes.size() >= 3 ? plane : 0, datatype, cv_type, what);
 }
 
+// mask_good_bits: science pixels whose mask has a bit outside the good ones become NaN (blank
+// for every stage), counted in a HISTORY card.
+void blank_masked_pixels(Frame& frame, const FitsReadOptions& options) {
+  const auto good = static_cast<std::int32_t>(options.mask_good_bits);
+  std::size_t n = 0;
+  for (int y = 0; y < frame.mask.rows; ++y) {
+    const auto* m = frame.mask.ptr<std::int32_t>(y);
+    auto* v = frame.science.ptr<float>(y);
+    for (int x = 0; x < frame.mask.cols; ++x) {
+      if ((m[x] & ~good) != 0) {
+        v[x] = std::numeric_limits<float>::quiet_NaN();
+        ++n;
+      }
+    }
+  }
+  frame.header.add_history("astroflow: mask " + upper(trim(options.mask_ext)) + " (good bits " +
+                           std::to_string(good) + ") blanked " + std::to_string(n) + " of " +
+                           std::to_string(frame.mask.total()) + " pixels");
+}
+
 Frame read_one(FitsFile& f, const std::string& path, const std::vector<HduInfo>& hdus,
                const HduInfo& info, const FitsReadOptions& options, std::size_t input_index) {
   const std::string label = path + "[" + info.label() + "]";
@@ -374,6 +395,7 @@ Frame read_one(FitsFile& f, const std::string& path, const std::vector<HduInfo>&
   if (!trim(options.mask_ext).empty()) {
     frame.mask =
         read_companion(f, path, hdus, options.mask_ext, info, plane, TINT, CV_32SC1, "mask");
+    blank_masked_pixels(frame, options);
   }
 
   try {

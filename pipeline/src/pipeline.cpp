@@ -290,6 +290,7 @@ RunReport run_pipeline(const PipelineConfig& config, const std::vector<ResolvedS
   read_options.hdu = config.input.hdu;
   read_options.weight_ext = config.input.weight_ext;
   read_options.mask_ext = config.input.mask_ext;
+  read_options.mask_good_bits = config.input.mask_good_bits;
   read_options.cube_plane = config.input.cube_plane;
 
   // Part catalogs: named by a token of this process (ranks and resumed runs never collide),

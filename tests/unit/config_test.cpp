@@ -325,6 +325,21 @@ TEST_F(ConfigTest, GroupCommitSettingsAreRangeCheckedAndNotHashed) {
   EXPECT_EQ(PipelineConfig::load(path, {"run.commit_every=1"}).run.commit_every, 1);
 }
 
+TEST_F(ConfigTest, MaskGoodBitsAreReadCheckedAndHashed) {
+  const std::string path =
+      write("dq.yaml", "input:\n  mask_ext: DQ\n  mask_good_bits: 2920\nstages: []\n");
+  const PipelineConfig c = PipelineConfig::load(path);
+  EXPECT_EQ(c.input.mask_ext, "DQ");
+  EXPECT_EQ(c.input.mask_good_bits, 2920);
+  const PipelineConfig d =
+      PipelineConfig::load(write("dq0.yaml", "input:\n  mask_ext: DQ\nstages: []\n"));
+  EXPECT_EQ(d.input.mask_good_bits, 0);
+  EXPECT_NE(c.hash(), d.hash());  // other pixels are blank: other outputs
+  EXPECT_EQ(PipelineConfig::load(path, {"input.mask_good_bits=0"}).hash(), d.hash());
+  const std::string neg = write("dqneg.yaml", "input:\n  mask_good_bits: -1\nstages: []\n");
+  expect_at(load_error(neg), neg, 2, 3, "input.mask_good_bits");
+}
+
 TEST_F(ConfigTest, DuplicateMappingKeyIsAnError) {
   const std::string path = write("a.yaml",
                                  "run:\n"

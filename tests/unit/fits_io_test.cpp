@@ -311,6 +311,51 @@ TEST(FitsRead, AutoPicksSciExtensionsWithWeightAndMask) {
   }
 }
 
+TEST(FitsRead, MaskBitsOutsideTheGoodOnesBlankTheSciencePixels) {
+  // write_hst_like's DQ: 16 x EXTVER at (0, 5), 4096 at (0, 6), 0 elsewhere.
+  TempDir dir("fits-dq");
+  const std::string path = dir / "j8xi01abq_flt.fits";
+  write_hst_like(path);
+  auto nans = [](const cv::Mat& m) {
+    int n = 0;
+    for (int y = 0; y < m.rows; ++y)
+      for (int x = 0; x < m.cols; ++x) n += std::isnan(m.at<float>(y, x)) ? 1 : 0;
+    return n;
+  };
+  auto history = [](const Frame& fr) {
+    std::string h;
+    for (const std::string& c : fr.header.cards())
+      if (c.rfind("HISTORY", 0) == 0) h += c + "\n";
+    return h;
+  };
+  FitsReadOptions opt;
+  const auto plain = read_fits_frames(path, opt);
+  ASSERT_EQ(plain.size(), 2u);
+  EXPECT_EQ(nans(plain[0].science), 0);
+
+  opt.mask_ext = "DQ";  // good bits 0: every flagged pixel is blank
+  const auto all = read_fits_frames(path, opt);
+  ASSERT_EQ(all.size(), 2u);
+  for (int k = 0; k < 2; ++k) {
+    const Frame& fr = all[static_cast<std::size_t>(k)];
+    EXPECT_TRUE(std::isnan(fr.science.at<float>(0, 5)));
+    EXPECT_TRUE(std::isnan(fr.science.at<float>(0, 6)));
+    EXPECT_EQ(fr.science.at<float>(0, 7), static_cast<float>((k + 1) * 1000 + 7));
+    EXPECT_EQ(nans(fr.science), 2);
+    EXPECT_EQ(fr.mask.at<int>(0, 5), 16 * (k + 1));  // the plane is kept as read
+    EXPECT_NE(history(fr).find("mask DQ (good bits 0) blanked 2 of 96 pixels"), std::string::npos)
+        << history(fr);
+  }
+
+  opt.mask_good_bits = 16 + 4096;  // EXTVER 1's 16 and the 4096 are good, EXTVER 2's 32 is not
+  const auto some = read_fits_frames(path, opt);
+  ASSERT_EQ(some.size(), 2u);
+  EXPECT_EQ(some[0].science.at<float>(0, 5), 1005.0f);
+  EXPECT_TRUE(std::isnan(some[1].science.at<float>(0, 5)));
+  for (const Frame& fr : some) EXPECT_FALSE(std::isnan(fr.science.at<float>(0, 6)));
+  EXPECT_NE(history(some[1]).find("mask DQ (good bits 4112) blanked 1 of 96 pixels"),
+            std::string::npos);
+}
 TEST(FitsRead, SelectionByNameVersionAndIndex) {
   TempDir dir("fits-select");
   const std::string path = dir / "mef.fits";

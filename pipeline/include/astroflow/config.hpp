@@ -50,6 +50,9 @@ struct InputConfig {
   std::string hdu = "auto";
   std::string weight_ext;
   std::string mask_ext;
+  /// With mask_ext: the mask bits that leave a pixel usable (AstroDrizzle's "bits"); a pixel
+  /// with any other bit set is blank (NaN) for every stage.
+  std::int64_t mask_good_bits = 0;
   int cube_plane = -1;
 };
 

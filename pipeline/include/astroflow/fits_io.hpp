@@ -35,6 +35,11 @@ struct FitsReadOptions {
   /// Unusable errors/weights (<= 0, NaN) give weight 0. A missing companion is a FrameError.
   std::string weight_ext;
   std::string mask_ext;
+  /// With mask_ext: the mask bits that leave a pixel usable (the sum of their values, as
+  /// AstroDrizzle's final_bits); science pixels whose mask has any other bit set become NaN, the
+  /// blank pixels every stage leaves out, and a HISTORY card counts them. The mask plane itself
+  /// is kept as read.
+  std::int64_t mask_good_bits = 0;
   /// For 3-D cubes: the 0-based plane to take. -1: a cube is a per-file error.
   int cube_plane = -1;
 };
