@@ -137,7 +137,8 @@ struct DetectEvaluation {
 };
 
 /// `artifacts` may be null; `truth_segmap` (any numeric type, value = truth ID; empty: no
-/// split count) must have the size of the image. Throws FatalError on a missing column.
+/// split count) is on the image's pixel grid (detections outside it take no part). Throws
+/// FatalError on a missing column.
 [[nodiscard]] DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth,
                                                const Catalog* artifacts,
                                                const DetectEvalOptions& options = {},
