@@ -57,6 +57,65 @@ std::string pct(double v) {
   return std::isfinite(v) ? fmt::format("{:6.1f}%", 100.0 * v) : "     -";
 }
 
+// Truth rows matched within the radius or split (count_splits).
+std::size_t matched_or_split(const DetectEvaluation& e) {
+  return e.truth_rows - e.split_unmatched + e.split_resolved;
+}
+
+// The unmatched truth rows that >= 2 unmatched detections on their segmentation pixels add up
+// to (evaluate_detect.hpp: "splits").
+void count_splits(DetectEvaluation& e, const Catalog& detections, const Catalog& truth,
+                  const cv::Mat& truth_segmap, const PositionMatch& m,
+                  const std::vector<double>& tx, const std::vector<double>& ty,
+                  const std::vector<double>& dx, const std::vector<double>& dy,
+                  const DetectEvalOptions& o) {
+  const cv::Mat seg = as_labels(truth_segmap, "truth segmentation map");
+  const std::vector<double> ids =
+      numeric_column(truth, truth.find("ID") != nullptr ? "ID" : "NUMBER", "truth");
+  const std::vector<double> tflux =
+      numeric_column(truth, truth.find("FLUX_AUTO") != nullptr ? "FLUX_AUTO" : "FLUX", "truth");
+  const std::vector<double> dflux = numeric_column(detections, "FLUX_AUTO", "catalog");
+  if (!(o.split_flux_factor >= 1.0)) {
+    throw FatalError("evaluate detect: the split flux factor must be >= 1");
+  }
+  // Unmatched detections with positive flux, by the truth label under their centre.
+  std::unordered_map<long long, std::vector<std::size_t>> on_label;
+  for (std::size_t j = 0; j < dx.size(); ++j) {
+    if (m.det_to_truth[j] >= 0 || !(dflux[j] > 0.0)) continue;
+    if (!std::isfinite(dx[j]) || !std::isfinite(dy[j])) continue;
+    const auto px = static_cast<int>(std::lround(dx[j] - 1.0));
+    const auto py = static_cast<int>(std::lround(dy[j] - 1.0));
+    if (px < 0 || py < 0 || px >= seg.cols || py >= seg.rows) continue;
+    const int label = seg.at<int>(py, px);
+    if (label > 0) on_label[label].push_back(j);
+  }
+  e.split_measured = true;
+  for (std::size_t i = 0; i < tx.size(); ++i) {
+    if (m.truth_to_det[i] >= 0) continue;
+    ++e.split_unmatched;
+    if (!std::isfinite(ids[i])) continue;
+    const auto it = on_label.find(std::llround(ids[i]));
+    if (it == on_label.end() || it->second.size() < 2) continue;
+    double f = 0.0;
+    double fx = 0.0;
+    double fy = 0.0;
+    for (std::size_t j : it->second) {
+      f += dflux[j];
+      fx += dflux[j] * dx[j];
+      fy += dflux[j] * dy[j];
+    }
+    const double r = f / tflux[i];
+    if (std::hypot(fx / f - tx[i], fy / f - ty[i]) > o.match_radius_pix ||
+        !(r >= 1.0 / o.split_flux_factor && r <= o.split_flux_factor)) {
+      continue;
+    }
+    ++e.split_resolved;
+    const std::size_t n = it->second.size();
+    if (e.split_components.size() <= n) e.split_components.resize(n + 1, 0);
+    ++e.split_components[n];
+  }
+}
+
 }  // namespace
 
 PositionMatch match_positions(const std::vector<double>& tx, const std::vector<double>& ty,
@@ -161,64 +220,6 @@ std::string truth_sibling(const std::string& truth_path, const std::string& suff
   }
   return {};
 }
-
-namespace {
-
-// The unmatched truth rows that >= 2 unmatched detections on their segmentation pixels add up
-// to (evaluate_detect.hpp: "splits").
-void count_splits(DetectEvaluation& e, const Catalog& detections, const Catalog& truth,
-                  const cv::Mat& truth_segmap, const PositionMatch& m,
-                  const std::vector<double>& tx, const std::vector<double>& ty,
-                  const std::vector<double>& dx, const std::vector<double>& dy,
-                  const DetectEvalOptions& o) {
-  const cv::Mat seg = as_labels(truth_segmap, "truth segmentation map");
-  const std::vector<double> ids =
-      numeric_column(truth, truth.find("ID") != nullptr ? "ID" : "NUMBER", "truth");
-  const std::vector<double> tflux =
-      numeric_column(truth, truth.find("FLUX_AUTO") != nullptr ? "FLUX_AUTO" : "FLUX", "truth");
-  const std::vector<double> dflux = numeric_column(detections, "FLUX_AUTO", "catalog");
-  if (!(o.split_flux_factor >= 1.0)) {
-    throw FatalError("evaluate detect: the split flux factor must be >= 1");
-  }
-  // Unmatched detections with positive flux, by the truth label under their centre.
-  std::unordered_map<long long, std::vector<std::size_t>> on_label;
-  for (std::size_t j = 0; j < dx.size(); ++j) {
-    if (m.det_to_truth[j] >= 0 || !(dflux[j] > 0.0)) continue;
-    if (!std::isfinite(dx[j]) || !std::isfinite(dy[j])) continue;
-    const auto px = static_cast<int>(std::lround(dx[j] - 1.0));
-    const auto py = static_cast<int>(std::lround(dy[j] - 1.0));
-    if (px < 0 || py < 0 || px >= seg.cols || py >= seg.rows) continue;
-    const int label = seg.at<int>(py, px);
-    if (label > 0) on_label[label].push_back(j);
-  }
-  e.split_measured = true;
-  for (std::size_t i = 0; i < tx.size(); ++i) {
-    if (m.truth_to_det[i] >= 0) continue;
-    ++e.split_unmatched;
-    if (!std::isfinite(ids[i])) continue;
-    const auto it = on_label.find(std::llround(ids[i]));
-    if (it == on_label.end() || it->second.size() < 2) continue;
-    double f = 0.0;
-    double fx = 0.0;
-    double fy = 0.0;
-    for (std::size_t j : it->second) {
-      f += dflux[j];
-      fx += dflux[j] * dx[j];
-      fy += dflux[j] * dy[j];
-    }
-    const double r = f / tflux[i];
-    if (std::hypot(fx / f - tx[i], fy / f - ty[i]) > o.match_radius_pix ||
-        !(r >= 1.0 / o.split_flux_factor && r <= o.split_flux_factor)) {
-      continue;
-    }
-    ++e.split_resolved;
-    const std::size_t n = it->second.size();
-    if (e.split_components.size() <= n) e.split_components.resize(n + 1, 0);
-    ++e.split_components[n];
-  }
-}
-
-}  // namespace
 
 DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth,
                                  const Catalog* artifacts, const DetectEvalOptions& o,
@@ -467,8 +468,8 @@ std::string to_text(const DetectEvaluation& e) {
         "unmatched truth "
         "rows; matched or split: {} of {}, {}\n",
         e.options.match_radius_pix, e.options.split_flux_factor, e.split_resolved,
-        e.split_unmatched, e.truth_rows - e.split_unmatched + e.split_resolved, e.truth_rows,
-        pct(ratio(e.truth_rows - e.split_unmatched + e.split_resolved, e.truth_rows)));
+        e.split_unmatched, matched_or_split(e), e.truth_rows,
+        pct(ratio(matched_or_split(e), e.truth_rows)));
   }
   return s;
 }
@@ -532,7 +533,7 @@ std::string to_json(const DetectEvaluation& e) {
     j["split"] = {{"flux_factor", e.options.split_flux_factor},
                   {"unmatched", e.split_unmatched},
                   {"resolved", e.split_resolved},
-                  {"matched_or_split", e.truth_rows - e.split_unmatched + e.split_resolved},
+                  {"matched_or_split", matched_or_split(e)},
                   {"components", e.split_components}};
   } else {
     j["split"] = nullptr;
