@@ -8,6 +8,8 @@
 #            9001-9099 are reserved for this bench and
 #            are used by no training (models/*/train.sh use other seeds; see docs/detect.md)
 #   SIZE     field side in pixels (default 4096)
+#   SIM_ARGS more `astroflow simulate field` options, e.g. a crowded star field:
+#            SIM_ARGS="--stars 8000 --psf-fwhm 2.1 --star-mag-bright 15 --saturation 56"
 #   CONFIG   astroflow config (default: background + sources written below; later e.g. a
 #            config with detect + segment); it must write <stem>.cat.fits and the segmap plane
 #   THREADS  threads of both tools (default 2)
@@ -21,7 +23,8 @@
 # (truth S/N > 20, CLASS_STAR > 0.5), deblending of close pairs, median footprint IoU,
 # per-pixel class accuracy (when the config writes a classmap), wall time, Mpix/s, peak RSS;
 # then all seeds together (summed purity and deblending, total pixels over total wall time, and
-# the speed ratio of the two tools), and astroflow's Mpix/s per stage from its summary.json.
+# the speed ratio of the two tools), the completeness of stars of S/N > 20 by the distance to
+# their nearest truth neighbour (crowding), and astroflow's Mpix/s per stage from its summary.json.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,7 +59,9 @@ config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
 for seed in $seeds; do
   d=$work/$seed
   mkdir -p "$d/in" "$d/sex"
-  "$af" simulate field --size "$size" --seed "$seed" --output "$d/sim" --name field >/dev/null
+  # shellcheck disable=SC2086  # SIM_ARGS: several options
+  "$af" simulate field --size "$size" --seed "$seed" ${SIM_ARGS:-} --output "$d/sim" \
+    --name field >/dev/null
   ln -s "$d/sim/field.fits" "$d/in/field.fits"
   # SExtractor, then astroflow, on the same file; %e wall seconds, %M peak RSS in KB.
   /usr/bin/time -f "%e %M" -o "$d/sex.time" bash -c "source '$here/sextractor_run.sh'; sex_run '$d/sim/field.fits' '$d/sex' FITS_1.0 $threads"
@@ -84,7 +89,7 @@ for seed in $seeds; do
   fi
 done
 
-echo "# bench/detect_compare.sh: SIZE=$size SEEDS=\"$seeds\" THREADS=$threads"
+echo "# bench/detect_compare.sh: SIZE=$size SEEDS=\"$seeds\" THREADS=$threads SIM_ARGS=\"${SIM_ARGS:-}\""
 echo "config: ${CONFIG:-background + sources (default)}; machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 /usr/bin/python3 - "$work" "$size" $seeds <<'PY'
 import json, os, sys
@@ -165,6 +170,24 @@ for tool, name in tools:
     print(f"| {name} | {det} | {pur} | {spur} ({art}) | "
           f"{res}/{pairs} | {wall:.2f} s | {speed[tool]:.2f} |")
 print(f"\nSpeed ratio astroflow / SExtractor: {speed['af'] / speed['sex']:.3f}")
+# Crowding: stars of truth S/N > 20 by the distance to their nearest truth object of S/N >= 5.
+crowd = {}
+for seed in seeds:
+    for tool, _ in tools:
+        for b in load(seed, tool, "detect").get("crowding", {}).get("bins", []):
+            e = crowd.setdefault(b["dist_min_pix"], {"max": b["dist_max_pix"], "stars": 0})
+            if tool == "af": e["stars"] += b["stars"]
+            e[tool] = e.get(tool, 0) + b["stars_matched"]
+if crowd:
+    print("\n## Crowding: stars of truth S/N > 20 by the distance to the nearest truth object of S/N >= 5\n")
+    print("| distance (px) | stars | astroflow | SExtractor |")
+    print("|---|---|---|---|")
+    for lo in sorted(crowd):
+        e = crowd[lo]
+        rng = f"{lo:g}–{e['max']:g}" if e["max"] is not None else f">= {lo:g}"
+        n = e["stars"]
+        print(f"| {rng} | {n} | {e.get('af', 0)} ({pct(e.get('af', 0) / n if n else None)}) | "
+              f"{e.get('sex', 0)} ({pct(e.get('sex', 0) / n if n else None)}) |")
 # Per stage (astroflow's summary.json): each stage's process() seconds summed over its calls
 # (tiles run concurrently, so the sum can exceed the run's wall time), its share of all stage
 # seconds, and the run's wall time apportioned by that share, as pixels per second: the

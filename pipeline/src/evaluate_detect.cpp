@@ -24,6 +24,30 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// Grid hash of points, cells `size` wide: the 3 x 3 cells around a position hold every point
+// within `size` of it.
+class PointGrid {
+ public:
+  explicit PointGrid(double size) : size_(size) {}
+  void add(std::size_t i, double x, double y) { cells_[key(cell(x), cell(y))].push_back(i); }
+  template <class F>
+  void for_each_near(double x, double y, F&& f) const {
+    for (long long ox = -1; ox <= 1; ++ox) {
+      for (long long oy = -1; oy <= 1; ++oy) {
+        const auto it = cells_.find(key(cell(x) + ox, cell(y) + oy));
+        if (it == cells_.end()) continue;
+        for (std::size_t i : it->second) f(i);
+      }
+    }
+  }
+
+ private:
+  long long cell(double v) const { return static_cast<long long>(std::floor(v / size_)); }
+  static long long key(long long cx, long long cy) { return (cx << 32) ^ (cy & 0xffffffffLL); }
+  double size_;
+  std::unordered_map<long long, std::vector<std::size_t>> cells_;
+};
+
 const Column& need(const Catalog& c, const std::string& name, const std::string& what) {
   const Column* col = c.find(name);
   if (col == nullptr) throw FatalError(what + ": column " + name + " is missing");
@@ -116,6 +140,52 @@ void count_splits(DetectEvaluation& e, const Catalog& detections, const Catalog&
   }
 }
 
+// Stars of truth SNR > class_snr_min by the distance to their nearest truth neighbour of SNR >=
+// crowd_neighbour_snr (evaluate_detect.hpp: "crowding"). Neighbours beyond the last edge are
+// not searched for: such a star falls in the last, open bin either way.
+void count_crowding(DetectEvaluation& e, const Column& tsnr, const Column& ttype,
+                    const PositionMatch& m, const std::vector<double>& tx,
+                    const std::vector<double>& ty, const DetectEvalOptions& o) {
+  const std::vector<double>& edges = o.crowd_edges_pix;
+  if (edges.front() != 0.0 || !std::is_sorted(edges.begin(), edges.end()) ||
+      std::adjacent_find(edges.begin(), edges.end()) != edges.end()) {
+    throw FatalError("evaluate detect: the crowding bin edges must start at 0 and increase");
+  }
+  const double reach = edges.back();
+  e.crowd_bins.resize(edges.size());
+  for (std::size_t b = 0; b < edges.size(); ++b) {
+    e.crowd_bins[b].dist_min = edges[b];
+    e.crowd_bins[b].dist_max =
+        b + 1 < edges.size() ? edges[b + 1] : std::numeric_limits<double>::infinity();
+  }
+  PointGrid grid(reach);
+  for (std::size_t i = 0; reach > 0.0 && i < tx.size(); ++i) {
+    if (value_at(tsnr, i) >= o.crowd_neighbour_snr && std::isfinite(tx[i]) &&
+        std::isfinite(ty[i])) {
+      grid.add(i, tx[i], ty[i]);
+    }
+  }
+  for (std::size_t i = 0; i < tx.size(); ++i) {
+    if (!(value_at(tsnr, i) > o.class_snr_min) || trimmed_lower(ttype.as_text(i)) != "star" ||
+        !std::isfinite(tx[i]) || !std::isfinite(ty[i])) {
+      continue;
+    }
+    double nearest = std::numeric_limits<double>::infinity();
+    if (reach > 0.0) {
+      grid.for_each_near(tx[i], ty[i], [&](std::size_t k) {
+        if (k != i) nearest = std::min(nearest, std::hypot(tx[i] - tx[k], ty[i] - ty[k]));
+      });
+    }
+    const auto b = static_cast<std::size_t>(std::upper_bound(edges.begin(), edges.end(), nearest) -
+                                            edges.begin() - 1);
+    ++e.crowd_bins[b].stars;
+    e.crowd_bins[b].stars_matched += m.truth_to_det[i] >= 0 ? 1 : 0;
+  }
+  for (DetectCrowdBin& bin : e.crowd_bins) {
+    bin.completeness = ratio(bin.stars_matched, bin.stars);
+  }
+}
+
 }  // namespace
 
 PositionMatch match_positions(const std::vector<double>& tx, const std::vector<double>& ty,
@@ -126,14 +196,9 @@ PositionMatch match_positions(const std::vector<double>& tx, const std::vector<d
   m.truth_to_det.assign(tx.size(), -1);
   m.distance_pix.assign(dx.size(), kNaN);
   if (!(radius > 0.0)) return m;
-  // Grid hash of the truth positions, cells one radius wide.
-  auto cell = [&](double v) { return static_cast<long long>(std::floor(v / radius)); };
-  auto key = [](long long cx, long long cy) { return (cx << 32) ^ (cy & 0xffffffffLL); };
-  std::unordered_map<long long, std::vector<int>> grid;
+  PointGrid grid(radius);  // the truth positions
   for (std::size_t i = 0; i < tx.size(); ++i) {
-    if (std::isfinite(tx[i]) && std::isfinite(ty[i])) {
-      grid[key(cell(tx[i]), cell(ty[i]))].push_back(static_cast<int>(i));
-    }
+    if (std::isfinite(tx[i]) && std::isfinite(ty[i])) grid.add(i, tx[i], ty[i]);
   }
   struct Pair {
     double d;
@@ -143,19 +208,10 @@ PositionMatch match_positions(const std::vector<double>& tx, const std::vector<d
   std::vector<Pair> pairs;
   for (std::size_t j = 0; j < dx.size(); ++j) {
     if (!std::isfinite(dx[j]) || !std::isfinite(dy[j])) continue;
-    const long long cx = cell(dx[j]);
-    const long long cy = cell(dy[j]);
-    for (long long ox = -1; ox <= 1; ++ox) {
-      for (long long oy = -1; oy <= 1; ++oy) {
-        const auto it = grid.find(key(cx + ox, cy + oy));
-        if (it == grid.end()) continue;
-        for (int i : it->second) {
-          const auto u = static_cast<std::size_t>(i);
-          const double d = std::hypot(dx[j] - tx[u], dy[j] - ty[u]);
-          if (d <= radius) pairs.push_back(Pair{d, static_cast<int>(j), i});
-        }
-      }
-    }
+    grid.for_each_near(dx[j], dy[j], [&](std::size_t u) {
+      const double d = std::hypot(dx[j] - tx[u], dy[j] - ty[u]);
+      if (d <= radius) pairs.push_back(Pair{d, static_cast<int>(j), static_cast<int>(u)});
+    });
   }
   std::sort(pairs.begin(), pairs.end(), [](const Pair& a, const Pair& b) {
     if (a.d != b.d) return a.d < b.d;
@@ -339,6 +395,10 @@ DetectEvaluation evaluate_detect(const Catalog& detections, const Catalog& truth
     }
   }
 
+  if (tsnr != nullptr && ttype != nullptr && !o.crowd_edges_pix.empty()) {
+    count_crowding(e, *tsnr, *ttype, m, tx, ty, o);
+  }
+
   // Star/galaxy accuracy.
   if (cls == nullptr) {
     e.class_note = "catalog has no " + o.class_column + " column";
@@ -447,6 +507,18 @@ std::string to_text(const DetectEvaluation& e) {
                        pct(b.completeness), b.stars, pct(b.star_completeness));
     }
   }
+  if (!e.crowd_bins.empty()) {
+    s += fmt::format(
+        "\ncrowding: stars of truth S/N > {:g} by the distance to the nearest truth object of "
+        "S/N >= {:g}\ndistance (px)  N_stars  completeness\n",
+        e.options.class_snr_min, e.options.crowd_neighbour_snr);
+    for (const DetectCrowdBin& b : e.crowd_bins) {
+      const std::string range = std::isfinite(b.dist_max)
+                                    ? fmt::format("{:g}-{:g}", b.dist_min, b.dist_max)
+                                    : fmt::format(">= {:g}", b.dist_min);
+      s += fmt::format("{:<12}  {:7d}  {:>12}\n", range, b.stars, pct(b.completeness));
+    }
+  }
   if (e.class_measured) {
     s += fmt::format(
         "\nstar/galaxy ({} > {:g}, truth S/N > {:g}): accuracy {:.2f}% of {} "
@@ -508,6 +580,17 @@ std::string to_json(const DetectEvaluation& e) {
                              {"stars_matched", b.stars_matched},
                              {"star_completeness", json_number(b.star_completeness)}});
   }
+  nlohmann::json crowd = nlohmann::json::array();
+  for (const DetectCrowdBin& b : e.crowd_bins) {
+    crowd.push_back({{"dist_min_pix", b.dist_min},
+                     {"dist_max_pix", json_number(b.dist_max)},
+                     {"stars", b.stars},
+                     {"stars_matched", b.stars_matched},
+                     {"completeness", json_number(b.completeness)}});
+  }
+  j["crowding"] = {{"snr_min", e.options.class_snr_min},
+                   {"neighbour_snr_min", e.options.crowd_neighbour_snr},
+                   {"bins", crowd}};
   nlohmann::json c;
   c["measured"] = e.class_measured;
   c["column"] = e.options.class_column;

@@ -266,6 +266,61 @@ TEST(EvaluateDetect, SplitsAreCountedOnTheTruthSegmentationMap) {
   }
 }
 
+// Crowding: stars of S/N > 20 by the distance to their nearest truth neighbour of S/N >= 5.
+//   1, 2  stars 2 px apart (bin 0-3); 1 matched, 2 not
+//   3     star 6 px from galaxy 4 of S/N 8 (bin 5-7), matched
+//   5     star 1 px from star 6 of S/N 3 (too faint to count), nothing else within 15 px:
+//         the open bin, not matched
+//   7     galaxy of S/N 50 (not a star); 8 star of S/N 12 (too faint to be scored)
+const char* kCrowdTruthCsv =
+    "ID,X_IMAGE,Y_IMAGE,MAG,TYPE,SNR,R_EFF\n"
+    "1,10,10,20,star,50,nan\n"
+    "2,12,10,20,star,40,nan\n"
+    "3,50,50,21,star,30,nan\n"
+    "4,56,50,24,galaxy,8,2\n"
+    "5,100,100,21,star,25,nan\n"
+    "6,101,100,26,star,3,nan\n"
+    "7,200,200,20,galaxy,50,3\n"
+    "8,150,150,23,star,12,nan\n";
+const char* kCrowdDetCsv =
+    "NUMBER,X_IMAGE,Y_IMAGE\n"
+    "1,10,10.5\n"
+    "2,50.5,50\n"
+    "3,200,200\n";
+
+TEST(EvaluateDetect, CrowdingBinsStarsByTheirNearestCountedNeighbour) {
+  TempDir dir("evaldet6");
+  const DetectEvaluation e =
+      evaluate_detect(csv(dir, "d.csv", kCrowdDetCsv), csv(dir, "t.csv", kCrowdTruthCsv), nullptr);
+  ASSERT_EQ(e.crowd_bins.size(), 6U);
+  const std::vector<std::size_t> stars = {2, 0, 1, 0, 0, 1};
+  const std::vector<std::size_t> matched = {1, 0, 1, 0, 0, 0};
+  for (std::size_t b = 0; b < stars.size(); ++b) {
+    EXPECT_EQ(e.crowd_bins[b].stars, stars[b]) << "bin " << b;
+    EXPECT_EQ(e.crowd_bins[b].stars_matched, matched[b]) << "bin " << b;
+  }
+  EXPECT_DOUBLE_EQ(e.crowd_bins[0].completeness, 0.5);
+  EXPECT_TRUE(std::isnan(e.crowd_bins[1].completeness));
+  EXPECT_TRUE(std::isinf(e.crowd_bins[5].dist_max));
+  const nlohmann::json j = nlohmann::json::parse(to_json(e));
+  EXPECT_EQ(j["crowding"]["bins"][2]["stars_matched"], 1);
+  EXPECT_NE(to_text(e).find("crowding: stars of truth S/N > 20"), std::string::npos) << to_text(e);
+
+  // Star 6 counts as a neighbour from S/N 3 on: star 5 moves to the 0-3 bin.
+  DetectEvalOptions faint;
+  faint.crowd_neighbour_snr = 3.0;
+  const DetectEvaluation f = evaluate_detect(csv(dir, "d.csv", kCrowdDetCsv),
+                                             csv(dir, "t.csv", kCrowdTruthCsv), nullptr, faint);
+  EXPECT_EQ(f.crowd_bins[0].stars, 3U);
+  EXPECT_EQ(f.crowd_bins[5].stars, 0U);
+  // Edges must start at 0 and increase.
+  DetectEvalOptions bad;
+  bad.crowd_edges_pix = {1.0, 2.0};
+  EXPECT_THROW((void)evaluate_detect(csv(dir, "d.csv", kCrowdDetCsv),
+                                     csv(dir, "t.csv", kCrowdTruthCsv), nullptr, bad),
+               FatalError);
+}
+
 TEST(EvaluateDetect, MergedCatalogNeedsAFile) {
   TempDir dir("evaldet4");
   write_text_file(dir / "t.truth.csv", kTruthCsv);

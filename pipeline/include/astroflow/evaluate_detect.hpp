@@ -25,6 +25,11 @@
 //  * completeness per truth-SNR bin (edges snr_edges; the last bin is open), for all truth rows
 //    and for stars alone (TYPE star): e.g. the share of stars with S/N > 5 still found on a
 //    denoised image; empty when the truth has no SNR column;
+//  * crowding: completeness of the stars of truth SNR > class_snr_min, binned by the distance to
+//    the nearest other truth row of SNR >= crowd_neighbour_snr (edges crowd_edges_pix; the last
+//    bin is open and also holds stars with no such neighbour). Crowded star fields (the cores of
+//    clusters on HST images) are where a network trained on sparse fields loses stars it finds
+//    alone (docs/detect.md, "Crowded star fields in training"); empty without SNR and TYPE;
 //  * deblending success over truth pairs closer than blend_reff_factor x the larger R_EFF of
 //    the two (stars have R_EFF NaN, taken as 0), both with SNR >= blend_snr_min: the share of
 //    pairs whose two members are both matched (to distinct detections, by construction);
@@ -60,6 +65,9 @@ struct DetectEvalOptions {
   double blend_snr_min = 10.0;  ///< both members of a close pair at least this truth SNR
   /// Lower edges of the truth-SNR completeness bins, increasing; the last bin has no top.
   std::vector<double> snr_edges = {0.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0};
+  /// Crowding: lower edges (px, increasing, from 0) of the nearest-neighbour distance bins.
+  std::vector<double> crowd_edges_pix = {0.0, 3.0, 5.0, 7.0, 10.0, 15.0};
+  double crowd_neighbour_snr = 5.0;  ///< truth rows at least this SNR count as neighbours
   /// Splits: the detections' summed flux within this factor of the truth row's (either way).
   double split_flux_factor = 2.0;
   /// When the catalog has a FILE column (a merged catalog): keep only rows whose FILE has this
@@ -101,6 +109,14 @@ struct DetectSnrBin {
   double star_completeness = 0.0;  ///< NaN when stars == 0
 };
 
+struct DetectCrowdBin {
+  double dist_min = 0.0;
+  double dist_max = 0.0;  ///< infinity for the last bin
+  std::size_t stars = 0;  ///< stars of truth SNR > class_snr_min with the nearest neighbour here
+  std::size_t stars_matched = 0;
+  double completeness = 0.0;  ///< NaN when stars == 0
+};
+
 struct DetectEvaluation {
   DetectEvalOptions options;
   std::size_t truth_rows = 0;
@@ -113,7 +129,8 @@ struct DetectEvaluation {
   double median_offset_pix = 0.0;  ///< over matched detections
   std::vector<DetectMagBin> bins;
   bool has_det_mag = false;
-  std::vector<DetectSnrBin> snr_bins;  ///< empty when the truth has no SNR column
+  std::vector<DetectSnrBin> snr_bins;      ///< empty when the truth has no SNR column
+  std::vector<DetectCrowdBin> crowd_bins;  ///< empty when the truth has no SNR or TYPE column
   // star/galaxy
   bool class_measured = false;
   std::string class_note;  ///< why it was skipped
