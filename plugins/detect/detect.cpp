@@ -220,6 +220,7 @@ class DetectStage : public astroflow::Stage {
     rescue_union_ = o.get_bool("rescue_union");
     class_locus_ = o.get_bool("class_locus");
     class_locus_crowded_ = o.get_bool("class_locus_crowded");
+    class_locus_neighbour_pix_ = o.get_double("class_locus_neighbour_pix");
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -296,9 +297,12 @@ class DetectStage : public astroflow::Stage {
   // neighbour's light in the 6 px disk lowers c: on the HST ACS image, where the network calls
   // every row a star, 75-81% of the rows the locus turned into galaxies had FLAGS 1 or 2, against
   // 14-20% of the others); records the locus in each frame's header.
+  // A row with another row within class_locus_neighbour_pix (the 6 px disk plus the reach of a
+  // neighbour's core) is crowded too, flagged or not: it neither calibrates nor is updated.
   void apply_locus(const std::vector<astroflow::Frame*>& frames) const {
     constexpr std::int32_t kNotClean =
         kFlagCrowded | kFlagBlended | kFlagEdge | kFlagApertureCut | kFlagRescued;
+    const std::vector<bool> near = rows_with_a_neighbour(frames, class_locus_neighbour_pix_);
     std::vector<double> c;
     std::vector<bool> calibrate;
     for (const astroflow::Frame* f : frames) {
@@ -312,19 +316,23 @@ class DetectStage : public astroflow::Stage {
         c.push_back(conc[k]);
         calibrate.push_back(p[k] >= kLocusCalibrationClass && err[k] > 0.0 &&
                             flux[k] / err[k] >= kLocusCalibrationSnr &&
-                            (flags[k] & kNotClean) == 0);
+                            (flags[k] & kNotClean) == 0 && !near[c.size() - 1]);
       }
     }
     const astroflow::StellarLocus locus =
         astroflow::fit_stellar_locus(c, calibrate, kLocusMinStars, kLocusSigmaFloor);
+    std::size_t row = 0;
     for (astroflow::Frame* f : frames) {
       astroflow::Catalog& cat = f->catalog;
       const auto& conc = cat.get<double>("CONCENTRATION");
       const auto& err = cat.get<double>("CONCENTRATIONERR");
       const auto& flags = cat.get<std::int32_t>("FLAGS");
       auto& p = cat.get<float>("CLASS_STAR");
-      for (std::size_t k = 0; k < cat.rows(); ++k) {
-        if (!class_locus_crowded_ && (flags[k] & (kFlagCrowded | kFlagBlended)) != 0) continue;
+      for (std::size_t k = 0; k < cat.rows(); ++k, ++row) {
+        if (!class_locus_crowded_ &&
+            ((flags[k] & (kFlagCrowded | kFlagBlended)) != 0 || near[row])) {
+          continue;
+        }
         p[k] =
             static_cast<float>(astroflow::locus_star_probability(p[k], {conc[k], err[k]}, locus));
       }
@@ -335,6 +343,35 @@ class DetectStage : public astroflow::Stage {
       f->header.set("DETLOCN", static_cast<long long>(locus.stars),
                     "detect: calibration stars of the stellar locus");
     }
+  }
+
+  // Per row of `frames` (in order), whether another row's X_IMAGE, Y_IMAGE (full-image pixels,
+  // so rows of neighbouring tiles count) lies within `radius` of its own; all false for 0.
+  static std::vector<bool> rows_with_a_neighbour(const std::vector<astroflow::Frame*>& frames,
+                                                 double radius) {
+    std::vector<double> x;
+    std::vector<double> y;
+    for (const astroflow::Frame* f : frames) {
+      const auto& fx = f->catalog.get<double>("X_IMAGE");
+      const auto& fy = f->catalog.get<double>("Y_IMAGE");
+      x.insert(x.end(), fx.begin(), fx.end());
+      y.insert(y.end(), fy.begin(), fy.end());
+    }
+    std::vector<bool> near(x.size(), false);
+    if (!(radius > 0.0)) return near;
+    std::vector<std::size_t> order(x.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::sort(order.begin(), order.end(),
+              [&](std::size_t a, std::size_t b) { return x[a] < x[b]; });
+    for (std::size_t a = 0; a < order.size(); ++a) {
+      for (std::size_t b = a + 1; b < order.size() && x[order[b]] - x[order[a]] <= radius; ++b) {
+        if (std::hypot(x[order[b]] - x[order[a]], y[order[b]] - y[order[a]]) <= radius) {
+          near[order[a]] = true;
+          near[order[b]] = true;
+        }
+      }
+    }
+    return near;
   }
 
   // A network for one concurrent batch: the stage's own first, then more loaded on demand
@@ -1059,12 +1096,13 @@ class DetectStage : public astroflow::Stage {
   float rescue_edge_score_ = 0.0f;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
-  bool windowed_centre_ = false;      // centre: windowed
-  bool isophotal_moments_ = false;    // moments: isophotal
-  bool union_score_ = false;          // score: union
-  bool class_locus_ = true;           // CLASS_STAR updated against the frame's stellar locus
-  bool class_locus_crowded_ = false;  // ... also for rows with FLAGS 1 or 2
-  bool rescue_union_ = true;          // the rescue's support is the union of the class heatmaps
+  bool windowed_centre_ = false;            // centre: windowed
+  bool isophotal_moments_ = false;          // moments: isophotal
+  bool union_score_ = false;                // score: union
+  bool class_locus_ = true;                 // CLASS_STAR updated against the frame's stellar locus
+  bool class_locus_crowded_ = false;        // ... also for rows with FLAGS 1 or 2
+  double class_locus_neighbour_pix_ = 8.0;  // ... or with another row this close
+  bool rescue_union_ = true;  // the rescue's support is the union of the class heatmaps
   double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
   double zeropoint_ = 25.0;
@@ -1161,8 +1199,12 @@ ASTROFLOW_PLUGIN(
                   "update CLASS_STAR by the light concentration against the frame's stellar "
                   "locus (F(r < 2 px) / F(r < 6 px) of the confident stars)")
         .add_bool("class_locus_crowded", false,
-                  "class_locus also updates rows with FLAGS 1 or 2, whose neighbours lower "
-                  "their concentration")
+                  "class_locus also updates rows with FLAGS 1 or 2, or with another row within "
+                  "class_locus_neighbour_pix, whose neighbours lower their concentration")
+        .add_double("class_locus_neighbour_pix", 8.0,
+                    "class_locus: a row with another row this close (px) is crowded too: it "
+                    "neither calibrates the locus nor is updated; 0 = off",
+                    0.0, 1e6)
         .add_double("isophotal_centre_snr", 20.0,
                     "centre isophotal: the S/N an isophotal object needs to give its barycentre",
                     0.0, 1e9)

@@ -943,6 +943,18 @@ TEST(DetectPlugin, TheStellarLocusLowersClassStarOfExtendedObjectsOnly) {
   }
   EXPECT_GE(neighboured, 2);
   EXPECT_GE(moved_when_asked, 1);
+  // A row with another row within class_locus_neighbour_pix is crowded too: the stars are
+  // 45.3 px apart, so at 40 px they still calibrate the locus, at 50 px none does, the locus is
+  // not calibrated and every row keeps the network's class.
+  const Frame near40 = run_detect(f, {{"class_locus_neighbour_pix", 40.0}});
+  EXPECT_EQ(near40.header.get_int("DETLOCN").value_or(0), calibration_rows(off.catalog));
+  const Frame near50 = run_detect(f, {{"class_locus_neighbour_pix", 50.0}});
+  EXPECT_EQ(near50.header.get_int("DETLOCN").value_or(-1), 0);
+  EXPECT_EQ(near50.header.get_double("DETLOCUS").value_or(-1.0), 0.0);
+  ASSERT_EQ(near50.catalog.rows(), off.catalog.rows());
+  for (std::size_t k = 0; k < off.catalog.rows(); ++k) {
+    EXPECT_EQ(near50.catalog.get<float>("CLASS_STAR")[k], p_off[k]) << "row " << k;
+  }
 }
 
 TEST(DetectPlugin, TheStellarLocusOfATiledImageUsesTheStarsOfAllItsTiles) {
