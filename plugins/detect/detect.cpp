@@ -313,10 +313,11 @@ class DetectStage : public astroflow::Stage {
       const auto& err = cat.get<double>("FLUXERR_AUTO");
       const auto& flags = cat.get<std::int32_t>("FLAGS");
       for (std::size_t k = 0; k < cat.rows(); ++k) {
+        const std::size_t row = c.size();  // over the rows of all frames, as `near`
         c.push_back(conc[k]);
         calibrate.push_back(p[k] >= kLocusCalibrationClass && err[k] > 0.0 &&
                             flux[k] / err[k] >= kLocusCalibrationSnr &&
-                            (flags[k] & kNotClean) == 0 && !near[c.size() - 1]);
+                            (flags[k] & kNotClean) == 0 && !near[row]);
       }
     }
     const astroflow::StellarLocus locus =
