@@ -301,6 +301,40 @@ cv::Mat normalise_frame_by_planes(const Frame& frame, const std::string& stage, 
   return normalise_by_planes(frame.science, bkg->second, rms->second, subtracted, blank);
 }
 
+std::optional<double> saturation_level(const Header& header, double level, const std::string& key) {
+  if (level > 0.0) return level;
+  if (key.empty()) return std::nullopt;
+  const std::optional<double> v = header.get_double(key);
+  if (v && std::isfinite(*v) && *v > 0.0) return v;
+  return std::nullopt;
+}
+
+std::vector<bool> saturated_labels(const Frame& frame, const cv::Mat& segmap, int n_labels,
+                                   double level) {
+  std::vector<bool> out(static_cast<std::size_t>(std::max(0, n_labels)) + 1, false);
+  const cv::Mat& science = frame.science;
+  if (segmap.size() != science.size() || segmap.type() != CV_32S || science.type() != CV_32F) {
+    throw FrameError("saturated_labels: segmap and science plane differ in size or type");
+  }
+  const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
+  const auto bkg = frame.planes.find("background");
+  if (subtracted && bkg == frame.planes.end()) {
+    throw FrameError("saturated_labels: BKG_SUB = T but the frame has no 'background' plane");
+  }
+  const auto lvl = static_cast<float>(level);
+  for (int y = 0; y < science.rows; ++y) {
+    const float* s = science.ptr<float>(y);
+    const float* b = subtracted ? bkg->second.ptr<float>(y) : nullptr;
+    const int* l = segmap.ptr<int>(y);
+    for (int x = 0; x < science.cols; ++x) {
+      if (l[x] <= 0 || l[x] > n_labels) continue;
+      const float v = b != nullptr ? s[x] + b[x] : s[x];
+      if (v >= lvl) out[static_cast<std::size_t>(l[x])] = true;  // false for NaN
+    }
+  }
+  return out;
+}
+
 int checked_network_tile(const ModelCard& card, const std::string& stage_name, int tile,
                          int overlap) {
   const int card_tile = static_cast<int>(card.height_pix());

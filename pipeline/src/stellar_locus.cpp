@@ -83,13 +83,15 @@ StellarLocus fit_stellar_locus(const std::vector<double>& c, const std::vector<b
   return locus;
 }
 
-double locus_star_probability(double p, const Concentration& conc, const StellarLocus& locus) {
+double locus_star_probability(double p, const Concentration& conc, const StellarLocus& locus,
+                              double outlier) {
   if (!locus.calibrated || !std::isfinite(conc.c)) return p;
   const double s = std::sqrt(locus.sigma * locus.sigma +
                              (std::isfinite(conc.sigma) ? conc.sigma * conc.sigma : 0.0));
   const double z = (locus.centre - conc.c) / s;
   if (!(z > 0.0)) return p;
-  const double g = std::exp(-0.5 * z * z);
+  const double e = std::clamp(outlier, 0.0, 1.0);
+  const double g = (1.0 - e) * std::exp(-0.5 * z * z) + e;
   const double d = p * g + (1.0 - p);
   return d > 0.0 ? p * g / d : p;
 }

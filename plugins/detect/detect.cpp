@@ -29,7 +29,8 @@
 // no other detection.
 // Star/galaxy (class_locus, default on): CLASS_STAR = star / (star + galaxy) of the heatmaps,
 // then updated by the row's light concentration against the stellar locus of its image, fitted
-// over all the tiles of a tiled image (stellar_locus.hpp; process()).
+// over all the tiles of a tiled image (stellar_locus.hpp; process()). Saturated rows (FLAGS 4: a
+// footprint pixel at or above saturation_level or the header's SATURATE) keep the network's.
 // Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
 // nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
 // footprint around the centre (or, moments: isophotal, of the isophotal object holding only this
@@ -63,9 +64,10 @@
 
 namespace {
 
-// FLAGS bits: SExtractor's meaning where one exists (1, 2, 8, 16); 256 is detect's own.
+// FLAGS bits: SExtractor's meaning where one exists (1, 2, 4, 8, 16); 256 and 512 are detect's.
 constexpr std::int32_t kFlagCrowded = 1;       // another source's footprint in the AUTO aperture
 constexpr std::int32_t kFlagBlended = 2;       // another detection's centre inside this box
+constexpr std::int32_t kFlagSaturated = 4;     // a footprint pixel at or above the saturation level
 constexpr std::int32_t kFlagEdge = 8;          // the box touches the image edge or blank pixels
 constexpr std::int32_t kFlagApertureCut = 16;  // AUTO aperture runs off the image / blank pixels
 constexpr std::int32_t kFlagTileMerged = 256;  // also found by a neighbouring network tile
@@ -90,7 +92,8 @@ constexpr double kRescueSupportPix = 3.0;  // heatmap support: its maximum withi
 
 // class_locus (stellar_locus.hpp): concentration F(r < 2 px) / F(r < 6 px) around the reported
 // centre; the locus from rows with CLASS_STAR >= 0.9, FLUX_AUTO / FLUXERR_AUTO >= 30 and none of
-// FLAGS 1, 2, 8, 16, 512 (neighbours, edges and rescued rows bias c), at least 5 of them, its
+// FLAGS 1, 2, 4, 8, 16, 512 (neighbours, clipped cores, edges and rescued rows bias c), at least 5
+// of them, its
 // scatter at least 10% of its centre (a handful of stars underestimates it, and the PSF varies
 // by 5-10% across a real image). r_in = 2 px keeps c smooth in the centre's sub-pixel phase at
 // the PSF FWHM of 2.5-4 px; 6 px holds most of the light of a point source while reaching few
@@ -221,6 +224,9 @@ class DetectStage : public astroflow::Stage {
     class_locus_ = o.get_bool("class_locus");
     class_locus_crowded_ = o.get_bool("class_locus_crowded");
     class_locus_neighbour_pix_ = o.get_double("class_locus_neighbour_pix");
+    class_locus_outlier_ = o.get_double("class_locus_outlier");
+    saturation_level_ = o.get_double("saturation_level");
+    saturation_key_ = o.get_string("saturation_key");
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -301,7 +307,7 @@ class DetectStage : public astroflow::Stage {
   // neighbour's core) is crowded too, flagged or not: it neither calibrates nor is updated.
   void apply_locus(const std::vector<astroflow::Frame*>& frames) const {
     constexpr std::int32_t kNotClean =
-        kFlagCrowded | kFlagBlended | kFlagEdge | kFlagApertureCut | kFlagRescued;
+        kFlagCrowded | kFlagBlended | kFlagSaturated | kFlagEdge | kFlagApertureCut | kFlagRescued;
     const std::vector<bool> near = rows_with_a_neighbour(frames, class_locus_neighbour_pix_);
     std::vector<double> c;
     std::vector<bool> calibrate;
@@ -330,12 +336,14 @@ class DetectStage : public astroflow::Stage {
       const auto& flags = cat.get<std::int32_t>("FLAGS");
       auto& p = cat.get<float>("CLASS_STAR");
       for (std::size_t k = 0; k < cat.rows(); ++k, ++row) {
+        // A clipped core is not concentrated: a saturated row keeps the network's class.
+        if ((flags[k] & kFlagSaturated) != 0) continue;
         if (!class_locus_crowded_ &&
             ((flags[k] & (kFlagCrowded | kFlagBlended)) != 0 || near[row])) {
           continue;
         }
-        p[k] =
-            static_cast<float>(astroflow::locus_star_probability(p[k], {conc[k], err[k]}, locus));
+        p[k] = static_cast<float>(astroflow::locus_star_probability(p[k], {conc[k], err[k]}, locus,
+                                                                    class_locus_outlier_));
       }
       f->header.set("DETLOCUS", locus.calibrated ? locus.centre : 0.0,
                     "detect: stellar-locus concentration, 0 = not calibrated");
@@ -909,6 +917,13 @@ class DetectStage : public astroflow::Stage {
     const std::vector<int> iso_owner =
         isophotal_moments_ ? sole_owners(cands, iso) : std::vector<int>(n, 0);
 
+    // FLAGS 4: a footprint pixel at or above the saturation level, as SExtractor's.
+    std::vector<bool> saturated(n + 1, false);
+    if (const auto level =
+            astroflow::saturation_level(frame.header, saturation_level_, saturation_key_)) {
+      saturated = astroflow::saturated_labels(frame, segmap, static_cast<int>(n), *level);
+    }
+
     double gain = gain_;
     if (gain <= 0.0) gain = astroflow::poisson_gain(frame.header);
     const double zp = frame.header.get_double("MAGZERO").value_or(zeropoint_);
@@ -921,7 +936,8 @@ class DetectStage : public astroflow::Stage {
       const Candidate& c = cands[k];
       const int label = static_cast<int>(k + 1);
       const cv::Rect r = box_of(c);
-      std::int32_t f = (c.merged ? kFlagTileMerged : 0) | (c.rescued ? kFlagRescued : 0);
+      std::int32_t f = (c.merged ? kFlagTileMerged : 0) | (c.rescued ? kFlagRescued : 0) |
+                       (saturated[k + 1] ? kFlagSaturated : 0);
       // Second moments of the footprint around the centre.
       double sw = 0.0;
       double xx = 0.0;
@@ -1073,7 +1089,7 @@ class DetectStage : public astroflow::Stage {
     cat.add_column<double>("FLUXERR_AUTO", "count", "RMS error of FLUX_AUTO") = fluxerr;
     cat.add_column<double>("MAG_AUTO", "mag", "Kron magnitude") = mag;
     cat.add_column<std::int32_t>("FLAGS", "",
-                                 "1 crowded, 2 blended, 8 edge, 16 aperture cut, "
+                                 "1 crowded, 2 blended, 4 saturated, 8 edge, 16 aperture cut, "
                                  "256 tile-merged, 512 isophotal rescue") = flags;
   }
 
@@ -1103,6 +1119,9 @@ class DetectStage : public astroflow::Stage {
   bool class_locus_ = true;                 // CLASS_STAR updated against the frame's stellar locus
   bool class_locus_crowded_ = false;        // ... also for rows with FLAGS 1 or 2
   double class_locus_neighbour_pix_ = 8.0;  // ... or with another row this close
+  double class_locus_outlier_ = 0.25;       // share of stars whose concentration is corrupted
+  double saturation_level_ = 0.0;           // FLAGS 4 from this pixel value; 0: saturation_key
+  std::string saturation_key_ = "SATURATE";
   bool rescue_union_ = true;  // the rescue's support is the union of the class heatmaps
   double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
@@ -1206,6 +1225,20 @@ ASTROFLOW_PLUGIN(
                     "class_locus: a row with another row this close (px) is crowded too: it "
                     "neither calibrates the locus nor is updated; 0 = off",
                     0.0, 1e6)
+        .add_double("class_locus_outlier", 0.25,
+                    "class_locus: the share of stars whose concentration something the stage "
+                    "does not see (an undetected neighbour, a cosmic ray) lowers; the star "
+                    "likelihood is (1 - e) exp(-z^2 / 2) + e, so a row the network calls a star "
+                    "with CLASS_STAR >= 1 / (1 + e) stays one; 0 = a Gaussian likelihood",
+                    0.0, 1.0)
+        .add_double("saturation_level", 0.0,
+                    "pixel value (as read, sky included) from which a pixel is saturated: "
+                    "FLAGS 4 for a row with one in its footprint (SExtractor's SATUR_LEVEL); "
+                    "0 = the header keyword saturation_key",
+                    0.0, 1e30)
+        .add_string("saturation_key", "SATURATE",
+                    "header keyword of the saturation level when saturation_level is 0 "
+                    "(SExtractor's SATUR_KEY); no FLAGS 4 when the header lacks it")
         .add_double("isophotal_centre_snr", 20.0,
                     "centre isophotal: the S/N an isophotal object needs to give its barycentre",
                     0.0, 1e9)

@@ -32,6 +32,7 @@ using astroflow::OptionValue;
 namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr std::int32_t kFlagSaturated = 4;
 constexpr std::int32_t kFlagEdge = 8;
 constexpr std::int32_t kFlagApertureCut = 16;
 constexpr std::int32_t kFlagTileMerged = 256;
@@ -1004,4 +1005,58 @@ TEST(DetectPlugin, TheStellarLocusOfATiledImageUsesTheStarsOfAllItsTiles) {
     EXPECT_GT(f.header.get_double("DETLOCUS").value_or(-1.0), 0.0);
   }
   EXPECT_EQ(tiled[0].header.get_double("DETLOCUS"), tiled[1].header.get_double("DETLOCUS"));
+}
+
+TEST(DetectPlugin, ASaturatedStarIsFlaggedAndKeepsTheNetworksClass) {
+  // Eight stars calibrate the locus; a ninth, ten times brighter, is clipped at 500 counts as
+  // read (sky 10 included) as a full well clips it: its flat core is not concentrated. With the
+  // header's SATURATE it has FLAGS 4 and keeps the network's CLASS_STAR; without the keyword
+  // the locus (with a Gaussian likelihood, class_locus_outlier 0) lowers it. The sky is
+  // subtracted by the background stage, so the test fails if the level were compared with the
+  // subtracted pixels (490 at most).
+  std::vector<cv::Point2d> stars;
+  for (int i = 0; i < 8; ++i) stars.emplace_back(40.0 + 45.0 * i + 0.3 * i, 50.0 + 0.17 * i);
+  const cv::Point2d bright(200.3, 140.6);
+  Frame f = star_frame(400, 200, stars, 4000.0);
+  // The same sky and noise in each: their difference is the bright star's profile alone.
+  f.science +=
+      star_frame(400, 200, {bright}, 40000.0).science - star_frame(400, 200, {}, 0.0).science;
+  cv::min(f.science, 500.0f, f.science);
+  ASSERT_GT(cv::countNonZero(f.science == 500.0f), 8);  // a clipped core, not a pixel
+  const std::map<std::string, OptionValue> gaussian{{"class_locus_outlier", 0.0}};
+  const Frame bare = run_detect(f, gaussian);
+  f.header.set("SATURATE", 500.0, "[count] full well");
+  const Frame keyed = run_detect(f, gaussian);
+  const Frame off = run_detect(f, {{"class_locus", false}});
+  const Frame above = run_detect(f, {{"class_locus_outlier", 0.0}, {"saturation_level", 1e6}});
+  for (const Frame* out : {&bare, &keyed, &off, &above}) {
+    ASSERT_FALSE(out->failed()) << (out->issues.empty() ? "" : out->issues[0].reason);
+  }
+  const int kb = nearest(bare.catalog, bright.x, bright.y, 2.0);
+  const int kk = nearest(keyed.catalog, bright.x, bright.y, 2.0);
+  const int ko = nearest(off.catalog, bright.x, bright.y, 2.0);
+  const int ka = nearest(above.catalog, bright.x, bright.y, 2.0);
+  ASSERT_GE(kb, 0);
+  ASSERT_GE(kk, 0);
+  ASSERT_GE(ko, 0);
+  ASSERT_GE(ka, 0);
+  const auto flag = [](const Frame& out, int k) {
+    return out.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)] & kFlagSaturated;
+  };
+  const auto p = [](const Frame& out, int k) {
+    return out.catalog.get<float>("CLASS_STAR")[static_cast<std::size_t>(k)];
+  };
+  EXPECT_EQ(flag(keyed, kk), kFlagSaturated);
+  EXPECT_EQ(flag(bare, kb), 0);
+  EXPECT_EQ(flag(above, ka), 0);  // saturation_level, when set, wins over the keyword
+  EXPECT_GT(keyed.header.get_double("DETLOCUS").value_or(0.0), 0.0);
+  EXPECT_EQ(p(keyed, kk), p(off, ko));
+  EXPECT_LT(p(bare, kb), p(off, ko) - 0.05f);
+  EXPECT_LT(p(above, ka), p(off, ko) - 0.05f);
+  // The other stars are not saturated.
+  for (const cv::Point2d& s : stars) {
+    const int k = nearest(keyed.catalog, s.x, s.y, 2.0);
+    ASSERT_GE(k, 0);
+    EXPECT_EQ(flag(keyed, k), 0);
+  }
 }

@@ -10,6 +10,7 @@
 #include <astroflow/deblend.hpp>
 #include <astroflow/kron_aperture.hpp>
 #include <astroflow/plugin.hpp>
+#include <astroflow/preprocess.hpp>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -31,6 +32,7 @@ using astroflow::Options;
 // SExtractor FLAGS bits.
 constexpr std::int32_t kFlagCrowded = 1;       // neighbours inside the AUTO aperture
 constexpr std::int32_t kFlagBlended = 2;       // split from a blend by the deblender
+constexpr std::int32_t kFlagSaturated = 4;     // a pixel at or above the saturation level
 constexpr std::int32_t kFlagTruncated = 8;     // isophotal footprint touches the image edge
 constexpr std::int32_t kFlagApertureCut = 16;  // AUTO aperture runs off the image / blank pixels
 
@@ -46,6 +48,8 @@ struct Params {
   double deblend_mincont = 0.005;
   double mag_zeropoint = 25.0;
   double gain_e_per_adu = 0.0;
+  double saturation_level = 0.0;  // SATUR_LEVEL; 0: the header's saturation_key
+  std::string saturation_key = "SATURATE";
   bool clean = true;
   double clean_param = 1.0;
 };
@@ -274,6 +278,8 @@ class SourcesStage final : public astroflow::Stage {
     p_.deblend_mincont = options.get_double("deblend_mincont");
     p_.mag_zeropoint = options.get_double("mag_zeropoint");
     p_.gain_e_per_adu = options.get_double("gain");
+    p_.saturation_level = options.get_double("saturation_level");
+    p_.saturation_key = options.get_string("saturation_key");
     p_.clean = options.get_bool("clean");
     p_.clean_param = options.get_double("clean_param");
     if (p_.filter) kernel_ = astroflow::gaussian_kernel_1d(p_.filter_fwhm_pix);
@@ -397,6 +403,11 @@ class SourcesStage final : public astroflow::Stage {
     const double zp = frame.header.get_double("MAGZERO").value_or(p_.mag_zeropoint);
 
     const std::size_t n_obj = order.size();
+    std::vector<bool> saturated(n_obj + 1, false);
+    if (const auto level =
+            astroflow::saturation_level(frame.header, p_.saturation_level, p_.saturation_key)) {
+      saturated = astroflow::saturated_labels(frame, segmap, static_cast<int>(n_obj), *level);
+    }
     std::vector<std::int32_t> number(n_obj), flags(n_obj), area(n_obj), xmin(n_obj), xmax(n_obj),
         ymin(n_obj), ymax(n_obj), owned(n_obj);
     std::vector<double> xim(n_obj), yim(n_obj), ra(n_obj), dec(n_obj), x2(n_obj), y2(n_obj),
@@ -409,7 +420,8 @@ class SourcesStage final : public astroflow::Stage {
       Measurement& m = meas[order[n]];
       measure_auto(m, static_cast<int>(n + 1), image, rms, segmap, gain);
       number[n] = static_cast<std::int32_t>(n + 1);
-      flags[n] = m.flags | (objects[order[n]].blended ? kFlagBlended : 0);
+      flags[n] = m.flags | (objects[order[n]].blended ? kFlagBlended : 0) |
+                 (saturated[n + 1] ? kFlagSaturated : 0);
       area[n] = m.area;
       xmin[n] = m.xmin + 1 + tile.x0_pix;
       xmax[n] = m.xmax + 1 + tile.x0_pix;
@@ -478,7 +490,7 @@ class SourcesStage final : public astroflow::Stage {
     cat.add_column<double>("MAG_AUTO", "mag", "Kron magnitude") = mag_auto;
     cat.add_column<double>("MAGERR_AUTO", "mag", "RMS error of MAG_AUTO") = magerr_auto;
     cat.add_column<double>("SNR_AUTO", "", "FLUX_AUTO / FLUXERR_AUTO") = snr;
-    cat.add_column<std::int32_t>("FLAGS", "", "SExtractor flags (1,2,8,16)") = flags;
+    cat.add_column<std::int32_t>("FLAGS", "", "SExtractor flags (1,2,4,8,16)") = flags;
     cat.add_column<double>("TILE_EDGE_DIST", "pix",
                            "distance to the nearest tile edge shared with a neighbour tile, -1 "
                            "when untiled") = edge_dist;
@@ -687,6 +699,13 @@ ASTROFLOW_PLUGIN(
                     "e-/count for the Poisson term of FLUXERR; 0 = from the header: GAIN, else 1 "
                     "for BUNIT electrons, EXPTIME for electrons/s, else none",
                     0.0, 1e9)
+        .add_double("saturation_level", 0.0,
+                    "pixel value (as read, sky included) from which a pixel is saturated: "
+                    "FLAGS 4 (SATUR_LEVEL); 0 = the header keyword saturation_key",
+                    0.0, 1e30)
+        .add_string("saturation_key", "SATURATE",
+                    "header keyword of the saturation level when saturation_level is 0 "
+                    "(SATUR_KEY); no FLAGS 4 when the header lacks it")
         .add_bool("clean", true,
                   "merge detections explained by the Moffat wings of a brighter one (CLEAN)")
         .add_double("clean_param", 1.0, "Moffat beta of the CLEAN model (CLEAN_PARAM)", 0.1, 10.0))

@@ -536,3 +536,38 @@ TEST(Sources, ThresholdRmsLocalFollowsThePlaneGlobalUsesItsMean) {
   EXPECT_EQ(b.frames[0].catalog.rows(), 1U);
   EXPECT_GE(nearest(b.frames[0].catalog, 151.0, 51.0, 0.5), 0);
 }
+
+TEST(Sources, ObjectsWithAPixelAtTheSaturationLevelHaveFlagFour) {
+  // Two Moffat stars (FWHM 3 px) on a sky of 100 counts, one clipped at 3,000 counts as read
+  // (its core would reach about 4,300), the other peaking near 780. SATURATE in the header flags
+  // the first only; saturation_level, when set, takes precedence; without either, neither is
+  // flagged. The background stage subtracts the sky, so a level compared with the subtracted pixels
+  // would miss a star clipped at exactly the level.
+  const auto frame = [](bool keyword) {
+    Frame f = noise_frame(200, 120, 1.0, 7);
+    add_moffat(f.science, 60.3, 60.2, 60000.0, 3.0, 3.0);
+    add_moffat(f.science, 140.6, 59.7, 10000.0, 3.0, 3.0);
+    cv::min(f.science, 3000.0f, f.science);
+    if (keyword) f.header.set("SATURATE", 3000.0, "[count] full well");
+    return f;
+  };
+  const auto flags_of = [&](bool keyword, const std::map<std::string, OptionValue>& opts) {
+    Batch batch;
+    batch.frames.push_back(frame(keyword));
+    Pipeline p(opts);
+    p.run(batch);
+    const Frame& f = batch.frames[0];
+    EXPECT_FALSE(f.failed()) << (f.issues.empty() ? "" : f.issues[0].reason);
+    const int bright = nearest(f.catalog, 61.3, 61.2, 1.0);
+    const int faint = nearest(f.catalog, 141.6, 60.7, 1.0);
+    EXPECT_GE(bright, 0);
+    EXPECT_GE(faint, 0);
+    const auto& flags = f.catalog.get<std::int32_t>("FLAGS");
+    return std::pair{flags[static_cast<std::size_t>(std::max(bright, 0))] & 4,
+                     flags[static_cast<std::size_t>(std::max(faint, 0))] & 4};
+  };
+  EXPECT_EQ(flags_of(true, {}), std::pair(4, 0));
+  EXPECT_EQ(flags_of(false, {}), std::pair(0, 0));
+  EXPECT_EQ(flags_of(false, {{"saturation_level", 700.0}}), std::pair(4, 4));
+  EXPECT_EQ(flags_of(true, {{"saturation_level", 1e6}}), std::pair(0, 0));
+}

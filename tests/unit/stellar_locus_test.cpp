@@ -128,3 +128,23 @@ TEST(StellarLocus, OnlyASourceBelowTheLocusLosesStarProbability) {
   l.calibrated = false;
   EXPECT_DOUBLE_EQ(astroflow::locus_star_probability(0.7, {0.1, 0.01}, l), 0.7);
 }
+
+TEST(StellarLocus, TheOutlierShareBoundsHowFarTheLocusLowersAConfidentStar) {
+  astroflow::StellarLocus l;
+  l.calibrated = true;
+  l.centre = 0.4;
+  l.sigma = 0.03;
+  l.stars = 10;
+  // Three sigma below: the likelihood is (1 - e) g + e.
+  const double g = 0.75 * std::exp(-4.5) + 0.25;
+  EXPECT_NEAR(astroflow::locus_star_probability(0.7, {0.25, 0.04}, l, 0.25),
+              0.7 * g / (0.7 * g + 0.3), 1e-12);
+  // Far below (z = 13): g -> e, so p' >= 1/2 exactly when p >= 1 / (1 + e) = 0.8.
+  EXPECT_NEAR(astroflow::locus_star_probability(0.85, {0.0, 0.0}, l, 0.25),
+              0.85 * 0.25 / (0.85 * 0.25 + 0.15), 1e-9);
+  EXPECT_GT(astroflow::locus_star_probability(0.81, {0.0, 0.0}, l, 0.25), 0.5);
+  EXPECT_LT(astroflow::locus_star_probability(0.79, {0.0, 0.0}, l, 0.25), 0.5);
+  EXPECT_LT(astroflow::locus_star_probability(0.85, {0.0, 0.0}, l, 0.0), 1e-30);
+  // On or above the locus nothing changes, whatever e.
+  EXPECT_DOUBLE_EQ(astroflow::locus_star_probability(0.7, {0.45, 0.01}, l, 0.25), 0.7);
+}

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <opencv2/core/mat.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,19 @@ struct Peak {
 /// card BKG_SUB = T). Throws FrameError naming `stage` when a plane is missing.
 [[nodiscard]] cv::Mat normalise_frame_by_planes(const Frame& frame, const std::string& stage,
                                                 cv::Mat& blank);
+
+/// SExtractor's saturation level (SATUR_LEVEL, SATUR_KEY) of a frame, in the units of its pixels
+/// as read (sky included): `level` when > 0, otherwise the header keyword `key` (e.g. SATURATE)
+/// when it is present and > 0; nullopt when neither gives one.
+[[nodiscard]] std::optional<double> saturation_level(const Header& header, double level,
+                                                     const std::string& key);
+
+/// SExtractor's FLAGS 4 per label: entry l (1..n_labels) is true when a pixel of label l in
+/// `segmap` (CV_32S, the frame's size) is at or above `level` in the frame's science plane as
+/// read, i.e. with the "background" plane added back when the background stage subtracted it
+/// (BKG_SUB = T). Entry 0 is unused. Blank (NaN) pixels are never saturated.
+[[nodiscard]] std::vector<bool> saturated_labels(const Frame& frame, const cv::Mat& segmap,
+                                                 int n_labels, double level);
 
 /// The tile size at which a stage runs a card's network over whole images (for a card with
 /// input.size_multiple: the largest window, see balanced_tile): `tile` 0 means the card's input

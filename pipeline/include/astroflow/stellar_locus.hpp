@@ -8,6 +8,9 @@
 // Gaussian likelihood for a star and a flat one for a galaxy:
 //   p' = p g / (p g + 1 - p),  g = exp(-z^2 / 2)  (z > 0 only; a source as concentrated as the
 // PSF or more, e.g. a cosmic ray, keeps p).
+// With an outlier share e the star likelihood is the mixture (1 - e) g + e: a star's c can be
+// lowered by light the catalog does not hold (an undetected neighbour in a crowded field), and a
+// Gaussian alone would let one such star outweigh any network probability.
 // This is the size-magnitude stellar locus that survey pipelines use (SDSS's PSF - model
 // magnitude, the concentration index of star/galaxy cuts), with the PSF taken from the frame
 // rather than from a header, so that it follows the seeing of each image.
@@ -47,8 +50,11 @@ struct StellarLocus {
                                              std::size_t min_stars, double sigma_floor);
 
 /// The star probability p updated by the concentration (c, its error sigma_c) against the
-/// locus; p itself when the locus is not calibrated or c is not finite.
+/// locus; p itself when the locus is not calibrated or c is not finite. `outlier` (0-1) is the
+/// share of stars whose c something unseen corrupts (an undetected neighbour, a cosmic ray):
+/// the star likelihood is then (1 - outlier) g + outlier, so p' >= 1/2 whatever c when
+/// p >= 1 / (1 + outlier).
 [[nodiscard]] double locus_star_probability(double p, const Concentration& conc,
-                                            const StellarLocus& locus);
+                                            const StellarLocus& locus, double outlier = 0.0);
 
 }  // namespace astroflow
