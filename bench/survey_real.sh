@@ -18,7 +18,8 @@
 #      outside 2920 = 8 + 32 + 64 + 256 + 512 + 2048 (aperture feature, CTE tail, warm pixel,
 #      full-well and A-to-D saturation, flat-field reference) are blank, i.e. hot pixels, bad
 #      detector pixels, fill, charge traps and flagged cosmic rays. Saturated star cores stay,
-#      as in SExtractor's run (step 5), which has no mask.
+#      as in SExtractor's run (step 5), which has no mask; detect's rows on or next to them
+#      (DQ 256 or 2048: saturation_mask_bits 2304) get FLAGS 4.
 #   3. astroflow simulate field --tiles ... (one sky, overlapping tiles), then the same config.
 #   4. report.html of each run -> PNG with headless Chromium.
 #   5. SExtractor on j8bt06nyq_flt.fits[1] (the SCI extension, GAIN 1: the data are electrons),
@@ -65,7 +66,8 @@ mkdir -p "$out" "$shots"
 echo "== 1. configs/survey.yaml on the HST ACS images in $data"
 /usr/bin/time -f "%e s wall, %M KB peak RSS" -o "$out/hst.time" \
   "$af" run "$repo/configs/survey.yaml" --input "$data" --output "$out/hst" \
-  --set input.mask_ext=DQ --set input.mask_good_bits=2920 --threads "$threads" --quiet || echo "exit code $? (2: some frames failed)"
+  --set input.mask_ext=DQ --set input.mask_good_bits=2920 --set stages[1].saturation_mask_bits=2304 \
+  --threads "$threads" --quiet || echo "exit code $? (2: some frames failed)"
 cat "$out/hst.time"
 
 echo "== 2. mini-survey: one simulated sky ($mini_size, seed $mini_seed) cut into $mini_tiles tiles, overlap $mini_overlap px"

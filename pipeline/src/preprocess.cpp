@@ -309,27 +309,71 @@ std::optional<double> saturation_level(const Header& header, double level, const
   return std::nullopt;
 }
 
+OptionSchema& add_saturation_options(OptionSchema& schema) {
+  return schema
+      .add_double("saturation_level", 0.0,
+                  "pixel value (as read, sky included) from which a pixel is saturated: FLAGS 4 "
+                  "(SExtractor's SATUR_LEVEL); 0 = the header keyword saturation_key",
+                  0.0, 1e30)
+      .add_string("saturation_key", "SATURATE",
+                  "header keyword of the saturation level when saturation_level is 0 "
+                  "(SExtractor's SATUR_KEY); none when the header lacks it")
+      .add_int("saturation_mask_bits", 0,
+               "bits of the input's mask plane (input.mask_ext) that mark a saturated pixel, "
+               "e.g. 2304 = 256 + 2048 for HST's DQ (full well, A-to-D); 0 = none",
+               0, std::numeric_limits<std::int32_t>::max());
+}
+
+SaturationOptions saturation_options(const Options& options) {
+  SaturationOptions o;
+  o.level = options.get_double("saturation_level");
+  o.key = options.get_string("saturation_key");
+  o.mask_bits = options.get_int("saturation_mask_bits");
+  return o;
+}
+
 std::vector<bool> saturated_labels(const Frame& frame, const cv::Mat& segmap, int n_labels,
-                                   double level) {
+                                   const SaturationOptions& options) {
   std::vector<bool> out(static_cast<std::size_t>(std::max(0, n_labels)) + 1, false);
   const cv::Mat& science = frame.science;
   if (segmap.size() != science.size() || segmap.type() != CV_32S || science.type() != CV_32F) {
     throw FrameError("saturated_labels: segmap and science plane differ in size or type");
   }
-  const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
-  const auto bkg = frame.planes.find("background");
-  if (subtracted && bkg == frame.planes.end()) {
-    throw FrameError("saturated_labels: BKG_SUB = T but the frame has no 'background' plane");
+  const auto mark = [&](int label) {
+    if (label > 0 && label <= n_labels) out[static_cast<std::size_t>(label)] = true;
+  };
+  if (const auto level = saturation_level(frame.header, options.level, options.key)) {
+    const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
+    const auto bkg = frame.planes.find("background");
+    if (subtracted && bkg == frame.planes.end()) {
+      throw FrameError("saturated_labels: BKG_SUB = T but the frame has no 'background' plane");
+    }
+    const auto lvl = static_cast<float>(*level);
+    for (int y = 0; y < science.rows; ++y) {
+      const float* s = science.ptr<float>(y);
+      const float* b = subtracted ? bkg->second.ptr<float>(y) : nullptr;
+      const int* l = segmap.ptr<int>(y);
+      for (int x = 0; x < science.cols; ++x) {
+        if (l[x] > 0 && (b != nullptr ? s[x] + b[x] : s[x]) >= lvl) mark(l[x]);  // not NaN
+      }
+    }
   }
-  const auto lvl = static_cast<float>(level);
-  for (int y = 0; y < science.rows; ++y) {
-    const float* s = science.ptr<float>(y);
-    const float* b = subtracted ? bkg->second.ptr<float>(y) : nullptr;
-    const int* l = segmap.ptr<int>(y);
-    for (int x = 0; x < science.cols; ++x) {
-      if (l[x] <= 0 || l[x] > n_labels) continue;
-      const float v = b != nullptr ? s[x] + b[x] : s[x];
-      if (v >= lvl) out[static_cast<std::size_t>(l[x])] = true;  // false for NaN
+  const auto bits = static_cast<std::int32_t>(options.mask_bits);
+  if (bits != 0 && !frame.mask.empty()) {
+    if (frame.mask.size() != science.size() || frame.mask.type() != CV_32S) {
+      throw FrameError(
+          "saturated_labels: the mask plane differs from the science plane in size "
+          "or is not CV_32S");
+    }
+    for (int y = 0; y < science.rows; ++y) {
+      const auto* m = frame.mask.ptr<std::int32_t>(y);
+      for (int x = 0; x < science.cols; ++x) {
+        if ((m[x] & bits) == 0) continue;
+        for (int v = std::max(0, y - 1); v <= std::min(science.rows - 1, y + 1); ++v) {
+          const int* l = segmap.ptr<int>(v);
+          for (int u = std::max(0, x - 1); u <= std::min(science.cols - 1, x + 1); ++u) mark(l[u]);
+        }
+      }
     }
   }
   return out;

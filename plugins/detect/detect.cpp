@@ -30,7 +30,8 @@
 // Star/galaxy (class_locus, default on): CLASS_STAR = star / (star + galaxy) of the heatmaps,
 // then updated by the row's light concentration against the stellar locus of its image, fitted
 // over all the tiles of a tiled image (stellar_locus.hpp; process()). Saturated rows (FLAGS 4: a
-// footprint pixel at or above saturation_level or the header's SATURATE) keep the network's.
+// footprint pixel at or above saturation_level or the header's SATURATE, or next to a pixel with
+// one of saturation_mask_bits in the input's mask) keep the network's.
 // Measurements: a footprint per source (pixels above 1 rms inside its box, shared pixels to the
 // nearer centre in box units), second moments (A, B, THETA) of the background-subtracted
 // footprint around the centre (or, moments: isophotal, of the isophotal object holding only this
@@ -225,8 +226,7 @@ class DetectStage : public astroflow::Stage {
     class_locus_crowded_ = o.get_bool("class_locus_crowded");
     class_locus_neighbour_pix_ = o.get_double("class_locus_neighbour_pix");
     class_locus_outlier_ = o.get_double("class_locus_outlier");
-    saturation_level_ = o.get_double("saturation_level");
-    saturation_key_ = o.get_string("saturation_key");
+    saturation_ = astroflow::saturation_options(o);
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
     zeropoint_ = o.get_double("mag_zeropoint");
@@ -917,12 +917,10 @@ class DetectStage : public astroflow::Stage {
     const std::vector<int> iso_owner =
         isophotal_moments_ ? sole_owners(cands, iso) : std::vector<int>(n, 0);
 
-    // FLAGS 4: a footprint pixel at or above the saturation level, as SExtractor's.
-    std::vector<bool> saturated(n + 1, false);
-    if (const auto level =
-            astroflow::saturation_level(frame.header, saturation_level_, saturation_key_)) {
-      saturated = astroflow::saturated_labels(frame, segmap, static_cast<int>(n), *level);
-    }
+    // FLAGS 4: a footprint pixel at or above the saturation level, as SExtractor's, or on or next
+    // to a pixel the mask marks saturated.
+    const std::vector<bool> saturated =
+        astroflow::saturated_labels(frame, segmap, static_cast<int>(n), saturation_);
 
     double gain = gain_;
     if (gain <= 0.0) gain = astroflow::poisson_gain(frame.header);
@@ -1113,15 +1111,14 @@ class DetectStage : public astroflow::Stage {
   float rescue_edge_score_ = 0.0f;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
-  bool windowed_centre_ = false;            // centre: windowed
-  bool isophotal_moments_ = false;          // moments: isophotal
-  bool union_score_ = false;                // score: union
-  bool class_locus_ = true;                 // CLASS_STAR updated against the frame's stellar locus
-  bool class_locus_crowded_ = false;        // ... also for rows with FLAGS 1 or 2
-  double class_locus_neighbour_pix_ = 8.0;  // ... or with another row this close
-  double class_locus_outlier_ = 0.25;       // share of stars whose concentration is corrupted
-  double saturation_level_ = 0.0;           // FLAGS 4 from this pixel value; 0: saturation_key
-  std::string saturation_key_ = "SATURATE";
+  bool windowed_centre_ = false;             // centre: windowed
+  bool isophotal_moments_ = false;           // moments: isophotal
+  bool union_score_ = false;                 // score: union
+  bool class_locus_ = true;                  // CLASS_STAR updated against the frame's stellar locus
+  bool class_locus_crowded_ = false;         // ... also for rows with FLAGS 1 or 2
+  double class_locus_neighbour_pix_ = 8.0;   // ... or with another row this close
+  double class_locus_outlier_ = 0.25;        // share of stars whose concentration is corrupted
+  astroflow::SaturationOptions saturation_;  // FLAGS 4
   bool rescue_union_ = true;  // the rescue's support is the union of the class heatmaps
   double iso_centre_snr_ = 20.0;
   double gain_ = 0.0;
@@ -1145,106 +1142,106 @@ ASTROFLOW_PLUGIN(
     "column:XMIN_IMAGE,column:XMAX_IMAGE,column:YMIN_IMAGE,column:YMAX_IMAGE,column:A_IMAGE,"
     "column:B_IMAGE,column:THETA_IMAGE,column:DET_SCORE,column:CLASS_STAR,column:KRON_RADIUS,"
     "column:FLUX_AUTO,column:FLUXERR_AUTO,column:MAG_AUTO,column:FLAGS",
-    astroflow::OptionSchema()
-        .add_path("model", std::nullopt,
-                  "model.onnx (its model.yaml card beside it) or the card; relative to the config")
-        .add_double("threshold", 0.0,
-                    "minimum heatmap peak value (DET_SCORE) of a detection; 0 = the card's "
-                    "output.score_threshold (chosen on validation), 0.5 if it has none",
-                    0.0, 1.0)
-        .add_int("tile", 0,
-                 "network window in pixels; 0 = the card's input size, or windows of up to "
-                 "512 fitted to each image when the card has input.size_multiple",
-                 0, 4096)
-        .add_int("overlap", 32, "overlap of neighbouring network tiles in pixels", 0, 2048)
-        .add_int("batch", 1, "tiles per forward pass", 1, 1024)
-        .add_double("nms_iou", 0.7, "boxes overlapping a stronger one by more are dropped (NMS)",
-                    0.05, 1.0)
-        .add_double("merge_radius_pix", 2.0,
-                    "a peak of a neighbouring tile this close marks the row tile-merged", 0.0, 50.0)
-        .add_double("rescue_snr", 5.0,
-                    "isophotal S/N from which an object no network peak found is kept when the "
-                    "heatmap near it reaches rescue_score (FLAGS 512); 0 = off",
-                    0.0, 1e9)
-        .add_double("rescue_score", 0.0,
-                    "heatmap value an isophotal object of rescue_snr needs; 0 = the card's "
-                    "output.rescue_score (chosen on validation), else threshold",
-                    0.0, 1.0)
-        .add_double("rescue_bright_snr", 100.0,
-                    "isophotal S/N from which rescue_bright_score applies; 0 = no bright tier", 0.0,
-                    1e9)
-        .add_double("rescue_bright_score", 0.3,
-                    "heatmap value an isophotal object of rescue_bright_snr or more needs", 0.0,
-                    1.0)
-        .add_bool("rescue_bright_whole", true,
-                  "the bright tier applies only to isophotal objects the deblender left whole "
-                  "(not to pieces of a deblended component)")
-        .add_double("rescue_bright_far_pix", 20.0,
-                    "with rescue_bright_whole, the bright tier also applies to a deblended "
-                    "piece with no network peak this close; 0 = never",
-                    0.0, 1e9)
-        .add_double("rescue_radius_pix", 6.0,
-                    "an isophotal object with a kept network peak this close is not rescued", 0.0,
-                    100.0)
-        .add_double("rescue_compact_score", 0.45,
-                    "heatmap value a compact isophotal object (rms semi-major axis below "
-                    "rescue_compact_a_pix) needs; 0 = no compact tier",
-                    0.0, 1.0)
-        .add_double("rescue_compact_a_pix", 1.5,
-                    "isophotal rms semi-major axis below which rescue_compact_score applies, "
-                    "pixels",
-                    0.0, 100.0)
-        .add_double("rescue_edge_score", 0.0,
-                    "heatmap value an isophotal object cut by the frame's border needs; 0 = no "
-                    "edge tier",
-                    0.0, 1.0)
-        .add_string("centre", "windowed",
-                    "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "
-                    "network's peak + offset, or isophotal: the barycentre of the isophotal "
-                    "object holding only this detection (else the footprint's), or windowed: "
-                    "the windowed centroid (XWIN_IMAGE) started from the footprint's barycentre",
-                    {"barycentre", "network", "isophotal", "windowed"})
-        .add_string("moments", "footprint",
-                    "A_IMAGE/B_IMAGE/THETA_IMAGE and the Kron ellipse: the footprint's (pixels "
-                    "above 1 rms in the network's box) or isophotal: those of the isophotal "
-                    "object holding only this detection (as SExtractor's), else the footprint's",
-                    {"footprint", "isophotal"})
-        .add_string("score", "max",
-                    "DET_SCORE from the two class heatmaps: max, the larger, or union, "
-                    "1 - (1 - star)(1 - galaxy)",
-                    {"max", "union"})
-        .add_bool("rescue_union", true,
-                  "the rescue's heatmap support is 1 - (1 - star)(1 - galaxy) whatever score is")
-        .add_bool("class_locus", true,
-                  "update CLASS_STAR by the light concentration against the frame's stellar "
-                  "locus (F(r < 2 px) / F(r < 6 px) of the confident stars)")
-        .add_bool("class_locus_crowded", false,
-                  "class_locus also updates rows with FLAGS 1 or 2, or with another row within "
-                  "class_locus_neighbour_pix, whose neighbours lower their concentration")
-        .add_double("class_locus_neighbour_pix", 8.0,
-                    "class_locus: a row with another row this close (px) is crowded too: it "
-                    "neither calibrates the locus nor is updated; 0 = off",
-                    0.0, 1e6)
-        .add_double("class_locus_outlier", 0.25,
-                    "class_locus: the share of stars whose concentration something the stage "
-                    "does not see (an undetected neighbour, a cosmic ray) lowers; the star "
-                    "likelihood is (1 - e) exp(-z^2 / 2) + e, so a row the network calls a star "
-                    "with CLASS_STAR >= 1 / (1 + e) stays one; 0 = a Gaussian likelihood",
-                    0.0, 1.0)
-        .add_double("saturation_level", 0.0,
-                    "pixel value (as read, sky included) from which a pixel is saturated: "
-                    "FLAGS 4 for a row with one in its footprint (SExtractor's SATUR_LEVEL); "
-                    "0 = the header keyword saturation_key",
-                    0.0, 1e30)
-        .add_string("saturation_key", "SATURATE",
-                    "header keyword of the saturation level when saturation_level is 0 "
-                    "(SExtractor's SATUR_KEY); no FLAGS 4 when the header lacks it")
-        .add_double("isophotal_centre_snr", 20.0,
-                    "centre isophotal: the S/N an isophotal object needs to give its barycentre",
-                    0.0, 1e9)
-        .add_double("gain", 0.0,
-                    "e-/count for the Poisson term of FLUXERR_AUTO; 0 = from the header: GAIN, "
-                    "else 1 for BUNIT electrons, EXPTIME for electrons/s, else none",
-                    0.0, 1e9)
-        .add_double("mag_zeropoint", 25.0, "zero point used when the header has no MAGZERO", -100.0,
-                    100.0))
+    astroflow::add_saturation_options(
+        astroflow::OptionSchema()
+            .add_path(
+                "model", std::nullopt,
+                "model.onnx (its model.yaml card beside it) or the card; relative to the config")
+            .add_double("threshold", 0.0,
+                        "minimum heatmap peak value (DET_SCORE) of a detection; 0 = the card's "
+                        "output.score_threshold (chosen on validation), 0.5 if it has none",
+                        0.0, 1.0)
+            .add_int("tile", 0,
+                     "network window in pixels; 0 = the card's input size, or windows of up to "
+                     "512 fitted to each image when the card has input.size_multiple",
+                     0, 4096)
+            .add_int("overlap", 32, "overlap of neighbouring network tiles in pixels", 0, 2048)
+            .add_int("batch", 1, "tiles per forward pass", 1, 1024)
+            .add_double("nms_iou", 0.7,
+                        "boxes overlapping a stronger one by more are dropped (NMS)", 0.05, 1.0)
+            .add_double("merge_radius_pix", 2.0,
+                        "a peak of a neighbouring tile this close marks the row tile-merged", 0.0,
+                        50.0)
+            .add_double("rescue_snr", 5.0,
+                        "isophotal S/N from which an object no network peak found is kept when the "
+                        "heatmap near it reaches rescue_score (FLAGS 512); 0 = off",
+                        0.0, 1e9)
+            .add_double("rescue_score", 0.0,
+                        "heatmap value an isophotal object of rescue_snr needs; 0 = the card's "
+                        "output.rescue_score (chosen on validation), else threshold",
+                        0.0, 1.0)
+            .add_double("rescue_bright_snr", 100.0,
+                        "isophotal S/N from which rescue_bright_score applies; 0 = no bright tier",
+                        0.0, 1e9)
+            .add_double("rescue_bright_score", 0.3,
+                        "heatmap value an isophotal object of rescue_bright_snr or more needs", 0.0,
+                        1.0)
+            .add_bool("rescue_bright_whole", true,
+                      "the bright tier applies only to isophotal objects the deblender left whole "
+                      "(not to pieces of a deblended component)")
+            .add_double("rescue_bright_far_pix", 20.0,
+                        "with rescue_bright_whole, the bright tier also applies to a deblended "
+                        "piece with no network peak this close; 0 = never",
+                        0.0, 1e9)
+            .add_double("rescue_radius_pix", 6.0,
+                        "an isophotal object with a kept network peak this close is not rescued",
+                        0.0, 100.0)
+            .add_double("rescue_compact_score", 0.45,
+                        "heatmap value a compact isophotal object (rms semi-major axis below "
+                        "rescue_compact_a_pix) needs; 0 = no compact tier",
+                        0.0, 1.0)
+            .add_double("rescue_compact_a_pix", 1.5,
+                        "isophotal rms semi-major axis below which rescue_compact_score applies, "
+                        "pixels",
+                        0.0, 100.0)
+            .add_double("rescue_edge_score", 0.0,
+                        "heatmap value an isophotal object cut by the frame's border needs; 0 = no "
+                        "edge tier",
+                        0.0, 1.0)
+            .add_string(
+                "centre", "windowed",
+                "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "
+                "network's peak + offset, or isophotal: the barycentre of the isophotal "
+                "object holding only this detection (else the footprint's), or windowed: "
+                "the windowed centroid (XWIN_IMAGE) started from the footprint's barycentre",
+                {"barycentre", "network", "isophotal", "windowed"})
+            .add_string(
+                "moments", "footprint",
+                "A_IMAGE/B_IMAGE/THETA_IMAGE and the Kron ellipse: the footprint's (pixels "
+                "above 1 rms in the network's box) or isophotal: those of the isophotal "
+                "object holding only this detection (as SExtractor's), else the footprint's",
+                {"footprint", "isophotal"})
+            .add_string("score", "max",
+                        "DET_SCORE from the two class heatmaps: max, the larger, or union, "
+                        "1 - (1 - star)(1 - galaxy)",
+                        {"max", "union"})
+            .add_bool(
+                "rescue_union", true,
+                "the rescue's heatmap support is 1 - (1 - star)(1 - galaxy) whatever score is")
+            .add_bool("class_locus", true,
+                      "update CLASS_STAR by the light concentration against the frame's stellar "
+                      "locus (F(r < 2 px) / F(r < 6 px) of the confident stars)")
+            .add_bool("class_locus_crowded", false,
+                      "class_locus also updates rows with FLAGS 1 or 2, or with another row within "
+                      "class_locus_neighbour_pix, whose neighbours lower their concentration")
+            .add_double("class_locus_neighbour_pix", 8.0,
+                        "class_locus: a row with another row this close (px) is crowded too: it "
+                        "neither calibrates the locus nor is updated; 0 = off",
+                        0.0, 1e6)
+            .add_double(
+                "class_locus_outlier", 0.25,
+                "class_locus: the share of stars whose concentration something the stage "
+                "does not see (an undetected neighbour, a cosmic ray) lowers; the star "
+                "likelihood is (1 - e) exp(-z^2 / 2) + e, so a row the network calls a star "
+                "with CLASS_STAR >= 1 / (1 + e) stays one; 0 = a Gaussian likelihood",
+                0.0, 1.0)
+            .add_double(
+                "isophotal_centre_snr", 20.0,
+                "centre isophotal: the S/N an isophotal object needs to give its barycentre", 0.0,
+                1e9)
+            .add_double("gain", 0.0,
+                        "e-/count for the Poisson term of FLUXERR_AUTO; 0 = from the header: GAIN, "
+                        "else 1 for BUNIT electrons, EXPTIME for electrons/s, else none",
+                        0.0, 1e9)
+            .add_double("mag_zeropoint", 25.0, "zero point used when the header has no MAGZERO",
+                        -100.0, 100.0)))

@@ -1059,4 +1059,21 @@ TEST(DetectPlugin, ASaturatedStarIsFlaggedAndKeepsTheNetworksClass) {
     ASSERT_GE(k, 0);
     EXPECT_EQ(flag(keyed, k), 0);
   }
+  // A mask plane (HST's DQ) that marks the clipped pixels: FLAGS 4 with saturation_mask_bits,
+  // without any level, and the network's class again.
+  f.header.erase("SATURATE");
+  f.mask = cv::Mat(f.science.size(), CV_32S, cv::Scalar(0));
+  f.mask.setTo(256, f.science >= 500.0f);
+  const Frame masked =
+      run_detect(f, {{"class_locus_outlier", 0.0}, {"saturation_mask_bits", std::int64_t{2304}}});
+  const Frame unread = run_detect(f, gaussian);
+  ASSERT_FALSE(masked.failed());
+  ASSERT_FALSE(unread.failed());
+  const int km = nearest(masked.catalog, bright.x, bright.y, 2.0);
+  const int ku = nearest(unread.catalog, bright.x, bright.y, 2.0);
+  ASSERT_GE(km, 0);
+  ASSERT_GE(ku, 0);
+  EXPECT_EQ(flag(masked, km), kFlagSaturated);
+  EXPECT_EQ(flag(unread, ku), 0);
+  EXPECT_EQ(p(masked, km), p(off, ko));
 }

@@ -48,8 +48,7 @@ struct Params {
   double deblend_mincont = 0.005;
   double mag_zeropoint = 25.0;
   double gain_e_per_adu = 0.0;
-  double saturation_level = 0.0;  // SATUR_LEVEL; 0: the header's saturation_key
-  std::string saturation_key = "SATURATE";
+  astroflow::SaturationOptions saturation;  // FLAGS 4
   bool clean = true;
   double clean_param = 1.0;
 };
@@ -278,8 +277,7 @@ class SourcesStage final : public astroflow::Stage {
     p_.deblend_mincont = options.get_double("deblend_mincont");
     p_.mag_zeropoint = options.get_double("mag_zeropoint");
     p_.gain_e_per_adu = options.get_double("gain");
-    p_.saturation_level = options.get_double("saturation_level");
-    p_.saturation_key = options.get_string("saturation_key");
+    p_.saturation = astroflow::saturation_options(options);
     p_.clean = options.get_bool("clean");
     p_.clean_param = options.get_double("clean_param");
     if (p_.filter) kernel_ = astroflow::gaussian_kernel_1d(p_.filter_fwhm_pix);
@@ -403,11 +401,8 @@ class SourcesStage final : public astroflow::Stage {
     const double zp = frame.header.get_double("MAGZERO").value_or(p_.mag_zeropoint);
 
     const std::size_t n_obj = order.size();
-    std::vector<bool> saturated(n_obj + 1, false);
-    if (const auto level =
-            astroflow::saturation_level(frame.header, p_.saturation_level, p_.saturation_key)) {
-      saturated = astroflow::saturated_labels(frame, segmap, static_cast<int>(n_obj), *level);
-    }
+    const std::vector<bool> saturated =
+        astroflow::saturated_labels(frame, segmap, static_cast<int>(n_obj), p_.saturation);
     std::vector<std::int32_t> number(n_obj), flags(n_obj), area(n_obj), xmin(n_obj), xmax(n_obj),
         ymin(n_obj), ymax(n_obj), owned(n_obj);
     std::vector<double> xim(n_obj), yim(n_obj), ra(n_obj), dec(n_obj), x2(n_obj), y2(n_obj),
@@ -675,37 +670,35 @@ ASTROFLOW_PLUGIN(
     "column:ISOAREA_IMAGE,column:FLUX_ISO,column:FLUXERR_ISO,column:KRON_RADIUS,column:FLUX_AUTO,"
     "column:FLUXERR_AUTO,column:MAG_AUTO,column:MAGERR_AUTO,column:SNR_AUTO,column:FLAGS,"
     "column:TILE_EDGE_DIST,column:TILE_OWNED,plane:segmap",
-    astroflow::OptionSchema()
-        .add_double("threshold", 1.5,
-                    "detection threshold in units of the unfiltered background RMS "
-                    "(DETECT_THRESH)",
-                    0.01, 1e6)
-        .add_string("threshold_rms", "local",
-                    "RMS the threshold multiplies: local (the rms plane, as SExtractor with "
-                    "WEIGHT_TYPE BACKGROUND) or global (its mean over the frame, SExtractor's "
-                    "default without a weight map)",
-                    {"local", "global"})
-        .add_bool("filter", true, "convolve with a Gaussian before thresholding (FILTER)")
-        .add_double("filter_fwhm_pix", 3.0, "FWHM of the Gaussian detection filter", 0.5, 50.0)
-        .add_int("min_area", 5, "minimum number of pixels above threshold (DETECT_MINAREA)", 1,
-                 100000)
-        .add_int("deblend_nthresh", 32, "number of deblending sub-thresholds (DEBLEND_NTHRESH)", 1,
-                 256)
-        .add_double("deblend_mincont", 0.005,
-                    "minimum flux fraction of a branch to be split off (DEBLEND_MINCONT)", 0.0, 1.0)
-        .add_double("mag_zeropoint", 25.0,
-                    "zero point used when the header has no MAGZERO (MAG_ZEROPOINT)", -100.0, 100.0)
-        .add_double("gain", 0.0,
-                    "e-/count for the Poisson term of FLUXERR; 0 = from the header: GAIN, else 1 "
-                    "for BUNIT electrons, EXPTIME for electrons/s, else none",
-                    0.0, 1e9)
-        .add_double("saturation_level", 0.0,
-                    "pixel value (as read, sky included) from which a pixel is saturated: "
-                    "FLAGS 4 (SATUR_LEVEL); 0 = the header keyword saturation_key",
-                    0.0, 1e30)
-        .add_string("saturation_key", "SATURATE",
-                    "header keyword of the saturation level when saturation_level is 0 "
-                    "(SATUR_KEY); no FLAGS 4 when the header lacks it")
-        .add_bool("clean", true,
-                  "merge detections explained by the Moffat wings of a brighter one (CLEAN)")
-        .add_double("clean_param", 1.0, "Moffat beta of the CLEAN model (CLEAN_PARAM)", 0.1, 10.0))
+    astroflow::add_saturation_options(
+        astroflow::OptionSchema()
+            .add_double("threshold", 1.5,
+                        "detection threshold in units of the unfiltered background RMS "
+                        "(DETECT_THRESH)",
+                        0.01, 1e6)
+            .add_string("threshold_rms", "local",
+                        "RMS the threshold multiplies: local (the rms plane, as SExtractor with "
+                        "WEIGHT_TYPE BACKGROUND) or global (its mean over the frame, SExtractor's "
+                        "default without a weight map)",
+                        {"local", "global"})
+            .add_bool("filter", true, "convolve with a Gaussian before thresholding (FILTER)")
+            .add_double("filter_fwhm_pix", 3.0, "FWHM of the Gaussian detection filter", 0.5, 50.0)
+            .add_int("min_area", 5, "minimum number of pixels above threshold (DETECT_MINAREA)", 1,
+                     100000)
+            .add_int("deblend_nthresh", 32, "number of deblending sub-thresholds (DEBLEND_NTHRESH)",
+                     1, 256)
+            .add_double("deblend_mincont", 0.005,
+                        "minimum flux fraction of a branch to be split off (DEBLEND_MINCONT)", 0.0,
+                        1.0)
+            .add_double("mag_zeropoint", 25.0,
+                        "zero point used when the header has no MAGZERO (MAG_ZEROPOINT)", -100.0,
+                        100.0)
+            .add_double(
+                "gain", 0.0,
+                "e-/count for the Poisson term of FLUXERR; 0 = from the header: GAIN, else 1 "
+                "for BUNIT electrons, EXPTIME for electrons/s, else none",
+                0.0, 1e9)
+            .add_bool("clean", true,
+                      "merge detections explained by the Moffat wings of a brighter one (CLEAN)")
+            .add_double("clean_param", 1.0, "Moffat beta of the CLEAN model (CLEAN_PARAM)", 0.1,
+                        10.0)))

@@ -7,6 +7,7 @@
 // training; tests/unit/model_reference_test.cpp checks that the two agree.
 #pragma once
 
+#include <cstdint>
 #include <opencv2/core/mat.hpp>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "astroflow/frame.hpp"
 #include "astroflow/model_card.hpp"
+#include "astroflow/options.hpp"
 
 namespace astroflow {
 
@@ -86,12 +88,30 @@ struct Peak {
 [[nodiscard]] std::optional<double> saturation_level(const Header& header, double level,
                                                      const std::string& key);
 
+/// How a stage finds saturated pixels: by value (SExtractor's SATUR_LEVEL and SATUR_KEY) and by
+/// the frame's mask plane (e.g. HST's DQ, where 256 and 2048 mark full-well and A-to-D
+/// saturation).
+struct SaturationOptions {
+  double level = 0.0;            ///< saturation_level; 0: from the header keyword `key`
+  std::string key = "SATURATE";  ///< saturation_key; empty: none
+  std::int64_t mask_bits = 0;    ///< saturation_mask_bits; 0: the mask is not read
+};
+
+/// Adds the options saturation_level, saturation_key and saturation_mask_bits to a stage's
+/// schema (the `detect` and `sources` stages' FLAGS 4).
+OptionSchema& add_saturation_options(OptionSchema& schema);
+
+/// The SaturationOptions of a stage's options (add_saturation_options).
+[[nodiscard]] SaturationOptions saturation_options(const Options& options);
+
 /// SExtractor's FLAGS 4 per label: entry l (1..n_labels) is true when a pixel of label l in
-/// `segmap` (CV_32S, the frame's size) is at or above `level` in the frame's science plane as
-/// read, i.e. with the "background" plane added back when the background stage subtracted it
-/// (BKG_SUB = T). Entry 0 is unused. Blank (NaN) pixels are never saturated.
+/// `segmap` (CV_32S, the frame's size) is at or above the saturation level in the frame's
+/// science plane as read, i.e. with the "background" plane added back when the background stage
+/// subtracted it (BKG_SUB = T); or when a pixel whose mask has one of `mask_bits` lies in label l
+/// or next to it (8-connected: a saturated core the mask blanked is in no footprint, its rim is).
+/// Entry 0 is unused. Blank (NaN) pixels never reach the level.
 [[nodiscard]] std::vector<bool> saturated_labels(const Frame& frame, const cv::Mat& segmap,
-                                                 int n_labels, double level);
+                                                 int n_labels, const SaturationOptions& options);
 
 /// The tile size at which a stage runs a card's network over whole images (for a card with
 /// input.size_multiple: the largest window, see balanced_tile): `tile` 0 means the card's input
