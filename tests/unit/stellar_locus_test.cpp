@@ -112,12 +112,18 @@ TEST(StellarLocus, TheLocusIsTheMedianOfTheCalibrationRowsWithAFlooredRobustScat
   EXPECT_FALSE(astroflow::fit_stellar_locus(c, cal, 6, 0.05).calibrated);
 }
 
-TEST(StellarLocus, OnlyASourceBelowTheLocusLosesStarProbability) {
+// A calibrated locus at c = 0.4 with scatter 0.03.
+astroflow::StellarLocus locus_at_0_4() {
   astroflow::StellarLocus l;
   l.calibrated = true;
   l.centre = 0.4;
   l.sigma = 0.03;
   l.stars = 10;
+  return l;
+}
+
+TEST(StellarLocus, OnlyASourceBelowTheLocusLosesStarProbability) {
+  astroflow::StellarLocus l = locus_at_0_4();
   // Three sigma (locus and measurement in quadrature: 0.05) below: p g / (p g + 1 - p).
   const double g = std::exp(-4.5);
   EXPECT_NEAR(astroflow::locus_star_probability(0.7, {0.25, 0.04}, l), 0.7 * g / (0.7 * g + 0.3),
@@ -130,11 +136,7 @@ TEST(StellarLocus, OnlyASourceBelowTheLocusLosesStarProbability) {
 }
 
 TEST(StellarLocus, TheOutlierShareBoundsHowFarTheLocusLowersAConfidentStar) {
-  astroflow::StellarLocus l;
-  l.calibrated = true;
-  l.centre = 0.4;
-  l.sigma = 0.03;
-  l.stars = 10;
+  const astroflow::StellarLocus l = locus_at_0_4();
   // Three sigma below: the likelihood is (1 - e) g + e.
   const double g = 0.75 * std::exp(-4.5) + 0.25;
   EXPECT_NEAR(astroflow::locus_star_probability(0.7, {0.25, 0.04}, l, 0.25),
