@@ -11,6 +11,9 @@
 // overlap is reported once; a duplicate found by the other tile within merge_radius_pix sets
 // the tile-merged flag. cv::dnn::NMSBoxes then removes boxes that overlap a stronger one by
 // more than nms_iou (double peaks of one extended source).
+// Crowded-star tier (crowded_star_score > 0): a peak from that score up to `threshold` stays,
+// with FLAGS 1024, when the heatmaps call both it and the nearest peak at or above `threshold`
+// within crowded_star_radius_pix stars (keep_crowded_stars).
 // Isophotal rescue (rescue_snr > 0): a heatmap value below `threshold` is still evidence when the
 // image itself holds a significant object there, and the network scores some rare sources low
 // (large bright disks). Objects found on the isophotes as SExtractor does (Gaussian filter of
@@ -73,6 +76,7 @@ constexpr std::int32_t kFlagEdge = 8;          // the box touches the image edge
 constexpr std::int32_t kFlagApertureCut = 16;  // AUTO aperture runs off the image / blank pixels
 constexpr std::int32_t kFlagTileMerged = 256;  // also found by a neighbouring network tile
 constexpr std::int32_t kFlagRescued = 512;     // an isophotal object below the peak threshold
+constexpr std::int32_t kFlagCrowdedStar = 1024;  // a star peak below threshold beside a star
 
 // Footprint pixels are those above this many rms inside the box.
 constexpr float kFootprintSigma = 1.0f;
@@ -115,6 +119,7 @@ struct Candidate {
   double hy = 1.0;
   bool merged = false;
   bool rescued = false;      // an isophotal object (FLAGS 512)
+  bool weak = false;         // a network peak below `threshold` (crowded_star_score tier)
   double iso_snr = 0.0;      // its isophotal S/N
   double iso_a = 0.0;        // its isophotal rms semi-major axis, pixels
   double iso_b = 0.0;        // its isophotal rms semi-minor axis, pixels
@@ -226,6 +231,9 @@ class DetectStage : public astroflow::Stage {
     class_locus_crowded_ = o.get_bool("class_locus_crowded");
     class_locus_neighbour_pix_ = o.get_double("class_locus_neighbour_pix");
     class_locus_outlier_ = o.get_double("class_locus_outlier");
+    crowded_star_score_ = static_cast<float>(o.get_double("crowded_star_score"));
+    crowded_star_radius_pix_ = o.get_double("crowded_star_radius_pix");
+    crowded_star_class_ = o.get_double("crowded_star_class");
     saturation_ = astroflow::saturation_options(o);
     iso_centre_snr_ = o.get_double("isophotal_centre_snr");
     gain_ = o.get_double("gain");
@@ -289,7 +297,7 @@ class DetectStage : public astroflow::Stage {
 
     IsophotalObjects iso = isophotal_objects(t, blank);
     std::vector<Candidate> cands = run_network(t, blank, iso.rescue);
-    cands = suppress(std::move(cands));
+    cands = keep_crowded_stars(suppress(std::move(cands)));
     add_rescued(cands, iso.rescue);
     centre_on_isophotes(cands, iso);
     measure(frame, t, blank, iso, cands);
@@ -668,6 +676,9 @@ class DetectStage : public astroflow::Stage {
       std::string error;
     };
     std::vector<BatchOut> outs(n_batches);
+    // Peaks from crowded_star_score up when that tier is on (kept by keep_crowded_stars).
+    const float peak_floor =
+        crowded_star_score_ > 0.0f ? std::min(threshold_, crowded_star_score_) : threshold_;
     auto run_batch = [&](std::size_t b) {
       std::vector<Candidate>& owned = outs[b].owned;
       std::vector<Candidate>& others = outs[b].others;
@@ -742,7 +753,7 @@ class DetectStage : public astroflow::Stage {
             }
           }
         }
-        for (const astroflow::Peak& pk : astroflow::find_peaks(hmax, threshold_, 1)) {
+        for (const astroflow::Peak& pk : astroflow::find_peaks(hmax, peak_floor, 1)) {
           const std::size_t k = static_cast<std::size_t>(pk.y_pix) * ow + pk.x_pix;
           Candidate c;
           c.x = x0 + stride_x * (pk.x_pix + o[4 * oplane + k]) - 0.5;
@@ -754,6 +765,7 @@ class DetectStage : public astroflow::Stage {
             continue;
           }
           c.score = pk.value;
+          c.weak = pk.value < threshold_;
           const float s = hs.at<float>(pk.y_pix, pk.x_pix);
           const float g = hg.at<float>(pk.y_pix, pk.x_pix);
           c.p_star = s + g > 0.0f ? s / (s + g) : 0.5f;
@@ -792,6 +804,38 @@ class DetectStage : public astroflow::Stage {
       }
     }
     return owned;
+  }
+
+  // The crowded-star tier (crowded_star_score > 0): a peak below `threshold` is kept when the
+  // heatmaps call it a star (p_star >= crowded_star_class) and the nearest peak at or above
+  // `threshold` within crowded_star_radius_pix is a star too; other weak peaks are dropped. In
+  // crowded star fields the network scores stars beside stars low (HST ACS: 0.39-0.57), while on
+  // sparse fields the weak peaks beside a kept row are pieces of galaxies beside galaxies.
+  [[nodiscard]] std::vector<Candidate> keep_crowded_stars(std::vector<Candidate> cands) const {
+    std::vector<Candidate> strong;
+    std::vector<Candidate> weak;
+    for (Candidate& c : cands) (c.weak ? weak : strong).push_back(c);
+    if (weak.empty()) return strong;
+    std::vector<Candidate> by_x = strong;
+    std::sort(by_x.begin(), by_x.end(),
+              [](const Candidate& a, const Candidate& b) { return a.x < b.x; });
+    const double r = crowded_star_radius_pix_;
+    for (const Candidate& c : weak) {
+      if (c.p_star < crowded_star_class_) continue;
+      auto it = std::lower_bound(by_x.begin(), by_x.end(), c.x - r,
+                                 [](const Candidate& a, double x) { return a.x < x; });
+      double best = r * r;
+      const Candidate* nearest = nullptr;
+      for (; it != by_x.end() && it->x <= c.x + r; ++it) {
+        const double d2 = (it->x - c.x) * (it->x - c.x) + (it->y - c.y) * (it->y - c.y);
+        if (d2 <= best) {
+          best = d2;
+          nearest = &*it;
+        }
+      }
+      if (nearest != nullptr && nearest->p_star >= crowded_star_class_) strong.push_back(c);
+    }
+    return strong;
   }
 
   // OpenCV's NMS on the boxes: removes a box overlapping a stronger one by more than nms_iou.
@@ -935,7 +979,7 @@ class DetectStage : public astroflow::Stage {
       const int label = static_cast<int>(k + 1);
       const cv::Rect r = box_of(c);
       std::int32_t f = (c.merged ? kFlagTileMerged : 0) | (c.rescued ? kFlagRescued : 0) |
-                       (saturated[k + 1] ? kFlagSaturated : 0);
+                       (c.weak ? kFlagCrowdedStar : 0) | (saturated[k + 1] ? kFlagSaturated : 0);
       // Second moments of the footprint around the centre.
       double sw = 0.0;
       double xx = 0.0;
@@ -1088,7 +1132,8 @@ class DetectStage : public astroflow::Stage {
     cat.add_column<double>("MAG_AUTO", "mag", "Kron magnitude") = mag;
     cat.add_column<std::int32_t>("FLAGS", "",
                                  "1 crowded, 2 blended, 4 saturated, 8 edge, 16 aperture cut, "
-                                 "256 tile-merged, 512 isophotal rescue") = flags;
+                                 "256 tile-merged, 512 isophotal rescue, 1024 crowded-star tier") =
+        flags;
   }
 
   std::string model_path_;
@@ -1111,13 +1156,16 @@ class DetectStage : public astroflow::Stage {
   float rescue_edge_score_ = 0.0f;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
-  bool windowed_centre_ = false;             // centre: windowed
-  bool isophotal_moments_ = false;           // moments: isophotal
-  bool union_score_ = false;                 // score: union
-  bool class_locus_ = true;                  // CLASS_STAR updated against the frame's stellar locus
-  bool class_locus_crowded_ = false;         // ... also for rows with FLAGS 1 or 2
-  double class_locus_neighbour_pix_ = 8.0;   // ... or with another row this close
-  double class_locus_outlier_ = 0.25;        // share of stars whose concentration is corrupted
+  bool windowed_centre_ = false;            // centre: windowed
+  bool isophotal_moments_ = false;          // moments: isophotal
+  bool union_score_ = false;                // score: union
+  bool class_locus_ = true;                 // CLASS_STAR updated against the frame's stellar locus
+  bool class_locus_crowded_ = false;        // ... also for rows with FLAGS 1 or 2
+  double class_locus_neighbour_pix_ = 8.0;  // ... or with another row this close
+  double class_locus_outlier_ = 0.25;       // share of stars whose concentration is corrupted
+  float crowded_star_score_ = 0.4f;         // weak star peaks beside stars from this; 0 = off
+  double crowded_star_radius_pix_ = 10.0;
+  double crowded_star_class_ = 0.8;
   astroflow::SaturationOptions saturation_;  // FLAGS 4
   bool rescue_union_ = true;  // the rescue's support is the union of the class heatmaps
   double iso_centre_snr_ = 20.0;
@@ -1228,6 +1276,16 @@ ASTROFLOW_PLUGIN(
                         "class_locus: a row with another row this close (px) is crowded too: it "
                         "neither calibrates the locus nor is updated; 0 = off",
                         0.0, 1e6)
+            .add_double("crowded_star_score", 0.4,
+                        "heatmap peak value from which a peak below threshold is kept when the "
+                        "network calls it a star and the nearest row within "
+                        "crowded_star_radius_pix is a star (FLAGS 1024); 0 = off",
+                        0.0, 1.0)
+            .add_double("crowded_star_radius_pix", 10.0,
+                        "crowded_star_score: how near the star beside it must be (px)", 0.0, 1e3)
+            .add_double("crowded_star_class", 0.8,
+                        "crowded_star_score: the heatmaps' star probability both peaks need", 0.0,
+                        1.0)
             .add_double(
                 "class_locus_outlier", 0.25,
                 "class_locus: the share of stars whose concentration something the stage "
