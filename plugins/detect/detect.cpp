@@ -68,7 +68,8 @@
 
 namespace {
 
-// FLAGS bits: SExtractor's meaning where one exists (1, 2, 4, 8, 16); 256 and 512 are detect's.
+// FLAGS bits: SExtractor's meaning where one exists (1, 2, 4, 8, 16); 256, 512 and 1024 are
+// detect's own.
 constexpr std::int32_t kFlagCrowded = 1;       // another source's footprint in the AUTO aperture
 constexpr std::int32_t kFlagBlended = 2;       // another detection's centre inside this box
 constexpr std::int32_t kFlagSaturated = 4;     // a footprint pixel at or above the saturation level
@@ -98,11 +99,10 @@ constexpr double kRescueSupportPix = 3.0;  // heatmap support: its maximum withi
 // class_locus (stellar_locus.hpp): concentration F(r < 2 px) / F(r < 6 px) around the reported
 // centre; the locus from rows with CLASS_STAR >= 0.9, FLUX_AUTO / FLUXERR_AUTO >= 30 and none of
 // FLAGS 1, 2, 4, 8, 16, 512 (neighbours, clipped cores, edges and rescued rows bias c), at least 5
-// of them, its
-// scatter at least 10% of its centre (a handful of stars underestimates it, and the PSF varies
-// by 5-10% across a real image). r_in = 2 px keeps c smooth in the centre's sub-pixel phase at
-// the PSF FWHM of 2.5-4 px; 6 px holds most of the light of a point source while reaching few
-// neighbours. In a tiled image a star in the overlap of two tiles may calibrate twice.
+// of them, its scatter at least 10% of its centre (a handful of stars underestimates it, and the
+// PSF varies by 5-10% across a real image). r_in = 2 px keeps c smooth in the centre's sub-pixel
+// phase at the PSF FWHM of 2.5-4 px; 6 px holds most of the light of a point source while reaching
+// few neighbours. In a tiled image a star in the overlap of two tiles may calibrate twice.
 constexpr double kLocusInnerPix = 2.0;
 constexpr double kLocusOuterPix = 6.0;
 constexpr double kLocusCalibrationClass = 0.9;
@@ -797,6 +797,9 @@ class DetectStage : public astroflow::Stage {
     const double r2 = merge_radius_pix_ * merge_radius_pix_;
     for (Candidate& c : owned) {
       for (const Candidate& d : others) {
+        // A peak at or above the threshold is tile-merged by another such peak only, as without
+        // the crowded-star tier.
+        if (d.weak && !c.weak) continue;
         if ((c.x - d.x) * (c.x - d.x) + (c.y - d.y) * (c.y - d.y) <= r2) {
           c.merged = true;
           break;
