@@ -276,8 +276,7 @@ TEST(DetectPlugin, TheDefaultThresholdIsTheCardsScoreThreshold) {
   // A copy of the shipped model whose card says output.score_threshold 0.8 and
   // output.rescue_score 0.7: without `threshold` and `rescue_score` options the stage keeps the
   // same rows as with those values set, its peaks (FLAGS 512 and 1024 clear) all of 0.8 and
-  // above, and
-  // fewer rows than with the shipped card's own values.
+  // above, and fewer rows than with the shipped card's own values.
   const astroflow::ModelCard shipped = astroflow::ModelCard::load(card_path());
   ASSERT_GT(shipped.score_threshold, 0.0);
   ASSERT_LT(shipped.score_threshold, 0.75);
