@@ -14,6 +14,7 @@
 
 #include "astroflow/error.hpp"
 #include "astroflow/evaluate_classify.hpp"
+#include "astroflow/point_grid.hpp"
 #include "astroflow/robust_stats.hpp"
 #include "geometry.hpp"
 #include "json_number.hpp"
@@ -23,30 +24,6 @@ namespace astroflow {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
-// Grid hash of points, cells `size` wide: the 3 x 3 cells around a position hold every point
-// within `size` of it.
-class PointGrid {
- public:
-  explicit PointGrid(double size) : size_(size) {}
-  void add(std::size_t i, double x, double y) { cells_[key(cell(x), cell(y))].push_back(i); }
-  template <class F>
-  void for_each_near(double x, double y, F&& f) const {
-    for (long long ox = -1; ox <= 1; ++ox) {
-      for (long long oy = -1; oy <= 1; ++oy) {
-        const auto it = cells_.find(key(cell(x) + ox, cell(y) + oy));
-        if (it == cells_.end()) continue;
-        for (std::size_t i : it->second) f(i);
-      }
-    }
-  }
-
- private:
-  long long cell(double v) const { return static_cast<long long>(std::floor(v / size_)); }
-  static long long key(long long cx, long long cy) { return (cx << 32) ^ (cy & 0xffffffffLL); }
-  double size_;
-  std::unordered_map<long long, std::vector<std::size_t>> cells_;
-};
 
 const Column& need(const Catalog& c, const std::string& name, const std::string& what) {
   const Column* col = c.find(name);

@@ -47,6 +47,7 @@
 #include <astroflow/kron_aperture.hpp>
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/plugin.hpp>
+#include <astroflow/point_grid.hpp>
 #include <astroflow/preprocess.hpp>
 #include <astroflow/stellar_locus.hpp>
 #include <astroflow/tile_blend.hpp>
@@ -56,7 +57,6 @@
 #include <limits>
 #include <memory>
 #include <mutex>
-#include <numeric>
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
 #include <opencv2/imgproc.hpp>
@@ -376,17 +376,12 @@ class DetectStage : public astroflow::Stage {
     }
     std::vector<bool> near(x.size(), false);
     if (!(radius > 0.0)) return near;
-    std::vector<std::size_t> order(x.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    std::sort(order.begin(), order.end(),
-              [&](std::size_t a, std::size_t b) { return x[a] < x[b]; });
-    for (std::size_t a = 0; a < order.size(); ++a) {
-      for (std::size_t b = a + 1; b < order.size() && x[order[b]] - x[order[a]] <= radius; ++b) {
-        if (std::hypot(x[order[b]] - x[order[a]], y[order[b]] - y[order[a]]) <= radius) {
-          near[order[a]] = true;
-          near[order[b]] = true;
-        }
-      }
+    astroflow::PointGrid grid(radius);
+    for (std::size_t i = 0; i < x.size(); ++i) grid.add(i, x[i], y[i]);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      grid.for_each_near(x[i], y[i], [&](std::size_t k) {
+        if (k != i && std::hypot(x[k] - x[i], y[k] - y[i]) <= radius) near[i] = true;
+      });
     }
     return near;
   }
@@ -818,25 +813,23 @@ class DetectStage : public astroflow::Stage {
     std::vector<Candidate> strong;
     std::vector<Candidate> weak;
     for (Candidate& c : cands) (c.weak ? weak : strong).push_back(c);
-    if (weak.empty()) return strong;
-    std::vector<Candidate> by_x = strong;
-    std::sort(by_x.begin(), by_x.end(),
-              [](const Candidate& a, const Candidate& b) { return a.x < b.x; });
     const double r = crowded_star_radius_pix_;
+    if (weak.empty() || !(r > 0.0)) return strong;
+    const std::size_t n_strong = strong.size();
+    astroflow::PointGrid grid(r);
+    for (std::size_t i = 0; i < n_strong; ++i) grid.add(i, strong[i].x, strong[i].y);
     for (const Candidate& c : weak) {
       if (c.p_star < crowded_star_class_) continue;
-      auto it = std::lower_bound(by_x.begin(), by_x.end(), c.x - r,
-                                 [](const Candidate& a, double x) { return a.x < x; });
-      double best = r * r;
-      const Candidate* nearest = nullptr;
-      for (; it != by_x.end() && it->x <= c.x + r; ++it) {
-        const double d2 = (it->x - c.x) * (it->x - c.x) + (it->y - c.y) * (it->y - c.y);
-        if (d2 <= best) {
-          best = d2;
-          nearest = &*it;
+      double best = r;
+      std::size_t nearest = n_strong;
+      grid.for_each_near(c.x, c.y, [&](std::size_t i) {
+        const double d = std::hypot(strong[i].x - c.x, strong[i].y - c.y);
+        if (d < best || (d == best && i < nearest)) {
+          best = d;
+          nearest = i;
         }
-      }
-      if (nearest != nullptr && nearest->p_star >= crowded_star_class_) strong.push_back(c);
+      });
+      if (nearest < n_strong && strong[nearest].p_star >= crowded_star_class_) strong.push_back(c);
     }
     return strong;
   }
