@@ -127,6 +127,7 @@ struct Candidate {
   bool iso_edge = false;     // its isophotal object touches the frame's border (cut by it)
   bool iso_whole = false;    // the deblender left its isophotal component whole
   bool iso_centred = false;  // centre = barycentre of the isophotal object holding it
+  int component = 0;         // its connected isophotal component (IsophotalObjects::component)
 };
 
 // The objects found on the isophotes (isophotal_objects): the rescue's candidates, and for
@@ -136,6 +137,12 @@ struct IsophotalObjects {
   std::vector<Candidate> rescue;  // S/N >= rescue_snr
   std::vector<Candidate> all;     // every deblended object; label l is all[l - 1]
   cv::Mat label;                  // CV_32S, 0 outside the objects
+  // The connected components before deblending (with the rescue on): CV_32S labels, 0 outside,
+  // and per label its S/N (sum of t / sqrt(pixels)) and whether rescue_peak_score kept a peak
+  // on it (keep_weak_peaks), in which case its deblended objects are not rescued.
+  cv::Mat component;
+  std::vector<double> component_snr;
+  std::vector<char> component_peak_kept;
 };
 
 // SExtractor's windowed centroid (XWIN_IMAGE): from (x, y), x <- x + 2 sum(w v (x_i - x)) /
@@ -220,6 +227,8 @@ class DetectStage : public astroflow::Stage {
     rescue_compact_score_ = static_cast<float>(o.get_double("rescue_compact_score"));
     rescue_compact_a_pix_ = o.get_double("rescue_compact_a_pix");
     rescue_edge_score_ = static_cast<float>(o.get_double("rescue_edge_score"));
+    rescue_peak_score_ = static_cast<float>(o.get_double("rescue_peak_score"));
+    rescue_peak_sep_pix_ = o.get_double("rescue_peak_sep_pix");
     const std::string centre = o.get_string("centre");
     barycentre_ = centre != "network";
     isophotal_centre_ = centre == "isophotal";
@@ -297,8 +306,8 @@ class DetectStage : public astroflow::Stage {
 
     IsophotalObjects iso = isophotal_objects(t, blank);
     std::vector<Candidate> cands = run_network(t, blank, iso.rescue);
-    cands = keep_crowded_stars(suppress(std::move(cands)));
-    add_rescued(cands, iso.rescue);
+    cands = keep_weak_peaks(suppress(std::move(cands)), iso);
+    add_rescued(cands, iso);
     centre_on_isophotes(cands, iso);
     measure(frame, t, blank, iso, cands);
     frame.header.add_history("astroflow detect: model sha256 " + model_->card().sha256);
@@ -473,8 +482,18 @@ class DetectStage : public astroflow::Stage {
     }
     const astroflow::Deblender deblender(filt, kRescueMinArea, kRescueNthresh, kRescueMincont);
     if (keep_all) out.label = cv::Mat::zeros(h, w, CV_32S);
+    if (rescue) {
+      out.component = labels;
+      out.component_snr.assign(sum.size(), 0.0);
+      out.component_peak_kept.assign(sum.size(), 0);
+      for (int l = 1; l < n; ++l) {
+        const auto i = static_cast<std::size_t>(l);
+        out.component_snr[i] = sum[i] / std::sqrt(stats.at<int>(l, cv::CC_STAT_AREA));
+      }
+    }
     const float* tv = t.ptr<float>();
-    for (const auto& comp : comps) {
+    for (std::size_t ci = 0; ci < comps.size(); ++ci) {
+      const std::vector<int>& comp = comps[ci];
       if (comp.empty()) continue;
       const std::vector<astroflow::DeblendedObject> objects = deblender.run(comp, kRescueThreshold);
       for (const astroflow::DeblendedObject& o : objects) {
@@ -526,6 +545,7 @@ class DetectStage : public astroflow::Stage {
         c.iso_theta = m.theta_deg;
         c.iso_edge = x0 == 0 || y0 == 0 || x1 == w - 1 || y1 == h - 1;
         c.iso_whole = objects.size() == 1;
+        c.component = static_cast<int>(ci);
         c.score = -1.0f;  // no owning tile yet
         if (keep_all) {
           out.all.push_back(c);
@@ -567,10 +587,12 @@ class DetectStage : public astroflow::Stage {
   }
 
   // Keeps the isophotal objects with enough heatmap support (required_support) that no kept
-  // peak lies within rescue_radius_pix of; `cands` holds the kept network peaks only.
-  void add_rescued(std::vector<Candidate>& cands, const std::vector<Candidate>& rescue) const {
+  // peak lies within rescue_radius_pix of, except on a component where rescue_peak_score kept the
+  // network's peaks; `cands` holds the kept network peaks only.
+  void add_rescued(std::vector<Candidate>& cands, const IsophotalObjects& iso) const {
     std::vector<Candidate> add;
-    for (const Candidate& r : rescue) {
+    for (const Candidate& r : iso.rescue) {
+      if (iso.component_peak_kept[static_cast<std::size_t>(r.component)] != 0) continue;
       double d2 = std::numeric_limits<double>::infinity();  // to the nearest kept peak
       for (const Candidate& c : cands) {
         d2 = std::min(d2, (c.x - r.x) * (c.x - r.x) + (c.y - r.y) * (c.y - r.y));
@@ -671,9 +693,13 @@ class DetectStage : public astroflow::Stage {
       std::string error;
     };
     std::vector<BatchOut> outs(n_batches);
-    // Peaks from crowded_star_score up when that tier is on (kept by keep_crowded_stars).
-    const float peak_floor =
-        crowded_star_score_ > 0.0f ? std::min(threshold_, crowded_star_score_) : threshold_;
+    // Peaks from crowded_star_score or rescue_peak_score up when those tiers are on (kept by
+    // keep_weak_peaks).
+    float peak_floor = threshold_;
+    if (crowded_star_score_ > 0.0f) peak_floor = std::min(peak_floor, crowded_star_score_);
+    if (rescue_peak_score_ > 0.0f && rescue_snr_ > 0.0) {
+      peak_floor = std::min(peak_floor, rescue_peak_score_);
+    }
     auto run_batch = [&](std::size_t b) {
       std::vector<Candidate>& owned = outs[b].owned;
       std::vector<Candidate>& others = outs[b].others;
@@ -804,32 +830,93 @@ class DetectStage : public astroflow::Stage {
     return owned;
   }
 
-  // The crowded-star tier (crowded_star_score > 0): a peak below `threshold` is kept when the
-  // heatmaps call it a star (p_star >= crowded_star_class) and the nearest peak at or above
-  // `threshold` within crowded_star_radius_pix is a star too; other weak peaks are dropped. In
-  // crowded star fields the network scores stars beside stars low (HST ACS: 0.39-0.57), while on
-  // sparse fields the weak peaks beside a kept row are pieces of galaxies beside galaxies.
-  [[nodiscard]] std::vector<Candidate> keep_crowded_stars(std::vector<Candidate> cands) const {
+  // Peaks below `threshold` (weak) stay in two tiers; the others are dropped.
+  // The crowded-star tier (crowded_star_score > 0): a weak peak is kept when the heatmaps call it
+  // a star (p_star >= crowded_star_class) and the nearest peak at or above `threshold` within
+  // crowded_star_radius_pix is a star too. In crowded star fields the network scores stars beside
+  // stars low (HST ACS: 0.39-0.57), while on sparse fields the weak peaks beside a kept row are
+  // pieces of galaxies beside galaxies.
+  // The bright-component peak tier (rescue_peak_score > 0, off by default): the weak peaks from
+  // rescue_peak_score up on an isophotal component of S/N >= rescue_bright_snr that holds no peak
+  // at or above `threshold` are kept, as rescued rows (FLAGS 512), when there are two or more and
+  // no two lie closer than rescue_peak_sep_pix (closer ones are clumps of one irregular). The
+  // network scores some blends of two large bright galaxies below the threshold at both centres,
+  // where the rescue puts one row at the blend's barycentre or none; the component's deblended
+  // objects are then not rescued (add_rescued), so the network's peaks stand in for them.
+  [[nodiscard]] std::vector<Candidate> keep_weak_peaks(std::vector<Candidate> cands,
+                                                       IsophotalObjects& iso) const {
     std::vector<Candidate> strong;
     std::vector<Candidate> weak;
     for (Candidate& c : cands) (c.weak ? weak : strong).push_back(c);
-    const double r = crowded_star_radius_pix_;
-    if (weak.empty() || !(r > 0.0)) return strong;
+    if (weak.empty()) return strong;
     const std::size_t n_strong = strong.size();
-    astroflow::PointGrid grid(r);
+    // Components (of rescue_bright_snr) holding a strong peak.
+    const bool bright_tier = rescue_peak_score_ > 0.0f && !iso.component.empty();
+    auto component_at = [&](const Candidate& c) {
+      const int px = std::clamp(static_cast<int>(std::lround(c.x)), 0, iso.component.cols - 1);
+      const int py = std::clamp(static_cast<int>(std::lround(c.y)), 0, iso.component.rows - 1);
+      return static_cast<std::size_t>(iso.component.at<int>(py, px));
+    };
+    std::vector<char> has_strong;
+    if (bright_tier) {
+      has_strong.assign(iso.component_snr.size(), 0);
+      for (const Candidate& c : strong) has_strong[component_at(c)] = 1;
+    }
+    std::vector<Candidate> on_bright;  // weak peaks on such components without a strong one
+    const double r = crowded_star_radius_pix_;
+    astroflow::PointGrid grid(r > 0.0 ? r : 1.0);
     for (std::size_t i = 0; i < n_strong; ++i) grid.add(i, strong[i].x, strong[i].y);
-    for (const Candidate& c : weak) {
-      if (c.p_star < crowded_star_class_) continue;
-      double best = r;
-      std::size_t nearest = n_strong;
-      grid.for_each_near(c.x, c.y, [&](std::size_t i) {
-        const double d = std::hypot(strong[i].x - c.x, strong[i].y - c.y);
-        if (d < best || (d == best && i < nearest)) {
-          best = d;
-          nearest = i;
+    for (Candidate& c : weak) {
+      if (crowded_star_score_ > 0.0f && c.score >= crowded_star_score_ && r > 0.0 &&
+          c.p_star >= crowded_star_class_) {
+        double best = r;
+        std::size_t nearest = n_strong;
+        grid.for_each_near(c.x, c.y, [&](std::size_t i) {
+          const double d = std::hypot(strong[i].x - c.x, strong[i].y - c.y);
+          if (d < best || (d == best && i < nearest)) {
+            best = d;
+            nearest = i;
+          }
+        });
+        if (nearest < n_strong && strong[nearest].p_star >= crowded_star_class_) {
+          strong.push_back(c);
+          continue;
         }
-      });
-      if (nearest < n_strong && strong[nearest].p_star >= crowded_star_class_) strong.push_back(c);
+      }
+      if (bright_tier && c.score >= rescue_peak_score_) {
+        const std::size_t l = component_at(c);
+        if (l != 0 && has_strong[l] == 0 && iso.component_snr[l] >= rescue_bright_snr_) {
+          c.component = static_cast<int>(l);
+          on_bright.push_back(c);
+        }
+      }
+    }
+    // Per component: its weak peaks stay when there are at least two and no two lie closer
+    // than rescue_peak_sep_pix (two galaxies, not the clumps of one irregular).
+    std::stable_sort(
+        on_bright.begin(), on_bright.end(),
+        [](const Candidate& a, const Candidate& b) { return a.component < b.component; });
+    const double sep2 = rescue_peak_sep_pix_ * rescue_peak_sep_pix_;
+    for (std::size_t i = 0; i < on_bright.size();) {
+      std::size_t j = i;
+      bool apart = true;
+      for (; j < on_bright.size() && on_bright[j].component == on_bright[i].component; ++j) {
+        for (std::size_t k = i; k < j; ++k) {
+          const double dx = on_bright[j].x - on_bright[k].x;
+          const double dy = on_bright[j].y - on_bright[k].y;
+          if (dx * dx + dy * dy < sep2) apart = false;
+        }
+      }
+      if (j - i >= 2 && apart) {
+        iso.component_peak_kept[static_cast<std::size_t>(on_bright[i].component)] = 1;
+        for (std::size_t k = i; k < j; ++k) {
+          Candidate c = on_bright[k];
+          c.weak = false;
+          c.rescued = true;
+          strong.push_back(c);
+        }
+      }
+      i = j;
     }
     return strong;
   }
@@ -1150,6 +1237,8 @@ class DetectStage : public astroflow::Stage {
   float rescue_compact_score_ = 0.45f;
   double rescue_compact_a_pix_ = 1.5;
   float rescue_edge_score_ = 0.0f;
+  float rescue_peak_score_ = 0.0f;  // weak peaks on bright components without a strong peak
+  double rescue_peak_sep_pix_ = 12.0;
   bool barycentre_ = true;
   bool isophotal_centre_ = false;
   bool windowed_centre_ = false;            // centre: windowed
@@ -1242,6 +1331,16 @@ ASTROFLOW_PLUGIN(
                         "heatmap value an isophotal object cut by the frame's border needs; 0 = no "
                         "edge tier",
                         0.0, 1.0)
+            .add_double("rescue_peak_score", 0.0,
+                        "heatmap peak value from which a peak below threshold is kept (FLAGS 512) "
+                        "on an isophotal component of S/N >= rescue_bright_snr that holds no peak "
+                        "at or above threshold, in place of the component's rescued objects, when "
+                        "it holds two or more such peaks rescue_peak_sep_pix apart; 0 = off",
+                        0.0, 1.0)
+            .add_double("rescue_peak_sep_pix", 12.0,
+                        "rescue_peak_score: the least distance between the weak peaks kept on one "
+                        "component (px; closer ones are clumps of one galaxy)",
+                        0.0, 1e3)
             .add_string(
                 "centre", "windowed",
                 "X_IMAGE/Y_IMAGE: barycentre of the footprint (as SExtractor), the "

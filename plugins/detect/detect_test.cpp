@@ -1147,3 +1147,68 @@ TEST(DetectPlugin, TheCrowdedStarTierKeepsWeakStarPeaksBesideStarsOnly) {
     EXPECT_EQ(f & kFlagCrowdedStar, 0);
   }
 }
+
+TEST(DetectPlugin, TheBrightPeakTierKeepsWeakPeaksOfSeparateObjectsOnABrightComponent) {
+  // Two bright stars 13 px apart whose isophotes join into one component, a pair 6 px apart
+  // (closer than rescue_peak_sep_pix, as the clumps of one irregular) and an isolated star. The
+  // network scores the five stars 0.67-0.89 (and the rings around them below 0.2), so with
+  // threshold 0.95 no peak is strong and the rescue alone (rescue_score 1, no compact tier, the
+  // bright tier's support 1) keeps nothing; rescue_peak_score 0.5 keeps the network's weak peaks
+  // of the far pair only, as rescued rows on each star.
+  const std::vector<cv::Point2d> far = {{200.0, 150.0}, {213.0, 150.0}};
+  const std::vector<cv::Point2d> close = {{80.0, 220.0}, {86.0, 220.0}};
+  const cv::Point2d lone(90.0, 80.0);
+  std::vector<cv::Point2d> stars = far;
+  stars.insert(stars.end(), close.begin(), close.end());
+  stars.push_back(lone);
+  const Frame f = star_frame(320, 320, stars, 20000.0);
+  auto with = [&](double peak_score, double sep_pix, double bright_score, double radius = 6.0) {
+    return run_detect(f, {{"threshold", 0.95},
+                          {"rescue_radius_pix", radius},
+                          {"rescue_bright_whole", false},
+                          {"rescue_score", 1.0},
+                          {"rescue_compact_score", 0.0},
+                          {"crowded_star_score", 0.0},
+                          {"rescue_bright_snr", 50.0},
+                          {"rescue_bright_score", bright_score},
+                          {"rescue_peak_score", peak_score},
+                          {"rescue_peak_sep_pix", sep_pix}});
+  };
+  const Frame off = with(0.0, 12.0, 1.0);
+  const Frame tier = with(0.5, 12.0, 1.0);
+  const Frame near_too = with(0.5, 4.0, 1.0);
+  ASSERT_FALSE(off.failed());
+  ASSERT_FALSE(tier.failed());
+  ASSERT_FALSE(near_too.failed());
+  EXPECT_EQ(off.catalog.rows(), 0u);
+  ASSERT_EQ(tier.catalog.rows(), 2u);
+  for (const cv::Point2d& s : far) {
+    SCOPED_TRACE(std::to_string(s.x) + "," + std::to_string(s.y));
+    const int k = nearest(tier.catalog, s.x, s.y, 1.0);
+    ASSERT_GE(k, 0);
+    EXPECT_NE(tier.catalog.get<std::int32_t>("FLAGS")[static_cast<std::size_t>(k)] & kFlagRescued,
+              0);
+    EXPECT_GE(tier.catalog.get<float>("DET_SCORE")[static_cast<std::size_t>(k)], 0.5f);
+    EXPECT_LT(tier.catalog.get<float>("DET_SCORE")[static_cast<std::size_t>(k)], 0.95f);
+  }
+  // With a separation of 4 px the close pair's peaks stay too; the lone star's single peak never.
+  ASSERT_EQ(near_too.catalog.rows(), 4u);
+  for (const cv::Point2d& s : close) EXPECT_GE(nearest(near_too.catalog, s.x, s.y, 1.0), 0);
+  EXPECT_LT(nearest(near_too.catalog, lone.x, lone.y, 5.0), 0);
+  // The peaks stand in for the component's rescued objects: with the bright tier's support at 0
+  // for every deblended piece (rescue_bright_whole off) and rescue_radius_pix 0 (a kept peak
+  // does not block a rescued object beside it) the rescue
+  // alone keeps the two deblended stars of the far pair, and with the peak tier exactly its two
+  // peaks remain there, not four rows.
+  const Frame rescue = with(0.0, 12.0, 0.0, 0.0);
+  const Frame both = with(0.5, 12.0, 0.0, 0.0);
+  ASSERT_FALSE(rescue.failed());
+  ASSERT_FALSE(both.failed());
+  int rescue_near = 0;
+  int both_near = 0;
+  nearest(rescue.catalog, 206.5, 150.0, 12.0, &rescue_near);
+  nearest(both.catalog, 206.5, 150.0, 12.0, &both_near);
+  EXPECT_EQ(rescue_near, 2);
+  EXPECT_EQ(both_near, 2);
+  for (const cv::Point2d& s : far) EXPECT_GE(nearest(both.catalog, s.x, s.y, 1.0), 0);
+}
