@@ -32,6 +32,7 @@ constexpr std::int32_t kFlagNanFilled = 1;  // some stamp pixels were blank and 
 constexpr std::int32_t kFlagResampled = 2;  // pixel scale or size differed from the card
 constexpr std::int32_t kFlagFailed = 4;     // no class: stamp blank, too small or off the image
 constexpr std::int32_t kFlagExcluded = 8;   // the network's first choice was an excluded class
+constexpr std::int32_t kFlagMasked = 16;    // other sources' pixels were replaced by sky noise
 
 // A stamp that covers less than this fraction of the card's side (after rescaling to the card's
 // pixel scale) carries too little of the object to classify.
@@ -57,6 +58,7 @@ class ClassifyStage final : public astroflow::Stage {
     refuse_mismatch_ = o.get_string("on_mismatch") == "refuse";
     scale_tolerance_ = o.get_double("pixel_scale_tolerance");
     exclude_spec_ = o.get_string("exclude_classes");
+    mask_neighbours_ = o.get_bool("mask_neighbours");
   }
 
   void open(const astroflow::StageContext& ctx) override {
@@ -143,7 +145,8 @@ class ClassifyStage final : public astroflow::Stage {
     cv::Mat input;            // normalised h x w
     double nan_fraction = 0.0;
     bool resampled = false;
-    std::string error;  // non-empty: this row gets no class
+    bool masked = false;  // other sources' pixels replaced by sky noise
+    std::string error;    // non-empty: this row gets no class
   };
 
   // Rescales `src` from frame_scale to the card's pixel scale (INTER_AREA when shrinking,
@@ -226,7 +229,8 @@ class ClassifyStage final : public astroflow::Stage {
         log().warn(f.label() + ": " + what + "; rescaled and centre-cropped/padded");
         job.resampled = true;
       }
-      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, w, h, job);
+      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, w, h, job,
+              Neighbours{});
       if (!job.error.empty()) {
         if (std::isnan(job.nan_fraction)) f.flags |= astroflow::kFrameAllBlank;
         throw FrameError(job.error);
@@ -247,32 +251,98 @@ class ClassifyStage final : public astroflow::Stage {
                        " (on_mismatch: refuse)");
     }
     if (factor != 1.0) f.flags |= astroflow::kFrameResampled;
-    for (std::size_t r = 0; r < f.catalog.rows(); ++r) {
-      Job job;
-      job.frame = fi;
-      job.row = r;
-      job.row_end = r + 1;
-      job.resampled = factor != 1.0;
-      // X_IMAGE/Y_IMAGE are full-image positions, also on a tile of a large image (tiler.hpp):
-      // the tile's own pixels start at (tile.x0_pix, tile.y0_pix).
-      prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
-              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, w, h, job);
-      jobs.push_back(std::move(job));
+    // mask_neighbours: the segmap's labels as floats (exact below 2^24) for extract_stamp.
+    cv::Mat labels;
+    const astroflow::Column* number = nullptr;
+    if (mask_neighbours_) {
+      const auto seg = f.planes.find("segmap");
+      number = f.catalog.find("NUMBER");
+      if (seg == f.planes.end() || number == nullptr) {
+        throw FrameError(
+            "mask_neighbours needs the segmap plane and the NUMBER column (segment or sources "
+            "stage)");
+      }
+      seg->second.convertTo(labels, CV_32F);
     }
+    // The stamps are independent: cut, masked and normalised in parallel, in row order.
+    const std::size_t first = jobs.size();
+    const std::size_t rows = f.catalog.rows();
+    jobs.resize(first + rows);
+    cv::parallel_for_(cv::Range(0, static_cast<int>(rows)), [&](const cv::Range& range) {
+      for (int i = range.start; i < range.end; ++i) {
+        const auto r = static_cast<std::size_t>(i);
+        Job& job = jobs[first + r];
+        job.frame = fi;
+        job.row = r;
+        job.row_end = r + 1;
+        job.resampled = factor != 1.0;
+        // X_IMAGE/Y_IMAGE are full-image positions, also on a tile of a large image (tiler.hpp):
+        // the tile's own pixels start at (tile.x0_pix, tile.y0_pix).
+        const Neighbours nb{labels.empty() ? nullptr : &labels,
+                            number == nullptr ? 0.0 : number->as_double(r), r};
+        prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
+                yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, w, h, job, nb);
+      }
+    });
   }
 
-  // Cuts the model-sized stamp (in the frame's pixels: w / factor) around (x0, y0), brings it to
-  // w x h and normalises it. Problems are recorded in job.error, not thrown, so one bad source
-  // does not cost the frame.
-  void prepare(const cv::Mat& image, double x0, double y0, double factor, int w, int h,
-               Job& job) const {
+  // mask_neighbours: the frame's segmap labels (CV_32F; null = no masking), the row's own
+  // label and its index (the seed of its sky noise, so a run is reproducible).
+  struct Neighbours {
+    const cv::Mat* labels = nullptr;
+    double own = 0.0;
+    std::size_t row = 0;
+  };
+
+  // Replaces the stamp's pixels that carry another source's label by noise drawn from the
+  // sigma-clipped statistics of its unlabelled (sky) pixels, as SExtractor-style cleaning does:
+  // in crowded fields a stamp holds many neighbours, where the training stamps hold at most
+  // three. Returns whether a pixel was replaced.
+  static bool mask_stamp(cv::Mat& stamp, const cv::Mat& seg, const Neighbours& nb) {
+    cv::Mat sky(stamp.size(), CV_32F, cv::Scalar(std::numeric_limits<float>::quiet_NaN()));
+    bool any = false;
+    for (int y = 0; y < stamp.rows; ++y) {
+      const float* l = seg.ptr<float>(y);
+      const float* v = stamp.ptr<float>(y);
+      float* s = sky.ptr<float>(y);
+      for (int x = 0; x < stamp.cols; ++x) {
+        if (l[x] == 0.0f) s[x] = v[x];
+        any = any || (std::isfinite(l[x]) && l[x] != 0.0f && l[x] != nb.own);
+      }
+    }
+    if (!any) return false;
+    const astroflow::ClippedStats st = astroflow::sigma_clipped_stats(sky);
+    if (st.n_finite == 0) return false;  // no sky pixel to draw from
+    cv::RNG rng(0x9e3779b97f4a7c15ULL ^ static_cast<std::uint64_t>(nb.row + 1));
+    const double sd = std::max(st.stddev, 0.0);
+    for (int y = 0; y < stamp.rows; ++y) {
+      const float* l = seg.ptr<float>(y);
+      float* v = stamp.ptr<float>(y);
+      for (int x = 0; x < stamp.cols; ++x) {
+        if (std::isfinite(l[x]) && l[x] != 0.0f && l[x] != nb.own && std::isfinite(v[x])) {
+          v[x] = static_cast<float>(st.median + rng.gaussian(sd));
+        }
+      }
+    }
+    return true;
+  }
+
+  // Cuts the model-sized stamp (in the frame's pixels: w / factor) around (x0, y0), masks its
+  // neighbours (nb.labels), brings it to w x h and normalises it. Problems are recorded in
+  // job.error, not thrown, so one bad source does not cost the frame.
+  void prepare(const cv::Mat& image, double x0, double y0, double factor, int w, int h, Job& job,
+               const Neighbours& nb) const {
     const int src_w = std::max(1, static_cast<int>(std::lround(w / factor)));
     const int src_h = std::max(1, static_cast<int>(std::lround(h / factor)));
-    cv::Mat stamp = astroflow::extract_stamp(image, x0, y0, std::max(src_w, src_h));
-    if (src_w != src_h) {
-      stamp =
-          stamp(cv::Rect((stamp.cols - src_w) / 2, (stamp.rows - src_h) / 2, src_w, src_h)).clone();
-    }
+    auto cut = [&](const cv::Mat& from) {
+      cv::Mat st = astroflow::extract_stamp(from, x0, y0, std::max(src_w, src_h));
+      if (src_w != src_h) {
+        st = st(cv::Rect((st.cols - src_w) / 2, (st.rows - src_h) / 2, src_w, src_h)).clone();
+      }
+      return st;
+    };
+    cv::Mat stamp = cut(image);
+    if (nb.labels != nullptr) job.masked = mask_stamp(stamp, cut(*nb.labels), nb);
     const int finite = cv::countNonZero(stamp == stamp);  // NaN != NaN
     if (finite == 0) {
       job.error = "no finite pixel in the stamp";
@@ -363,7 +433,8 @@ class ClassifyStage final : public astroflow::Stage {
                                             "index of CLASS in the model card, -1: none", -1);
     auto& flags = cat.add_column<std::int32_t>(
         "CLASS_FLAGS", "",
-        "1: blank pixels filled, 2: rescaled, 4: not classified, 8: first choice excluded");
+        "1: blank pixels filled, 2: rescaled, 4: not classified, 8: first choice excluded, "
+        "16: neighbours masked");
     auto& fill = cat.add_column<float>("CLASS_FILL_FRAC", "",
                                        "fraction of stamp pixels that were blank and filled",
                                        std::numeric_limits<float>::quiet_NaN());
@@ -384,7 +455,7 @@ class ClassifyStage final : public astroflow::Stage {
     const auto& names = model_->card().class_names;
     std::int32_t fl = (job.resampled ? kFlagResampled : 0) |
                       (job.nan_fraction > 0.0 ? kFlagNanFilled : 0) |
-                      (first_excluded ? kFlagExcluded : 0);
+                      (first_excluded ? kFlagExcluded : 0) | (job.masked ? kFlagMasked : 0);
     fill[r] = static_cast<float>(job.nan_fraction);
     if (p == nullptr) {
       cls[r].clear();
@@ -406,6 +477,7 @@ class ClassifyStage final : public astroflow::Stage {
   bool refuse_mismatch_ = false;
   double scale_tolerance_ = 0.02;
   std::string exclude_spec_;
+  bool mask_neighbours_ = false;
   std::vector<std::size_t> excluded_;  // card class indices conditioned away
   std::optional<astroflow::OnnxModel> model_;
   std::vector<std::string> p_columns_;
@@ -434,4 +506,8 @@ ASTROFLOW_PLUGIN(
         .add_string("exclude_classes", "",
                     "comma-separated card classes an earlier stage rules out (e.g. artifact "
                     "after detect): P set to 0, the rest renormalised, CLASS_FLAGS 8 when the "
-                    "network's first choice was one"))
+                    "network's first choice was one")
+        .add_bool("mask_neighbours", false,
+                  "sources mode: pixels of other sources in the segmap plane (segment or sources "
+                  "stage) are "
+                  "replaced by noise drawn from the stamp's sky (CLASS_FLAGS 16)"))
