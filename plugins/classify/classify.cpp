@@ -259,31 +259,25 @@ class ClassifyStage final : public astroflow::Stage {
       number = f.catalog.find("NUMBER");
       if (seg == f.planes.end() || number == nullptr) {
         throw FrameError(
-            "mask_neighbours needs the segmap plane and the NUMBER column (segment or sources "
-            "stage)");
+            "mask_neighbours needs the segmap plane and the NUMBER column (of the "
+            "segment or sources stage)");
       }
       seg->second.convertTo(labels, CV_32F);
     }
-    // The stamps are independent: cut, masked and normalised in parallel, in row order.
-    const std::size_t first = jobs.size();
-    const std::size_t rows = f.catalog.rows();
-    jobs.resize(first + rows);
-    cv::parallel_for_(cv::Range(0, static_cast<int>(rows)), [&](const cv::Range& range) {
-      for (int i = range.start; i < range.end; ++i) {
-        const auto r = static_cast<std::size_t>(i);
-        Job& job = jobs[first + r];
-        job.frame = fi;
-        job.row = r;
-        job.row_end = r + 1;
-        job.resampled = factor != 1.0;
-        // X_IMAGE/Y_IMAGE are full-image positions, also on a tile of a large image (tiler.hpp):
-        // the tile's own pixels start at (tile.x0_pix, tile.y0_pix).
-        const Neighbours nb{labels.empty() ? nullptr : &labels,
-                            number == nullptr ? 0.0 : number->as_double(r), r};
-        prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
-                yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, w, h, job, nb);
-      }
-    });
+    for (std::size_t r = 0; r < f.catalog.rows(); ++r) {
+      Job job;
+      job.frame = fi;
+      job.row = r;
+      job.row_end = r + 1;
+      job.resampled = factor != 1.0;
+      // X_IMAGE/Y_IMAGE are full-image positions, also on a tile of a large image (tiler.hpp):
+      // the tile's own pixels start at (tile.x0_pix, tile.y0_pix).
+      const Neighbours nb{labels.empty() ? nullptr : &labels,
+                          number == nullptr ? 0.0 : number->as_double(r), r};
+      prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
+              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, w, h, job, nb);
+      jobs.push_back(std::move(job));
+    }
   }
 
   // mask_neighbours: the frame's segmap labels (CV_32F; null = no masking), the row's own
@@ -508,6 +502,5 @@ ASTROFLOW_PLUGIN(
                     "after detect): P set to 0, the rest renormalised, CLASS_FLAGS 8 when the "
                     "network's first choice was one")
         .add_bool("mask_neighbours", false,
-                  "sources mode: pixels of other sources in the segmap plane (segment or sources "
-                  "stage) are "
-                  "replaced by noise drawn from the stamp's sky (CLASS_FLAGS 16)"))
+                  "sources mode: pixels of other sources in the segmap plane (segment or "
+                  "sources stage) become noise drawn from the stamp's sky (CLASS_FLAGS 16)"))
