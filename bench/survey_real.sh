@@ -13,7 +13,8 @@
 #
 # Steps:
 #   1. scripts/fetch-real-data.sh DATA (Debian python-drizzle-testdata: j8bt06nyq_flt.fits,
-#      input1.fits, input3.fits; 1024x1024 SCI/ERR/DQ sub-arrays at 0.05"/pix).
+#      input1.fits, input3.fits; ACS/HRC exposures of NGC 104, one 1024x1024 chip with
+#      SCI/ERR/DQ, 0.0265"/pix).
 #   2. astroflow run configs/survey.yaml on DATA, with the DQ plane: pixels flagged with a bit
 #      outside 2920 = 8 + 32 + 64 + 256 + 512 + 2048 (aperture feature, CTE tail, warm pixel,
 #      full-well and A-to-D saturation, flat-field reference) are blank, i.e. hot pixels, bad

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Lays real HST ACS/WFC images from Debian's python-drizzle-testdata package into a folder:
-#   j8bt06nyq_flt.fits  an ACS/WFC calibrated exposure (SCI/ERR/DQ, two chips, 0.05"/pix)
+# Lays real HST ACS/HRC images of the globular cluster NGC 104 from Debian's
+# python-drizzle-testdata package into a folder:
+#   j8bt06nyq_flt.fits  an ACS/HRC calibrated exposure (SCI/ERR/DQ, one 1024x1024 chip, 0.0265"/pix)
 #   input1.fits input3.fits  drizzle's small real test inputs
 # Usage: scripts/fetch-real-data.sh [DEST]   (default: data/real, relative to the repository)
 #
