@@ -324,6 +324,16 @@ OptionSchema& add_saturation_options(OptionSchema& schema) {
                0, std::numeric_limits<std::int32_t>::max());
 }
 
+OptionSchema& add_network_window_options(OptionSchema& schema) {
+  return schema
+      .add_int("tile", 0,
+               "network window in pixels; 0 = the card's input size, or windows of up to 512 "
+               "fitted to each image when the card has input.size_multiple",
+               0, 4096)
+      .add_int("overlap", 32, "overlap of neighbouring network windows in pixels", 0, 2048)
+      .add_int("batch", 1, "network windows per forward pass", 1, 1024);
+}
+
 SaturationOptions saturation_options(const Options& options) {
   SaturationOptions o;
   o.level = options.get_double("saturation_level");

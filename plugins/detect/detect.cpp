@@ -137,9 +137,10 @@ struct IsophotalObjects {
   std::vector<Candidate> rescue;  // S/N >= rescue_snr
   std::vector<Candidate> all;     // every deblended object; label l is all[l - 1]
   cv::Mat label;                  // CV_32S, 0 outside the objects
-  // The connected components before deblending (with the rescue on): CV_32S labels, 0 outside,
-  // and per label its S/N (sum of t / sqrt(pixels)) and whether rescue_peak_score kept a peak
-  // on it (keep_weak_peaks), in which case its deblended objects are not rescued.
+  // The connected components before deblending (with the rescue and rescue_peak_score on): CV_32S
+  // labels, 0 outside, and per label its S/N (sum of t / sqrt(pixels)) and whether
+  // rescue_peak_score kept a peak on it (keep_weak_peaks), in which case its deblended objects are
+  // not rescued.
   cv::Mat component;
   std::vector<double> component_snr;
   std::vector<char> component_peak_kept;
@@ -482,7 +483,7 @@ class DetectStage : public astroflow::Stage {
     }
     const astroflow::Deblender deblender(filt, kRescueMinArea, kRescueNthresh, kRescueMincont);
     if (keep_all) out.label = cv::Mat::zeros(h, w, CV_32S);
-    if (rescue) {
+    if (rescue && rescue_peak_score_ > 0.0f) {  // only keep_weak_peaks reads them
       out.component = labels;
       out.component_snr.assign(sum.size(), 0.0);
       out.component_peak_kept.assign(sum.size(), 0);
@@ -592,7 +593,10 @@ class DetectStage : public astroflow::Stage {
   void add_rescued(std::vector<Candidate>& cands, const IsophotalObjects& iso) const {
     std::vector<Candidate> add;
     for (const Candidate& r : iso.rescue) {
-      if (iso.component_peak_kept[static_cast<std::size_t>(r.component)] != 0) continue;
+      if (!iso.component_peak_kept.empty() &&
+          iso.component_peak_kept[static_cast<std::size_t>(r.component)] != 0) {
+        continue;
+      }
       double d2 = std::numeric_limits<double>::infinity();  // to the nearest kept peak
       for (const Candidate& c : cands) {
         d2 = std::min(d2, (c.x - r.x) * (c.x - r.x) + (c.y - r.y) * (c.y - r.y));
@@ -1276,20 +1280,15 @@ ASTROFLOW_PLUGIN(
     "column:B_IMAGE,column:THETA_IMAGE,column:DET_SCORE,column:CLASS_STAR,column:KRON_RADIUS,"
     "column:FLUX_AUTO,column:FLUXERR_AUTO,column:MAG_AUTO,column:FLAGS",
     astroflow::add_saturation_options(
-        astroflow::OptionSchema()
-            .add_path(
-                "model", std::nullopt,
-                "model.onnx (its model.yaml card beside it) or the card; relative to the config")
-            .add_double("threshold", 0.0,
-                        "minimum heatmap peak value (DET_SCORE) of a detection; 0 = the card's "
-                        "output.score_threshold (chosen on validation), 0.5 if it has none",
-                        0.0, 1.0)
-            .add_int("tile", 0,
-                     "network window in pixels; 0 = the card's input size, or windows of up to "
-                     "512 fitted to each image when the card has input.size_multiple",
-                     0, 4096)
-            .add_int("overlap", 32, "overlap of neighbouring network tiles in pixels", 0, 2048)
-            .add_int("batch", 1, "tiles per forward pass", 1, 1024)
+        astroflow::add_network_window_options(
+            astroflow::OptionSchema()
+                .add_path("model", std::nullopt,
+                          "model.onnx (its model.yaml card beside it) or the card; relative to the "
+                          "config")
+                .add_double("threshold", 0.0,
+                            "minimum heatmap peak value (DET_SCORE) of a detection; 0 = the card's "
+                            "output.score_threshold (chosen on validation), 0.5 if it has none",
+                            0.0, 1.0))
             .add_double("nms_iou", 0.7,
                         "boxes overlapping a stronger one by more are dropped (NMS)", 0.05, 1.0)
             .add_double("merge_radius_pix", 2.0,

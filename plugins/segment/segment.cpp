@@ -225,15 +225,10 @@ ASTROFLOW_PLUGIN(
     "plane:background,plane:rms,column:X_IMAGE,column:Y_IMAGE,column:NUMBER",
     "plane:segmap,plane:classmap,column:ISOAREA_IMAGE,column:FLUX_SEGMENT,column:FLUXERR_SEGMENT,"
     "column:CLASS_SEGMENT",
-    astroflow::OptionSchema()
-        .add_path("model", std::nullopt,
-                  "model.onnx (its model.yaml card beside it) or the card; relative to the config")
-        .add_int("tile", 0,
-                 "network window in pixels; 0 = the card's input size, or windows of up to "
-                 "512 fitted to each image when the card has input.size_multiple",
-                 0, 4096)
-        .add_int("overlap", 32, "overlap of neighbouring tiles in pixels", 0, 2048)
-        .add_int("batch", 1, "windows per forward pass", 1, 1024)
+    astroflow::add_network_window_options(
+        astroflow::OptionSchema().add_path(
+            "model", std::nullopt,
+            "model.onnx (its model.yaml card beside it) or the card; relative to the config"))
         .add_double("foreground_threshold", 0.9,
                     "a pixel is foreground when 1 - P(background) reaches this (0.9: the best "
                     "median footprint IoU on the model's validation fields)",

@@ -101,6 +101,11 @@ struct SaturationOptions {
 /// schema (the `detect` and `sources` stages' FLAGS 4).
 OptionSchema& add_saturation_options(OptionSchema& schema);
 
+/// Adds the options tile, overlap and batch of a stage that runs a fully convolutional network on
+/// windows fitted to each frame (balanced_tile, tile_blend.hpp): the `detect` and `segment`
+/// stages.
+OptionSchema& add_network_window_options(OptionSchema& schema);
+
 /// The SaturationOptions of a stage's options (add_saturation_options).
 [[nodiscard]] SaturationOptions saturation_options(const Options& options);
 
