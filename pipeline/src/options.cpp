@@ -1,6 +1,7 @@
 #include "astroflow/options.hpp"
 
-#include <cstdio>
+#include <fmt/format.h>
+
 #include <stdexcept>
 
 namespace astroflow {
@@ -30,9 +31,8 @@ std::string to_string(const OptionValue& v) {
         } else if constexpr (std::is_same_v<T, std::int64_t>) {
           return std::to_string(x);
         } else if constexpr (std::is_same_v<T, double>) {
-          char buf[64];
-          std::snprintf(buf, sizeof buf, "%.17g", x);
-          return buf;
+          // The shortest text that reads back as the same double: 0.7, not 0.69999999999999996.
+          return fmt::format("{}", x);
         } else {
           return "\"" + x + "\"";
         }

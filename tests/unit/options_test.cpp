@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 namespace astroflow {
 namespace {
 
@@ -43,6 +45,15 @@ TEST(Options, TypedAccessWidensIntsAndNamesMissingOptions) {
   }
   EXPECT_EQ(to_string(OptionValue{std::int64_t{7}}), "7");
   EXPECT_EQ(to_string(OptionValue{std::string("a")}), "\"a\"");
+}
+
+TEST(Options, DoublesPrintAsTheShortestTextThatReadsBackExactly) {
+  EXPECT_EQ(to_string(OptionValue{0.7}), "0.7");
+  EXPECT_EQ(to_string(OptionValue{0.9}), "0.9");
+  EXPECT_EQ(to_string(OptionValue{64.0}), "64");
+  for (double v : {0.7, 0.1 + 0.2, 1.0 / 3.0, 2.5e-7, 1e300, -0.575}) {
+    EXPECT_EQ(std::stod(to_string(OptionValue{v})), v) << to_string(OptionValue{v});
+  }
 }
 
 }  // namespace
