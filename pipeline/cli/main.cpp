@@ -239,7 +239,14 @@ int cmd_plugins(bool verbose, const std::vector<std::string>& extra_paths) {
     std::cout << fmt::format("{:<12} {:<8} {:<12} {}\n    {}\n", p->name(), p->version(),
                              p->license(), p->path(), p->summary());
     if (!verbose) continue;
-    std::cout << "    needs:    " << join(p->needs(), ", ") << "\n";
+    std::vector<std::string> needs;  // "column:X_IMAGE (when mode=sources)"
+    for (const Need& n : parse_needs(join(p->needs(), ","))) {
+      needs.push_back(join(n.alternatives, "|") +
+                      (n.option.empty()
+                           ? std::string()
+                           : " (when " + n.option + (n.value ? "=" + *n.value : "") + ")"));
+    }
+    std::cout << "    needs:    " << join(needs, ", ") << "\n";
     std::cout << "    provides: " << join(p->provides(), ", ") << "\n";
     std::cout << fmt::format("    {:<20} {:<7} {:<14} {:<18} {}\n", "option", "type", "default",
                              "range/choices", "doc");

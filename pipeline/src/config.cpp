@@ -1134,9 +1134,11 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
       rs.options.set(spec.name, *spec.default_value);
     }
 
-    // "a|b" in needs means either token will do (e.g. sources or whole cutouts).
-    for (const std::string& need : split_tokens(plugin->needs(), ',')) {
-      const std::vector<std::string> alternatives = split_tokens({need}, '|');
+    // "a|b" in needs means either token will do (e.g. sources or whole cutouts); "a?opt" is
+    // needed only when this stage's option says so.
+    for (const Need& need_spec : plugin->needs_for(rs.options)) {
+      const std::vector<std::string>& alternatives = need_spec.alternatives;
+      const std::string need = join(alternatives, "|");
       const bool met = std::any_of(alternatives.begin(), alternatives.end(),
                                    [&](const std::string& a) { return contains(provided, a); });
       if (met) continue;
@@ -1156,8 +1158,10 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
       for (const LoadedPlugin* p : registry.plugins()) {
         if (provides_need(*p)) providers.push_back(p->name());
       }
-      std::string msg = "stage '" + stage.name + "' (plugin " + stage.plugin + ") needs '" + need +
-                        "', which neither the reader nor an earlier stage provides";
+      std::string msg =
+          "stage '" + stage.name + "' (plugin " + stage.plugin + ") needs '" + need + "'" +
+          (need_spec.option.empty() ? std::string() : " (as " + need_spec.condition_text() + ")") +
+          ", which neither the reader nor an earlier stage provides";
       if (!later.empty()) {
         msg += "; it is provided by the later stage " + join(later, ", ") +
                ", so place this stage after it";
@@ -1167,7 +1171,12 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
       } else {
         msg += "; no loaded plugin provides it";
       }
-      throw ConfigError(stage.where, msg);
+      // A need that an option switched on points at that option's line, if the YAML sets it.
+      const auto set_here = stage.options.find(need_spec.option);
+      throw ConfigError(need_spec.option.empty() || set_here == stage.options.end()
+                            ? stage.where
+                            : set_here->second.where,
+                        msg);
     }
     const std::string who = "stage '" + stage.name + "' (stages[" + std::to_string(i) + "])";
     for (auto& p : split_tokens(plugin->provides(), ',')) {

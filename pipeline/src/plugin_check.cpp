@@ -471,8 +471,14 @@ void run_checks(const std::string& so_path, const std::function<void(CheckResult
     }
     defaults.set(spec.name, std::move(v));
   }
+  // The needs that hold with the defaults, conditions stripped ("a|b" kept whole).
+  std::vector<std::string> needs;
+  for (const Need& n : plugin->needs_for(defaults)) {
+    std::string token;
+    for (const std::string& a : n.alternatives) token += (token.empty() ? "" : "|") + a;
+    needs.push_back(std::move(token));
+  }
   const Runner runner(*plugin, std::move(defaults));
-  const std::vector<std::string> needs = plugin->needs();
   CheckResult configured = check_configure(runner);
   const bool configure_ok = configured.passed;
   put(std::move(configured));

@@ -6,9 +6,11 @@
 #include <array>
 #include <cstdlib>
 #include <filesystem>
+#include <stdexcept>
 #include <string_view>
 #include <system_error>
 #include <utility>
+#include <variant>
 
 #ifndef ASTROFLOW_PLUGIN_RELDIR
 #define ASTROFLOW_PLUGIN_RELDIR "lib/astroflow/plugins"
@@ -139,6 +141,82 @@ void StageInstance::close() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Need
+
+namespace {
+
+// An option's value as a condition compares it: strings unquoted, the rest as to_string.
+std::string condition_value(const OptionValue& v) {
+  if (const auto* s = std::get_if<std::string>(&v)) return *s;
+  return to_string(v);
+}
+
+}  // namespace
+
+bool Need::applies(const Options& options) const {
+  if (option.empty()) return true;
+  const auto it = options.values().find(option);
+  if (it == options.values().end()) return false;
+  if (!value) return std::holds_alternative<bool>(it->second) && std::get<bool>(it->second);
+  return condition_value(it->second) == *value;
+}
+
+std::string Need::condition_text() const {
+  if (option.empty()) return {};
+  return option + (value ? " is " + *value : std::string(" is true"));
+}
+
+std::vector<Need> parse_needs(std::string_view text) {
+  std::vector<Need> out;
+  const std::string copy(text);
+  for (std::string& token : split_tokens(copy.c_str(), ',')) {
+    Need n;
+    n.text = token;
+    std::string body = token;
+    if (const auto q = token.find('?'); q != std::string::npos) {
+      body = token.substr(0, q);
+      std::string cond = token.substr(q + 1);
+      if (const auto eq = cond.find('='); eq != std::string::npos) {
+        n.value = cond.substr(eq + 1);
+        cond.resize(eq);
+      }
+      n.option = cond;
+      if (n.option.empty() || (n.value && n.value->empty())) {
+        throw std::invalid_argument("need '" + token +
+                                    "' has an empty condition (write TOKEN?OPTION or "
+                                    "TOKEN?OPTION=VALUE)");
+      }
+    }
+    n.alternatives = split_tokens(body.c_str(), '|');
+    if (n.alternatives.empty()) throw std::invalid_argument("need '" + token + "' names nothing");
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+std::string check_needs(const std::vector<Need>& needs, const OptionSchema& schema) {
+  for (const Need& n : needs) {
+    if (n.option.empty()) continue;
+    const OptionSpec* spec = schema.find(n.option);
+    if (spec == nullptr) {
+      return "need '" + n.text + "' depends on the option '" + n.option +
+             "', which the plugin's schema lacks";
+    }
+    if (!n.value && spec->type != OptionType::kBool) {
+      return "need '" + n.text + "' depends on '" + n.option + "' being true, but '" + n.option +
+             "' is a " + std::string(to_string(spec->type)) + " option (write ?" + n.option +
+             "=VALUE)";
+    }
+    if (n.value && !spec->choices.empty() &&
+        std::find(spec->choices.begin(), spec->choices.end(), *n.value) == spec->choices.end()) {
+      return "need '" + n.text + "' compares '" + n.option + "' with '" + *n.value +
+             "', which is not one of its choices";
+    }
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
 // LoadedPlugin
 
 LoadedPlugin::LoadedPlugin(std::string path, void* handle, const AstroflowPluginDescriptor* d)
@@ -150,6 +228,14 @@ LoadedPlugin::~LoadedPlugin() {
 
 std::vector<std::string> LoadedPlugin::needs() const {
   return split_tokens(d_->needs, ',');
+}
+
+std::vector<Need> LoadedPlugin::needs_for(const Options& options) const {
+  std::vector<Need> out;
+  for (Need& n : parse_needs(d_->needs != nullptr ? d_->needs : "")) {
+    if (n.applies(options)) out.push_back(std::move(n));
+  }
+  return out;
 }
 
 std::vector<std::string> LoadedPlugin::provides() const {
@@ -236,6 +322,13 @@ const LoadedPlugin& PluginRegistry::load_file(const std::string& path) {
     throw PluginLoadError(path + ": invalid name '" + d->name +
                           "' (use up to 64 letters, digits, '_', '-' or '.', starting with a "
                           "letter)");
+  }
+  try {
+    if (std::string problem = check_needs(parse_needs(d->needs), *d->schema()); !problem.empty()) {
+      throw PluginLoadError(path + ": " + problem);
+    }
+  } catch (const std::invalid_argument& e) {
+    throw PluginLoadError(path + ": " + e.what());
   }
   if (const LoadedPlugin* other = find(d->name)) {
     throw PluginLoadError(path + ": duplicate plugin name '" + d->name + "', already loaded from " +

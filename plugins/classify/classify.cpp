@@ -59,6 +59,11 @@ class ClassifyStage final : public astroflow::Stage {
     scale_tolerance_ = o.get_double("pixel_scale_tolerance");
     exclude_spec_ = o.get_string("exclude_classes");
     mask_neighbours_ = o.get_bool("mask_neighbours");
+    if (mask_neighbours_ && mode_ != "sources") {
+      throw astroflow::FatalError(
+          "mask_neighbours applies to mode 'sources' (a stamp per catalog row); a cutout frame "
+          "is one source's stamp");
+    }
   }
 
   void open(const astroflow::StageContext& ctx) override {
@@ -482,7 +487,11 @@ class ClassifyStage final : public astroflow::Stage {
 ASTROFLOW_PLUGIN(
     ClassifyStage, "classify", "1.0.0", "MIT",
     "galaxy morphology CNN: CLASS, CLASS_ID and calibrated P_<class> per cutout or source",
-    /*needs=*/"plane:science",
+    // Since ABI 1.1 a need may depend on an option, so `astroflow validate` catches a sources
+    // stamp without positions or a mask without a segmap before any pixel is read.
+    /*needs=*/
+    "plane:science,column:X_IMAGE?mode=sources,column:Y_IMAGE?mode=sources,"
+    "plane:segmap?mask_neighbours,column:NUMBER?mask_neighbours",
     /*provides=*/
     "column:CLASS,column:CLASS_ID,column:CLASS_FLAGS,column:CLASS_FILL_FRAC,column:P_SPHEROID,"
     "column:P_DISK,column:P_IRREGULAR,column:P_POINT_SOURCE,column:P_ARTIFACT",

@@ -333,6 +333,18 @@ TEST_F(TinyClassify, SourcesModeWithoutPositionsFailsTheFrame) {
   EXPECT_NE(b.frames[0].issues.back().reason.find("X_IMAGE"), std::string::npos);
 }
 
+TEST_F(TinyClassify, MaskNeighboursInCutoutModeStopsAtConfigure) {
+  try {
+    (void)stage({{"mask_neighbours", true}});
+    FAIL() << "expected a FatalError";
+  } catch (const astroflow::FatalError& e) {
+    EXPECT_NE(std::string(e.what()).find("mask_neighbours applies to mode 'sources'"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_NE(stage({{"mask_neighbours", true}, {"mode", std::string("sources")}}), nullptr);
+}
+
 TEST_F(TinyClassify, MaskNeighboursHidesOtherSourcesPixelsFromTheNetwork) {
   // Two sources on the block of reference stamp 0: row 0 (NUMBER 1) at the block's centre, whose
   // stamp holds a 3x3 patch of row 1 (NUMBER 2) in the segmap, and row 2 (NUMBER 3) in the

@@ -4,6 +4,7 @@
 //   TP_TOOLCHAIN                toolchain tag the descriptor claims
 //   TP_NAME                     plugin name (may be empty or invalid)
 //   TP_ENTRY_NULL               the entry symbol returns a null descriptor
+//   TP_NEEDS                    the needs string (e.g. a condition on an option the schema lacks)
 // Everything else is the good ScaleStage, so the defect is the only reason for a refusal.
 #include "test_stage.hpp"
 
@@ -37,6 +38,9 @@ astroflow_plugin_entry() {
     out.abi_minor = TP_ABI_MINOR;
     out.toolchain = TP_TOOLCHAIN;
     out.name = TP_NAME;
+#ifdef TP_NEEDS
+    out.needs = TP_NEEDS;
+#endif
     return out;
   }();
   return &d;

@@ -111,15 +111,18 @@ TEST_P(PluginCheckRefused, FailsLoadNamingFileAndReasonAndSkipsTheRest) {
 
 INSTANTIATE_TEST_SUITE_P(
     BrokenPlugins, PluginCheckRefused,
-    ::testing::Values(RefusedCase{"abi_major", "plugin astroflow ABI 2.0, host 1.0"},
-                      RefusedCase{"abi_minor3",
-                                  "plugin built for astroflow ABI 1.3, host supports up to 1.0"},
-                      RefusedCase{"toolchain", "'clang-99/libc++-1/cxx-201703L' differs"},
-                      RefusedCase{"no_entry", "missing entry symbol 'astroflow_plugin_entry'"},
-                      RefusedCase{"entry_null", "returned no descriptor"},
-                      RefusedCase{"fake", "not a loadable shared object"},
-                      RefusedCase{"empty_name", "'name' is empty"},
-                      RefusedCase{"invalid_name", "invalid name 'bad name!'"}),
+    ::testing::Values(
+        RefusedCase{"abi_major",
+                    "plugin astroflow ABI 2.0, host 1." ASTROFLOW_STR(ASTROFLOW_ABI_MINOR)},
+        RefusedCase{"abi_minor3",
+                    "plugin built for astroflow ABI 1.3, host supports up to 1." ASTROFLOW_STR(
+                        ASTROFLOW_ABI_MINOR)},
+        RefusedCase{"toolchain", "'clang-99/libc++-1/cxx-201703L' differs"},
+        RefusedCase{"no_entry", "missing entry symbol 'astroflow_plugin_entry'"},
+        RefusedCase{"entry_null", "returned no descriptor"},
+        RefusedCase{"fake", "not a loadable shared object"},
+        RefusedCase{"empty_name", "'name' is empty"},
+        RefusedCase{"invalid_name", "invalid name 'bad name!'"}),
     case_name);
 
 TEST(PluginCheck, ProcessThatThrowsFailsTheRunChecks) {

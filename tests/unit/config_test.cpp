@@ -833,6 +833,60 @@ TEST_F(ResolveTest, StageOptionTypeErrorHasTheDocumentedFormat) {
             path + ":12:5: stages[1].threshold: expected a number, got 'high'");
 }
 
+TEST_F(ResolveTest, AnOptionThatSwitchesANeedOnIsCheckedAndNamedAtItsLine) {
+  for (const char* p : {"background", "detect", "segment", "classify"}) {
+    if (!load_plugin(p)) GTEST_SKIP() << "plugin " << p << " not built";
+  }
+  const std::string model = std::string(ASTROFLOW_SOURCE_DIR) + "/models/";
+  const std::string head =
+      "stages:\n"
+      "  - plugin: background\n"
+      "  - plugin: detect\n"
+      "    model: " +
+      model + "detect/model.onnx\n";
+  const std::string segment =
+      "  - plugin: segment\n"
+      "    model: " +
+      model + "segment/model.onnx\n";
+  const std::string classify =
+      "  - plugin: classify\n"
+      "    model: " +
+      model +
+      "classify/model.onnx\n"
+      "    mode: sources\n";
+  // classify masks its neighbours with the segmap, which detect alone does not make: the error
+  // points at the option's line (8) and names the loaded plugins that make it.
+  const std::string bad = write("mask.yaml", head + classify + "    mask_neighbours: true\n");
+  const ConfigError e = resolve_error(PipelineConfig::load(bad));
+  expect_at(e, bad, 8, 5, "stages[2].mask_neighbours");
+  const std::string msg = e.what();
+  EXPECT_NE(msg.find("needs 'plane:segmap' (as mask_neighbours is true), which neither the "
+                     "reader nor an earlier stage provides; add a stage of a plugin that "
+                     "provides it before this one: segment"),
+            std::string::npos)
+      << msg;
+  // Off, or with segment before it, the same chain resolves.
+  EXPECT_EQ(
+      resolve_stages(PipelineConfig::load(write("off.yaml", head + classify)), registry_).size(),
+      3u);
+  const std::string good =
+      write("good.yaml", head + segment + classify + "    mask_neighbours: true\n");
+  EXPECT_EQ(resolve_stages(PipelineConfig::load(good), registry_).size(), 4u);
+
+  // mode: sources needs positions; mode: cutout (the default) does not.
+  const std::string alone =
+      "stages:\n"
+      "  - plugin: classify\n"
+      "    model: " +
+      model + "classify/model.onnx\n";
+  const std::string src = write("src.yaml", alone + "    mode: sources\n");
+  const ConfigError e2 = resolve_error(PipelineConfig::load(src));
+  expect_at(e2, src, 4, 5, "stages[0].mode");
+  const std::string msg2 = e2.what();
+  EXPECT_NE(msg2.find("needs 'column:X_IMAGE' (as mode is sources)"), std::string::npos) << msg2;
+  EXPECT_EQ(resolve_stages(PipelineConfig::load(write("cut.yaml", alone)), registry_).size(), 1u);
+}
+
 TEST_F(ResolveTest, NeedProvidedOnlyByALaterStageNamesIt) {
   ASSERT_TRUE(load_plugin("background"));
   ASSERT_TRUE(load_plugin("sources"));

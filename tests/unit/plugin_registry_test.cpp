@@ -70,7 +70,7 @@ TEST(PluginRegistry, LoadsGoodPluginAndReadsItsDescriptor) {
   EXPECT_EQ(p.version(), "1.0.0");
   EXPECT_EQ(p.license(), "MIT");
   EXPECT_EQ(p.abi_major(), 1u);
-  EXPECT_EQ(p.abi_minor(), 0u);
+  EXPECT_EQ(p.abi_minor(), static_cast<std::uint32_t>(ASTROFLOW_ABI_MINOR));
   EXPECT_EQ(p.path(), plugin_file("good"));
   EXPECT_EQ(p.needs(), std::vector<std::string>{"plane:science"});
   EXPECT_EQ(p.provides(), (std::vector<std::string>{"plane:scaled", "column:NUMBER"}));
@@ -135,7 +135,7 @@ TEST(PluginRegistry, RefusesAnotherAbiMajorNamingFileAndBothVersions) {
   const std::string path = plugin_file("abi_major");
   const std::string msg = refusal(registry, path);
   EXPECT_CONTAINS(msg, path + ": ABI major 2 differs from the host's 1");
-  EXPECT_CONTAINS(msg, "plugin astroflow ABI 2.0, host 1.0");
+  EXPECT_CONTAINS(msg, "plugin astroflow ABI 2.0, host 1." ASTROFLOW_STR(ASTROFLOW_ABI_MINOR));
   EXPECT_TRUE(registry.plugins().empty());
 }
 
@@ -145,15 +145,26 @@ TEST(PluginRegistry, RefusesANewerMinorNamingBothVersions) {
   EXPECT_CONTAINS(refusal(registry, path),
                   path +
                       ": ABI minor is newer than the host's: plugin built for astroflow "
-                      "ABI 1.3, host supports up to 1.0");
+                      "ABI 1.3, host supports up to 1." ASTROFLOW_STR(ASTROFLOW_ABI_MINOR));
   EXPECT_CONTAINS(refusal(registry, plugin_file("abi_minor2")),
-                  "plugin built for astroflow ABI 1.2, host supports up to 1.0");
+                  "plugin built for astroflow ABI 1.2, host supports up to 1." ASTROFLOW_STR(
+                      ASTROFLOW_ABI_MINOR));
+}
+
+TEST(PluginRegistry, APluginOfMinorZeroLoadsAndAMinorZeroHostRefusesConditionalNeeds) {
+  PluginRegistry registry;
+  EXPECT_EQ(registry.load_file(plugin_file("abi_minor0")).abi_minor(), 0u);
+  // A 1.0 host cannot read "TOKEN?OPTION" needs, so it refuses the plugins that may use them.
+  PluginRegistry old_host(1, 0);
+  EXPECT_CONTAINS(refusal(old_host, plugin_file("conditional_needs")),
+                  "plugin built for astroflow ABI 1.1, host supports up to 1.0");
 }
 
 TEST(PluginRegistry, HostAtMinor2LoadsOlderAndEqualMinorsAndRefusesNewer) {
   PluginRegistry registry(1, 2);
   EXPECT_EQ(registry.host_abi_minor(), 2u);
-  EXPECT_EQ(registry.load_file(plugin_file("good")).abi_minor(), 0u);
+  EXPECT_EQ(registry.load_file(plugin_file("good")).abi_minor(),
+            static_cast<std::uint32_t>(ASTROFLOW_ABI_MINOR));
   EXPECT_EQ(registry.load_file(plugin_file("abi_minor2")).abi_minor(), 2u);
   EXPECT_CONTAINS(refusal(registry, plugin_file("abi_minor3")),
                   "plugin built for astroflow ABI 1.3, host supports up to 1.2");
@@ -288,6 +299,66 @@ TEST(PluginRegistry, SearchPathIsConfigThenEnvironmentThenInstallDir) {
     found = found || fs::weakly_canonical(path[i]) == fs::weakly_canonical(ASTROFLOW_PLUGIN_DIR);
   }
   EXPECT_TRUE(found) << "no entry equals " << ASTROFLOW_PLUGIN_DIR;
+}
+
+TEST(Needs, ConditionsSelectTheNeedsOfAStageByItsOptions) {
+  const std::vector<Need> needs = parse_needs(
+      "plane:science, plane:segmap?mask , column:X_IMAGE|column:XWIN_IMAGE?mode=sources");
+  ASSERT_EQ(needs.size(), 3u);
+  EXPECT_TRUE(needs[0].option.empty());
+  EXPECT_EQ(needs[1].alternatives, std::vector<std::string>{"plane:segmap"});
+  EXPECT_EQ(needs[1].option, "mask");
+  EXPECT_FALSE(needs[1].value.has_value());
+  EXPECT_EQ(needs[2].alternatives,
+            (std::vector<std::string>{"column:X_IMAGE", "column:XWIN_IMAGE"}));
+  EXPECT_EQ(needs[2].condition_text(), "mode is sources");
+
+  Options o;
+  o.set("mask", false);
+  o.set("mode", std::string("cutout"));
+  EXPECT_TRUE(needs[0].applies(o));
+  EXPECT_FALSE(needs[1].applies(o));
+  EXPECT_FALSE(needs[2].applies(o));
+  o.set("mask", true);
+  o.set("mode", std::string("sources"));
+  EXPECT_TRUE(needs[1].applies(o));
+  EXPECT_TRUE(needs[2].applies(o));
+  // Numbers compare as to_string prints them.
+  o.set("k", 0.5);
+  EXPECT_TRUE(parse_needs("wcs?k=0.5")[0].applies(o));
+  EXPECT_FALSE(parse_needs("wcs?k=0.50")[0].applies(o));
+  EXPECT_FALSE(parse_needs("wcs?absent")[0].applies(o));
+
+  EXPECT_THROW((void)parse_needs("plane:x?"), std::invalid_argument);
+  EXPECT_THROW((void)parse_needs("plane:x?mode="), std::invalid_argument);
+  EXPECT_THROW((void)parse_needs("?mode=a"), std::invalid_argument);
+}
+
+TEST(PluginRegistry, AConditionalNeedMustNameAnOptionOfTheSchema) {
+  PluginRegistry registry;
+  const LoadedPlugin& p = registry.load_file(plugin_file("conditional_needs"));
+  Options o;
+  o.set("verbose", false);
+  o.set("mode", std::string("sum"));
+  auto texts = [&](const Options& opts) {
+    std::vector<std::string> out;
+    for (const Need& n : p.needs_for(opts)) out.push_back(n.alternatives.back());
+    return out;
+  };
+  EXPECT_EQ(texts(o), std::vector<std::string>{"plane:science"});
+  o.set("verbose", true);
+  o.set("mode", std::string("mean"));
+  EXPECT_EQ(texts(o),
+            (std::vector<std::string>{"plane:science", "plane:extra", "column:XWIN_IMAGE"}));
+
+  const std::string unknown = plugin_file("need_unknown_option");
+  EXPECT_CONTAINS(refusal(registry, unknown),
+                  unknown +
+                      ": need 'plane:segmap?mask' depends on the option 'mask', which the "
+                      "plugin's schema lacks");
+  EXPECT_CONTAINS(refusal(registry, plugin_file("need_bad_choice")),
+                  "need 'plane:segmap?mode=median' compares 'mode' with 'median', which is not one "
+                  "of its choices");
 }
 
 }  // namespace

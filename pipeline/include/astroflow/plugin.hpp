@@ -16,7 +16,13 @@
 //
 // needs/provides are comma-separated tokens, e.g. "plane:background,column:X_IMAGE". The config
 // validator checks that every need of a stage is provided by an earlier stage (or by the reader:
-// "plane:science", "header", "wcs").
+// "plane:science", "header", "wcs"). "a|b" is met by either; since ABI 1.1 a need may end in a
+// condition on the stage's options, "plane:segmap?mask_neighbours" (a bool option is true) or
+// "column:X_IMAGE?mode=sources" (an option has that value); the host refuses a plugin whose
+// condition names an option its schema lacks.
+//
+// ABI minors: 1.0 the descriptor below; 1.1 conditional needs (no field added, but a 1.0 host
+// would read such a need as one no stage provides, so it refuses 1.1 plugins instead).
 #pragma once
 
 #include <cstddef>
@@ -28,7 +34,7 @@
 #include "astroflow/stage.hpp"
 
 #define ASTROFLOW_ABI_MAJOR 1
-#define ASTROFLOW_ABI_MINOR 0
+#define ASTROFLOW_ABI_MINOR 1
 
 #define ASTROFLOW_STR2(x) #x
 #define ASTROFLOW_STR(x) ASTROFLOW_STR2(x)

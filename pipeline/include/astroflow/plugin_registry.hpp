@@ -12,7 +12,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "astroflow/error.hpp"
@@ -26,6 +28,32 @@ class PluginLoadError : public FatalError {
  public:
   using FatalError::FatalError;
 };
+
+/// One comma-separated token of a plugin's `needs`. "a|b" lists alternatives (either will do).
+/// Since ABI 1.1 a token may end in a condition on the stage's options: "TOKEN?OPTION" is
+/// needed only when the bool OPTION is true, "TOKEN?OPTION=VALUE" only when OPTION has that
+/// value (strings unquoted, numbers as to_string prints them), e.g. classify's
+/// "plane:segmap?mask_neighbours" and "column:X_IMAGE?mode=sources".
+struct Need {
+  std::string text;                       ///< as declared, condition included
+  std::vector<std::string> alternatives;  ///< at least one
+  std::string option;                     ///< empty: always needed
+  std::optional<std::string> value;       ///< unset (with option set): a bool option is true
+
+  /// Whether the need holds for a stage with these (resolved) options; an option the stage
+  /// lacks makes it not apply.
+  [[nodiscard]] bool applies(const Options& options) const;
+  /// The condition in words for messages, e.g. "mask_neighbours is true"; empty if none.
+  [[nodiscard]] std::string condition_text() const;
+};
+
+/// Parses a needs string. Throws std::invalid_argument on an empty alternative or condition.
+[[nodiscard]] std::vector<Need> parse_needs(std::string_view text);
+
+/// Checks each need's condition against the plugin's schema: the option exists, a bare
+/// "?OPTION" names a bool, and "=VALUE" is one of a string option's choices. Returns the first
+/// problem in words, or an empty string.
+[[nodiscard]] std::string check_needs(const std::vector<Need>& needs, const OptionSchema& schema);
 
 /// One live stage instance of a loaded plugin. Calls are forwarded through the descriptor's
 /// noexcept trampolines; a failure there is rethrown here as FatalError (configure/open/close)
@@ -66,7 +94,11 @@ class LoadedPlugin {
   [[nodiscard]] std::string summary() const { return d_->summary; }
   [[nodiscard]] std::uint32_t abi_major() const { return d_->abi_major; }
   [[nodiscard]] std::uint32_t abi_minor() const { return d_->abi_minor; }
+  /// The needs tokens as declared, conditions included ("plane:segmap?mask_neighbours").
   [[nodiscard]] std::vector<std::string> needs() const;
+  /// The needs that hold for a stage with these options, conditions stripped: what an earlier
+  /// stage or the reader must provide ("a|b" kept as one token).
+  [[nodiscard]] std::vector<Need> needs_for(const Options& options) const;
   [[nodiscard]] std::vector<std::string> provides() const;
   [[nodiscard]] const OptionSchema& schema() const { return *d_->schema(); }
   [[nodiscard]] std::unique_ptr<StageInstance> create(const std::string& stage_name) const;
