@@ -12,6 +12,7 @@ pkgs=(
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libssl-dev
   libgtest-dev libgmock-dev
   source-extractor
+  fitsverify  # tests/integration/cli_run_test.cpp checks every FITS file a run writes with it
   time
   chromium  # tests/integration/report_test.cpp renders report.html headless
   # The ONNX tests export a tiny seeded model with torch at test time (models/common/make_tiny_model.py)

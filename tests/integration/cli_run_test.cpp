@@ -2,6 +2,7 @@
 // FITS files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -302,6 +303,46 @@ TEST(CliRun, OptionAStageRefusesAtOpenNamesTheStagesYamlLine) {
   EXPECT_EQ(r.err.rfind("astroflow: error: " + cfg + ":6:", 0), 0u) << r.err;
   EXPECT_NE(r.err.find("'spiral' is not a class"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(fs::path(dir / "out") / "a.cat.fits"));
+}
+
+// Every FITS file the survey chain and the denoiser write, checked by HEASARC's fitsverify
+// (Debian package fitsverify): the per-image catalogs, the merged catalog of two overlapping
+// tiles, segmap, classmap and the denoised images, each keeping the input's header and WCS.
+TEST(CliRun, EveryFitsFileOfASurveyAndADenoiseRunPassesFitsverify) {
+  const std::string fitsverify = "/usr/bin/fitsverify";
+  ASSERT_TRUE(fs::exists(fitsverify)) << "fitsverify missing; scripts/install-deps.sh installs it";
+  TempDir dir("fitsverify");
+  const std::string sim = dir / "sim";
+  const CliResult simulated = run_cli({"simulate", "field", "--seed", "9215", "--size", "640x384",
+                                       "--tiles", "2x1", "--tile-overlap", "64", "--output", sim});
+  ASSERT_EQ(simulated.exit_code, 0) << simulated.all();
+  // Only the images: the simulator writes truth tables and noiseless models beside them.
+  const std::string in = dir / "in";
+  fs::create_directories(in);
+  for (const char* tile : {"field_r0c0.fits", "field_r0c1.fits"}) {
+    fs::copy_file(sim + "/" + tile, in + "/" + tile);
+  }
+  const std::string configs = std::string(ASTROFLOW_SOURCE_DIR) + "/configs/";
+  std::vector<std::string> written;
+  for (const char* config : {"survey.yaml", "denoise.yaml"}) {
+    const std::string out = dir / (std::string("out-") + config);
+    const CliResult r = run_cli(
+        {"run", configs + config, "--input", in, "--output", out, "--threads", "2", "--quiet"});
+    ASSERT_EQ(r.exit_code, 0) << config << ": " << r.all();
+    for (const auto& e : fs::recursive_directory_iterator(out)) {
+      if (e.path().extension() == ".fits") written.push_back(e.path().string());
+    }
+  }
+  std::sort(written.begin(), written.end());
+  // survey: 2 catalogs, 2 segmaps, 2 classmaps and the merged catalog; denoise: 2 catalogs,
+  // 2 denoised images and the merged catalog.
+  ASSERT_EQ(written.size(), 12u) << ::testing::PrintToString(written);
+  for (const std::string& f : written) {
+    const CliResult v = run_program(fitsverify, {"-q", f});
+    EXPECT_EQ(v.exit_code, 0) << v.all();
+    EXPECT_NE(v.out.find("verification OK"), std::string::npos) << v.all();
+    EXPECT_EQ(v.out.find("warning"), std::string::npos) << v.all();
+  }
 }
 
 }  // namespace
