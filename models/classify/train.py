@@ -115,6 +115,7 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recipe", default="models/classify/train.sh")
+    ap.add_argument("--version", default="1.0.0", help="the card's version")
     a = ap.parse_args()
 
     t0 = time.time()
@@ -250,7 +251,7 @@ def main():
     card = {
         "name": "classify",
         "task": "classification",
-        "version": "1.0.0",
+        "version": a.version,
         "file": "model.onnx",
         "sha256": sha256_file(onnx_path),
         "opset": OPSET,

@@ -9,8 +9,14 @@
 #   Environment: BUILD (build folder), DATA (scratch folder), N_TRAIN, N_VAL, N_TEST,
 #   LIMIT_TRAIN (0 = all), THREADS, EPOCHS, PATIENCE, MAX_TRAIN_S (the training loop ends,
 #   annealed, after this many seconds even if EPOCHS are not done: the cores are shared),
-#   STRAY (simulate cutouts --stray-artifacts for all three sets), OUT (where the model and its
-#   card are written; default models/classify, i.e. the shipped model is replaced).
+#   STRAY (simulate cutouts --stray-artifacts for all three sets), MORPH (more simulate cutouts
+#   options for all three sets, e.g. the shape ranges of models/classify-survey; default none),
+#   VERSION (the card's version, default 1.0.0), OUT (where the model and its card are written;
+#   default models/classify, i.e. the shipped model is replaced).
+# models/classify-survey (configs/survey.yaml's classifier) is this recipe with the shape ranges
+# of `simulate field`'s galaxies, whose truth calls n < 2.5 a disk and draws b/a in [0.2, 1]:
+#   MORPH="--disk-sersic-min 0.5 --disk-sersic-max 2.5 --spheroid-axis-ratio-min 0.2" \
+#   VERSION=1.1.0 OUT=models/classify-survey models/classify/train.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
@@ -24,6 +30,8 @@ EPOCHS=${EPOCHS:-16}
 PATIENCE=${PATIENCE:-12}
 MAX_TRAIN_S=${MAX_TRAIN_S:-4800}
 STRAY=${STRAY:-0}
+MORPH=${MORPH:-}
+VERSION=${VERSION:-1.0.0}
 OUT=${OUT:-$ROOT/models/classify}
 SEED_TRAIN=1101
 SEED_VAL=2202
@@ -38,7 +46,7 @@ fi
 AF="$BUILD/bin/astroflow"
 
 simulate() {  # name seed n: simulated again unless $DATA/name holds this very set
-  local args="--seed $2 --n $3 --size 64 --stray-artifacts $STRAY --single-file"
+  local args="--seed $2 --n $3 --size 64 --stray-artifacts $STRAY${MORPH:+ $MORPH} --single-file"
   if [ ! -f "$DATA/$1/labels.csv" ] || [ "$(cat "$DATA/$1/.simulate-args" 2>/dev/null)" != "$args" ]; then
     rm -rf "$DATA/$1"
     # shellcheck disable=SC2086
@@ -52,8 +60,14 @@ simulate val "$SEED_VAL" "$N_VAL"
 simulate test "$SEED_TEST" "$N_TEST"
 echo "simulated in $(( $(date +%s) - start )) s"
 
+# The card's recipe names what differs from the defaults, e.g. models/classify-survey's.
+variant=""
+[ -n "$MORPH" ] && variant+="MORPH=\"$MORPH\" "
+[ "$VERSION" != 1.0.0 ] && variant+="VERSION=$VERSION "
+[ "$OUT" != "$ROOT/models/classify" ] && variant+="OUT=${OUT#"$ROOT"/} "
 nice /usr/bin/python3 "$ROOT/models/classify/train.py" \
   --train "$DATA/train" --val "$DATA/val" --test "$DATA/test" --out "$OUT" \
   --data-seeds "$SEED_TRAIN,$SEED_VAL,$SEED_TEST" --threads "$THREADS" --epochs "$EPOCHS" --patience "$PATIENCE" \
   --limit-train "$LIMIT_TRAIN" --max-train-s "$MAX_TRAIN_S" \
-  --recipe "models/classify/train.sh  (N_TRAIN=$N_TRAIN LIMIT_TRAIN=$LIMIT_TRAIN N_VAL=$N_VAL N_TEST=$N_TEST EPOCHS=$EPOCHS MAX_TRAIN_S=$MAX_TRAIN_S STRAY=$STRAY)"
+  --recipe "models/classify/train.sh  (${variant}N_TRAIN=$N_TRAIN LIMIT_TRAIN=$LIMIT_TRAIN N_VAL=$N_VAL N_TEST=$N_TEST EPOCHS=$EPOCHS MAX_TRAIN_S=$MAX_TRAIN_S STRAY=$STRAY)" \
+  --version "$VERSION"

@@ -65,6 +65,11 @@ void validate(const CutoutOptions& o) {
   require(o.centre_jitter_pix >= 0 && o.centre_jitter_pix <= 4, "--jitter", "must be in [0, 4]");
   require(o.oversample >= 1 && o.oversample <= 8, "--oversample", "must be in [1, 8]");
   require(!o.cube_name.empty(), "--cube-name", "must not be empty");
+  require(o.disk_sersic_min >= 0.3 && o.disk_sersic_max >= o.disk_sersic_min &&
+              o.disk_sersic_max <= 2.5,
+          "--disk-sersic-min", "need 0.3 <= min <= max <= 2.5 (n >= 2.5 is a spheroid)");
+  require(o.spheroid_axis_ratio_min >= 0.1 && o.spheroid_axis_ratio_min <= 1.0,
+          "--spheroid-axis-ratio-min", "must be in [0.1, 1]");
 }
 
 double draw(SimRng& rng, double lo, double hi) {
@@ -95,17 +100,24 @@ SersicComponent sersic(double x, double y, double n, double re, double q, double
 
 std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng, double cx,
                                                    double cy, double r_eff_min_pix,
-                                                   double r_eff_max_pix, CutoutLabel& lab) {
+                                                   double r_eff_max_pix, CutoutLabel& lab,
+                                                   const MorphologyRanges& ranges) {
   std::vector<SersicComponent> comps;
   const double re = rng.log_uniform(r_eff_min_pix, r_eff_max_pix);
   const double theta = rng.uniform(0.0, 180.0);
   if (cls == CutoutClass::kSpheroid) {
     lab.subtype = "sersic";
-    comps.push_back(sersic(cx, cy, rng.uniform(2.5, 6.0), re, rng.uniform(0.5, 1.0), theta, 1.0));
+    // One draw each, whatever the range, b/a before n (the order in which g++ evaluated the
+    // arguments when both were drawn inside the call), so the default ranges give the same
+    // stamps as stamp sets made before the ranges became options.
+    const double q = rng.uniform(ranges.spheroid_axis_ratio_min, 1.0);
+    const double n = rng.uniform(2.5, 6.0);
+    comps.push_back(sersic(cx, cy, n, re, q, theta, 1.0));
   } else if (cls == CutoutClass::kDisk) {
     lab.subtype = "disk";
-    SersicComponent disk =
-        sersic(cx, cy, rng.uniform(0.7, 1.5), re, rng.uniform(0.2, 1.0), theta, 1.0);
+    const double q = rng.uniform(0.2, 1.0);  // b/a before n, as for the spheroid
+    const double n = rng.uniform(ranges.disk_sersic_min, ranges.disk_sersic_max);
+    SersicComponent disk = sersic(cx, cy, n, re, q, theta, 1.0);
     if (rng.uniform() < 0.5) {
       lab.bulge_fraction = rng.uniform(0.05, 0.29);
       disk.flux_counts = 1.0 - lab.bulge_fraction;
@@ -194,7 +206,8 @@ namespace {
 UnitObject make_galaxy_object(CutoutClass cls, SimRng& rng, const CutoutOptions& o,
                               const MoffatPsf& psf, double cx, double cy, CutoutLabel& lab) {
   const std::vector<SersicComponent> comps =
-      morphology_components(cls, rng, cx, cy, o.r_eff_min_pix, o.r_eff_max_pix, lab);
+      morphology_components(cls, rng, cx, cy, o.r_eff_min_pix, o.r_eff_max_pix, lab,
+                            {o.disk_sersic_min, o.disk_sersic_max, o.spheroid_axis_ratio_min});
   UnitObject obj;
   obj.pixels = render_galaxy(comps, psf, o.width_pix, o.height_pix, o.oversample);
   obj.ap_x = cx;

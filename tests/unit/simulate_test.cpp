@@ -798,6 +798,41 @@ TEST_F(SimCutoutClasses, SnrIsTheDrawnValue) {
   }
 }
 
+TEST(SimCutouts, ShapeRangesWidenToTheFieldsGalaxies) {
+  // The field calls every galaxy of n < 2.5 a disk and draws b/a in [0.2, 1]; these options let
+  // the cutouts cover the same shapes (models/classify/train.sh).
+  CutoutOptions o;
+  o.disk_sersic_min = 0.5;
+  o.disk_sersic_max = 2.5;
+  o.spheroid_axis_ratio_min = 0.2;
+  int low_n = 0, high_n = 0, flat = 0;
+  for (int k = 0; k < 120; ++k) {
+    const CutoutLabel d = render_cutout(o, k, CutoutClass::kDisk).label;
+    EXPECT_GE(d.sersic_n, 0.5);
+    EXPECT_LE(d.sersic_n, 2.5);
+    low_n += d.sersic_n < 0.7 ? 1 : 0;
+    high_n += d.sersic_n > 1.5 ? 1 : 0;
+    const CutoutLabel s = render_cutout(o, k, CutoutClass::kSpheroid).label;
+    EXPECT_GE(s.axis_ratio, 0.2);
+    EXPECT_GE(s.sersic_n, 2.5);
+    flat += s.axis_ratio < 0.5 ? 1 : 0;
+  }
+  // Uniform draws: about 12, 60 and 45 of 120 fall outside the default ranges.
+  EXPECT_GT(low_n, 3);
+  EXPECT_GT(high_n, 30);
+  EXPECT_GT(flat, 25);
+  // Only the ranges differ: the same stamp index draws the same size, PSF and S/N.
+  const CutoutLabel wide = render_cutout(o, 7, CutoutClass::kDisk).label;
+  const CutoutLabel narrow = render_cutout(CutoutOptions{}, 7, CutoutClass::kDisk).label;
+  EXPECT_EQ(wide.r_eff_pix, narrow.r_eff_pix);
+  EXPECT_EQ(wide.axis_ratio, narrow.axis_ratio);
+  EXPECT_EQ(wide.psf_fwhm_pix, narrow.psf_fwhm_pix);
+  EXPECT_NE(wide.sersic_n, narrow.sersic_n);
+
+  o.disk_sersic_max = 3.0;  // n >= 2.5 is a spheroid
+  EXPECT_THROW((void)render_cutout(o, 0, CutoutClass::kDisk), FatalError);
+}
+
 TEST(SimCutouts, StrayArtifactsAddOnlyOffCentreHitsToTheNoisyStamp) {
   // --stray-artifacts 1: every stamp gets 1-3 cosmic rays or hot pixels, added after the noise
   // and at least 5 px from the centre; the models and the noise are those of --stray-artifacts 0.

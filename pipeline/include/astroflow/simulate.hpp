@@ -365,6 +365,13 @@ struct CutoutOptions {
   double stray_artifact_fraction = 0.0;
   double centre_jitter_pix = 0.5;  ///< [--jitter] centre offset, uniform in +-jitter
   int oversample = 1;              ///< [--oversample] galaxy grid factor (1 is accurate, see docs)
+  /// [--disk-sersic-min/max] the disk's Sérsic n, uniform; `simulate field` calls every galaxy
+  /// of n < 2.5 a disk, so 0.5-2.5 covers its disks (models/classify/train.sh)
+  double disk_sersic_min = 0.7;
+  double disk_sersic_max = 1.5;
+  /// [--spheroid-axis-ratio-min] the spheroid's b/a is uniform in [this, 1]; the field draws
+  /// b/a in [0.2, 1] for every galaxy
+  double spheroid_axis_ratio_min = 0.5;
 };
 
 /// Ground truth of one stamp (one row of labels.csv / labels.fits).
@@ -402,11 +409,16 @@ struct CutoutLabel {
 /// r_eff log-uniform in [r_eff_min_pix, r_eff_max_pix]. Fills the morphology fields of `label`
 /// (subtype, r_eff, Sérsic n, axis ratio, bulge/clump/companion parameters). Shared by the
 /// cutout generator and the field generator's irregular galaxies.
-[[nodiscard]] std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng,
-                                                                 double x_pix, double y_pix,
-                                                                 double r_eff_min_pix,
-                                                                 double r_eff_max_pix,
-                                                                 CutoutLabel& label);
+/// The shape ranges a caller may widen (CutoutOptions' fields of the same names; the defaults
+/// are the cutout generator's own).
+struct MorphologyRanges {
+  double disk_sersic_min = 0.7;
+  double disk_sersic_max = 1.5;
+  double spheroid_axis_ratio_min = 0.5;
+};
+[[nodiscard]] std::vector<SersicComponent> morphology_components(
+    CutoutClass cls, SimRng& rng, double x_pix, double y_pix, double r_eff_min_pix,
+    double r_eff_max_pix, CutoutLabel& label, const MorphologyRanges& ranges = {});
 
 struct CutoutStamp {
   cv::Mat image;         ///< CV_32F noisy stamp (sky included)
