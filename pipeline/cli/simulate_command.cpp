@@ -93,11 +93,12 @@ CLI::App* add_simulate_command(CLI::App& app, SimulateArgs& a) {
       ->capture_default_str();
   cc->add_option("--jitter", c.centre_jitter_pix, "centre offset, pixels")->capture_default_str();
   cc->add_option("--oversample", c.oversample, "galaxy grid factor")->capture_default_str();
-  cc->add_option("--disk-sersic-min", c.disk_sersic_min, "disk Sersic n, uniform from")
+  cc->add_option("--disk-sersic-min", c.shapes.disk_sersic_min, "disk Sersic n, uniform from")
       ->capture_default_str();
-  cc->add_option("--disk-sersic-max", c.disk_sersic_max, "disk Sersic n, uniform to (<= 2.5)")
+  cc->add_option("--disk-sersic-max", c.shapes.disk_sersic_max,
+                 "disk Sersic n, uniform to (<= 2.5)")
       ->capture_default_str();
-  cc->add_option("--spheroid-axis-ratio-min", c.spheroid_axis_ratio_min,
+  cc->add_option("--spheroid-axis-ratio-min", c.shapes.spheroid_axis_ratio_min,
                  "spheroid b/a, uniform from this to 1")
       ->capture_default_str();
   a.cutouts_cmd = cc;

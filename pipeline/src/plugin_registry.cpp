@@ -323,13 +323,18 @@ const LoadedPlugin& PluginRegistry::load_file(const std::string& path) {
                           "' (use up to 64 letters, digits, '_', '-' or '.', starting with a "
                           "letter)");
   }
+  // Conditional needs (ABI 1.1) must name options of the schema; a plugin without any keeps
+  // its schema unread until it is used, as before.
+  std::string problem;
   try {
-    if (std::string problem = check_needs(parse_needs(d->needs), *d->schema()); !problem.empty()) {
-      throw PluginLoadError(path + ": " + problem);
+    const std::vector<Need> needs = parse_needs(d->needs);
+    if (std::any_of(needs.begin(), needs.end(), [](const Need& n) { return !n.option.empty(); })) {
+      problem = check_needs(needs, *d->schema());
     }
-  } catch (const std::invalid_argument& e) {
-    throw PluginLoadError(path + ": " + e.what());
+  } catch (const std::exception& e) {
+    problem = e.what();
   }
+  if (!problem.empty()) throw PluginLoadError(path + ": " + problem);
   if (const LoadedPlugin* other = find(d->name)) {
     throw PluginLoadError(path + ": duplicate plugin name '" + d->name + "', already loaded from " +
                           other->path());

@@ -65,10 +65,10 @@ void validate(const CutoutOptions& o) {
   require(o.centre_jitter_pix >= 0 && o.centre_jitter_pix <= 4, "--jitter", "must be in [0, 4]");
   require(o.oversample >= 1 && o.oversample <= 8, "--oversample", "must be in [1, 8]");
   require(!o.cube_name.empty(), "--cube-name", "must not be empty");
-  require(o.disk_sersic_min >= 0.3 && o.disk_sersic_max >= o.disk_sersic_min &&
-              o.disk_sersic_max <= 2.5,
-          "--disk-sersic-min", "need 0.3 <= min <= max <= 2.5 (n >= 2.5 is a spheroid)");
-  require(o.spheroid_axis_ratio_min >= 0.1 && o.spheroid_axis_ratio_min <= 1.0,
+  require(o.shapes.disk_sersic_min >= 0.3 && o.shapes.disk_sersic_max >= o.shapes.disk_sersic_min &&
+              o.shapes.disk_sersic_max <= 2.5,
+          "--disk-sersic-min/max", "need 0.3 <= min <= max <= 2.5 (n >= 2.5 is a spheroid)");
+  require(o.shapes.spheroid_axis_ratio_min >= 0.1 && o.shapes.spheroid_axis_ratio_min <= 1.0,
           "--spheroid-axis-ratio-min", "must be in [0.1, 1]");
 }
 
@@ -206,8 +206,7 @@ namespace {
 UnitObject make_galaxy_object(CutoutClass cls, SimRng& rng, const CutoutOptions& o,
                               const MoffatPsf& psf, double cx, double cy, CutoutLabel& lab) {
   const std::vector<SersicComponent> comps =
-      morphology_components(cls, rng, cx, cy, o.r_eff_min_pix, o.r_eff_max_pix, lab,
-                            {o.disk_sersic_min, o.disk_sersic_max, o.spheroid_axis_ratio_min});
+      morphology_components(cls, rng, cx, cy, o.r_eff_min_pix, o.r_eff_max_pix, lab, o.shapes);
   UnitObject obj;
   obj.pixels = render_galaxy(comps, psf, o.width_pix, o.height_pix, o.oversample);
   obj.ap_x = cx;

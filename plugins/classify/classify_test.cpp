@@ -464,9 +464,9 @@ void expect_card_accuracy(const std::string& dir, const astroflow::CutoutOptions
 // The shape ranges of models/classify-survey's recipe (models/classify/train.sh): those of
 // `simulate field`'s galaxies.
 astroflow::CutoutOptions field_shapes(astroflow::CutoutOptions o) {
-  o.disk_sersic_min = 0.5;
-  o.disk_sersic_max = 2.5;
-  o.spheroid_axis_ratio_min = 0.2;
+  o.shapes.disk_sersic_min = 0.5;
+  o.shapes.disk_sersic_max = 2.5;
+  o.shapes.spheroid_axis_ratio_min = 0.2;
   return o;
 }
 

@@ -802,9 +802,9 @@ TEST(SimCutouts, ShapeRangesWidenToTheFieldsGalaxies) {
   // The field calls every galaxy of n < 2.5 a disk and draws b/a in [0.2, 1]; these options let
   // the cutouts cover the same shapes (models/classify/train.sh).
   CutoutOptions o;
-  o.disk_sersic_min = 0.5;
-  o.disk_sersic_max = 2.5;
-  o.spheroid_axis_ratio_min = 0.2;
+  o.shapes.disk_sersic_min = 0.5;
+  o.shapes.disk_sersic_max = 2.5;
+  o.shapes.spheroid_axis_ratio_min = 0.2;
   int low_n = 0, high_n = 0, flat = 0;
   for (int k = 0; k < 120; ++k) {
     const CutoutLabel d = render_cutout(o, k, CutoutClass::kDisk).label;
@@ -829,7 +829,7 @@ TEST(SimCutouts, ShapeRangesWidenToTheFieldsGalaxies) {
   EXPECT_EQ(wide.psf_fwhm_pix, narrow.psf_fwhm_pix);
   EXPECT_NE(wide.sersic_n, narrow.sersic_n);
 
-  o.disk_sersic_max = 3.0;  // n >= 2.5 is a spheroid
+  o.shapes.disk_sersic_max = 3.0;  // n >= 2.5 is a spheroid
   EXPECT_THROW((void)render_cutout(o, 0, CutoutClass::kDisk), FatalError);
 }
 

@@ -333,6 +333,16 @@ inline constexpr int kCutoutClassCount = 5;
 [[nodiscard]] const std::array<std::string_view, kCutoutClassCount>& cutout_class_names();
 
 /// Options of `astroflow simulate cutouts`. The CLI flag of each field is given in brackets.
+/// The galaxy shapes of the cutout classes that a caller may widen; the defaults are the cutout
+/// generator's own. `simulate field` calls every galaxy of n < 2.5 a disk and draws b/a in
+/// [0.2, 1], so disks of n 0.5-2.5 and spheroids of b/a 0.2-1 cover its galaxies
+/// (models/classify-survey, models/classify/train.sh).
+struct MorphologyRanges {
+  double disk_sersic_min = 0.7;          ///< the disk's Sérsic n, uniform in [min, max]
+  double disk_sersic_max = 1.5;          ///< at most 2.5 (n >= 2.5 is a spheroid)
+  double spheroid_axis_ratio_min = 0.5;  ///< the spheroid's b/a, uniform in [this, 1]
+};
+
 struct CutoutOptions {
   std::uint64_t seed = 1;                  ///< [--seed]
   int n = 1000;                            ///< [--n] number of stamps, classes balanced (N/5 each)
@@ -365,13 +375,7 @@ struct CutoutOptions {
   double stray_artifact_fraction = 0.0;
   double centre_jitter_pix = 0.5;  ///< [--jitter] centre offset, uniform in +-jitter
   int oversample = 1;              ///< [--oversample] galaxy grid factor (1 is accurate, see docs)
-  /// [--disk-sersic-min/max] the disk's Sérsic n, uniform; `simulate field` calls every galaxy
-  /// of n < 2.5 a disk, so 0.5-2.5 covers its disks (models/classify/train.sh)
-  double disk_sersic_min = 0.7;
-  double disk_sersic_max = 1.5;
-  /// [--spheroid-axis-ratio-min] the spheroid's b/a is uniform in [this, 1]; the field draws
-  /// b/a in [0.2, 1] for every galaxy
-  double spheroid_axis_ratio_min = 0.5;
+  MorphologyRanges shapes;         ///< [--disk-sersic-min/max, --spheroid-axis-ratio-min]
 };
 
 /// Ground truth of one stamp (one row of labels.csv / labels.fits).
@@ -409,13 +413,6 @@ struct CutoutLabel {
 /// r_eff log-uniform in [r_eff_min_pix, r_eff_max_pix]. Fills the morphology fields of `label`
 /// (subtype, r_eff, Sérsic n, axis ratio, bulge/clump/companion parameters). Shared by the
 /// cutout generator and the field generator's irregular galaxies.
-/// The shape ranges a caller may widen (CutoutOptions' fields of the same names; the defaults
-/// are the cutout generator's own).
-struct MorphologyRanges {
-  double disk_sersic_min = 0.7;
-  double disk_sersic_max = 1.5;
-  double spheroid_axis_ratio_min = 0.5;
-};
 [[nodiscard]] std::vector<SersicComponent> morphology_components(
     CutoutClass cls, SimRng& rng, double x_pix, double y_pix, double r_eff_min_pix,
     double r_eff_max_pix, CutoutLabel& label, const MorphologyRanges& ranges = {});
