@@ -240,11 +240,10 @@ int cmd_plugins(bool verbose, const std::vector<std::string>& extra_paths) {
                              p->license(), p->path(), p->summary());
     if (!verbose) continue;
     std::vector<std::string> needs;  // "column:X_IMAGE (when mode=sources)"
-    for (const Need& n : parse_needs(join(p->needs(), ","))) {
-      needs.push_back(join(n.alternatives, "|") +
-                      (n.option.empty()
-                           ? std::string()
-                           : " (when " + n.option + (n.value ? "=" + *n.value : "") + ")"));
+    for (const Need& n : p->need_list()) {
+      needs.push_back(n.token() + (n.option.empty() ? std::string()
+                                                    : " (when " + n.option +
+                                                          (n.value ? "=" + *n.value : "") + ")"));
     }
     std::cout << "    needs:    " << join(needs, ", ") << "\n";
     std::cout << "    provides: " << join(p->provides(), ", ") << "\n";

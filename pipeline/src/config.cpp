@@ -1138,7 +1138,7 @@ std::vector<ResolvedStage> resolve_stages(const PipelineConfig& config,
     // needed only when this stage's option says so.
     for (const Need& need_spec : plugin->needs_for(rs.options)) {
       const std::vector<std::string>& alternatives = need_spec.alternatives;
-      const std::string need = join(alternatives, "|");
+      const std::string need = need_spec.token();
       const bool met = std::any_of(alternatives.begin(), alternatives.end(),
                                    [&](const std::string& a) { return contains(provided, a); });
       if (met) continue;

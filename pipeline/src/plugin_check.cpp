@@ -473,11 +473,7 @@ void run_checks(const std::string& so_path, const std::function<void(CheckResult
   }
   // The needs that hold with the defaults, conditions stripped ("a|b" kept whole).
   std::vector<std::string> needs;
-  for (const Need& n : plugin->needs_for(defaults)) {
-    std::string token;
-    for (const std::string& a : n.alternatives) token += (token.empty() ? "" : "|") + a;
-    needs.push_back(std::move(token));
-  }
+  for (const Need& n : plugin->needs_for(defaults)) needs.push_back(n.token());
   const Runner runner(*plugin, std::move(defaults));
   CheckResult configured = check_configure(runner);
   const bool configure_ok = configured.passed;

@@ -161,6 +161,12 @@ bool Need::applies(const Options& options) const {
   return condition_value(it->second) == *value;
 }
 
+std::string Need::token() const {
+  std::string out;
+  for (const std::string& a : alternatives) out += (out.empty() ? "" : "|") + a;
+  return out;
+}
+
 std::string Need::condition_text() const {
   if (option.empty()) return {};
   return option + (value ? " is " + *value : std::string(" is true"));
@@ -230,9 +236,13 @@ std::vector<std::string> LoadedPlugin::needs() const {
   return split_tokens(d_->needs, ',');
 }
 
+std::vector<Need> LoadedPlugin::need_list() const {
+  return parse_needs(d_->needs != nullptr ? d_->needs : "");
+}
+
 std::vector<Need> LoadedPlugin::needs_for(const Options& options) const {
   std::vector<Need> out;
-  for (Need& n : parse_needs(d_->needs != nullptr ? d_->needs : "")) {
+  for (Need& n : need_list()) {
     if (n.applies(options)) out.push_back(std::move(n));
   }
   return out;

@@ -312,6 +312,7 @@ TEST(Needs, ConditionsSelectTheNeedsOfAStageByItsOptions) {
   EXPECT_EQ(needs[2].alternatives,
             (std::vector<std::string>{"column:X_IMAGE", "column:XWIN_IMAGE"}));
   EXPECT_EQ(needs[2].condition_text(), "mode is sources");
+  EXPECT_EQ(needs[2].token(), "column:X_IMAGE|column:XWIN_IMAGE");
 
   Options o;
   o.set("mask", false);

@@ -43,6 +43,8 @@ struct Need {
   /// Whether the need holds for a stage with these (resolved) options; an option the stage
   /// lacks makes it not apply.
   [[nodiscard]] bool applies(const Options& options) const;
+  /// The need without its condition, alternatives joined: "column:X_IMAGE|column:XWIN_IMAGE".
+  [[nodiscard]] std::string token() const;
   /// The condition in words for messages, e.g. "mask_neighbours is true"; empty if none.
   [[nodiscard]] std::string condition_text() const;
 };
@@ -96,6 +98,8 @@ class LoadedPlugin {
   [[nodiscard]] std::uint32_t abi_minor() const { return d_->abi_minor; }
   /// The needs tokens as declared, conditions included ("plane:segmap?mask_neighbours").
   [[nodiscard]] std::vector<std::string> needs() const;
+  /// The same, parsed (conditions and alternatives apart).
+  [[nodiscard]] std::vector<Need> need_list() const;
   /// The needs that hold for a stage with these options, conditions stripped: what an earlier
   /// stage or the reader must provide ("a|b" kept as one token).
   [[nodiscard]] std::vector<Need> needs_for(const Options& options) const;
