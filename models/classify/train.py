@@ -39,6 +39,7 @@ GALAXY_CLASSES = (0, 1, 2)  # the classes whose logits the decision rule may off
 NORM = {"method": "asinh", "background": "median_clip", "scale": 3.0, "clip_sigma": 3.0,
         "clip_iterations": 5}
 SIZE = 64
+PIXEL_SCALE = 0.06  # arcsec/pix of simulate cutouts (its --pixel-scale default)
 
 
 def block(cin, cout, kernel=3, stride=1):
@@ -123,7 +124,10 @@ def main():
     torch.manual_seed(a.seed)
     np.random.seed(a.seed)
 
-    raw_tr, y_tr, _, _ = load_cutout_set(a.train)
+    raw_tr, y_tr, _, rows_tr = load_cutout_set(a.train)
+    # The training PSFs in arcsec: the card's input.psf_fwhm_arcsec, classify's psf_match target.
+    psf_tr = [float(r["PSF_FWHM"]) * PIXEL_SCALE for r in rows_tr]
+    psf_range = [round(min(psf_tr), 3), round(max(psf_tr), 3)]
     if a.limit_train:
         raw_tr, y_tr = raw_tr[:a.limit_train], y_tr[:a.limit_train]
     raw_va, y_va, _, _ = load_cutout_set(a.val)
@@ -255,7 +259,8 @@ def main():
         "file": "model.onnx",
         "sha256": sha256_file(onnx_path),
         "opset": OPSET,
-        "input": {"shape": [-1, 1, SIZE, SIZE], "bands": ["any"], "pixel_scale_arcsec": 0.06},
+        "input": {"shape": [-1, 1, SIZE, SIZE], "bands": ["any"],
+                  "pixel_scale_arcsec": PIXEL_SCALE, "psf_fwhm_arcsec": psf_range},
         "normalisation": NORM,
         "output": {"semantics": "logits", "class_names": CLASS_NAMES,
                    "temperature": round(temperature, 6),

@@ -173,6 +173,16 @@ ModelCard ModelCard::load(const std::string& card_path) {
     r.fail(r.node("input.pixel_scale_arcsec"), "input.pixel_scale_arcsec", "must be > 0");
   }
 
+  const auto psf = r.list<double>("input.psf_fwhm_arcsec", "number", false);
+  if (!psf.empty()) {
+    if (psf.size() != 2 || !(psf[0] > 0.0) || !(psf[1] >= psf[0])) {
+      r.fail(r.node("input.psf_fwhm_arcsec"), "input.psf_fwhm_arcsec",
+             "expected [min, max] with 0 < min <= max (arcsec)");
+    }
+    c.psf_fwhm_min_arcsec = psf[0];
+    c.psf_fwhm_max_arcsec = psf[1];
+  }
+
   c.size_multiple = r.get_or<int>("input.size_multiple", 0, "integer");
   if (c.size_multiple < 0 || (c.size_multiple > 0 && (c.input_shape[2] % c.size_multiple != 0 ||
                                                       c.input_shape[3] % c.size_multiple != 0))) {

@@ -11,6 +11,8 @@
 #include <astroflow/onnx_model.hpp>
 #include <astroflow/plugin.hpp>
 #include <astroflow/preprocess.hpp>
+#include <astroflow/psf.hpp>
+#include <atomic>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -28,11 +30,17 @@ using astroflow::Frame;
 using astroflow::FrameError;
 
 // Per-row CLASS_FLAGS bits.
-constexpr std::int32_t kFlagNanFilled = 1;  // some stamp pixels were blank and were filled
-constexpr std::int32_t kFlagResampled = 2;  // pixel scale or size differed from the card
-constexpr std::int32_t kFlagFailed = 4;     // no class: stamp blank, too small or off the image
-constexpr std::int32_t kFlagExcluded = 8;   // the network's first choice was an excluded class
-constexpr std::int32_t kFlagMasked = 16;    // other sources' pixels were replaced by sky noise
+constexpr std::int32_t kFlagNanFilled = 1;    // some stamp pixels were blank and were filled
+constexpr std::int32_t kFlagResampled = 2;    // pixel scale or size differed from the card
+constexpr std::int32_t kFlagFailed = 4;       // no class: stamp blank, too small or off the image
+constexpr std::int32_t kFlagExcluded = 8;     // the network's first choice was an excluded class
+constexpr std::int32_t kFlagMasked = 16;      // other sources' pixels were replaced by sky noise
+constexpr std::int32_t kFlagPsfMatched = 32;  // stamp smoothed to the card's PSF
+constexpr std::int32_t kFlagPsfBroad = 64;    // the frame's PSF is broader than the card's range
+
+// A frame's PSF within this fraction of the card's range counts as inside it: a measured FWHM
+// scatters by a few per cent (docs/models.md, "PSF matching").
+constexpr double kPsfTolerance = 0.1;
 
 // A stamp that covers less than this fraction of the card's side (after rescaling to the card's
 // pixel scale) carries too little of the object to classify.
@@ -59,6 +67,8 @@ class ClassifyStage final : public astroflow::Stage {
     scale_tolerance_ = o.get_double("pixel_scale_tolerance");
     exclude_spec_ = o.get_string("exclude_classes");
     mask_neighbours_ = o.get_bool("mask_neighbours");
+    psf_match_ = o.get_string("psf_match") == "auto";
+    psf_fwhm_arcsec_ = o.get_double("psf_fwhm_arcsec");
     if (mask_neighbours_ && mode_ != "sources") {
       throw astroflow::FatalError(
           "mask_neighbours applies to mode 'sources' (a stamp per catalog row); a cutout frame "
@@ -151,7 +161,10 @@ class ClassifyStage final : public astroflow::Stage {
     double nan_fraction = 0.0;
     bool resampled = false;
     bool masked = false;  // other sources' pixels replaced by sky noise
-    std::string error;    // non-empty: this row gets no class
+    bool psf_matched = false;
+    bool psf_broad = false;
+    std::uint64_t seed = 0;  // of the noise psf_match adds back: the file, HDU, tile and row
+    std::string error;       // non-empty: this row gets no class
   };
 
   // Rescales `src` from frame_scale to the card's pixel scale (INTER_AREA when shrinking,
@@ -183,10 +196,84 @@ class ClassifyStage final : public astroflow::Stage {
     return std::abs(factor - 1.0) <= scale_tolerance_ ? 1.0 : factor;
   }
 
+  // FNV-1a of the file's name (not its folder, so a moved survey draws the same noise), the HDU,
+  // the tile's origin and the row.
+  static std::uint64_t noise_seed(const Frame& f, std::size_t row) {
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    auto mix = [&h](std::uint64_t v) {
+      for (int i = 0; i < 8; ++i) {
+        h ^= (v >> (8 * i)) & 0xffU;
+        h *= 0x100000001b3ULL;
+      }
+    };
+    for (const char c : std::filesystem::path(f.path).filename().string()) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 0x100000001b3ULL;
+    }
+    mix(static_cast<std::uint64_t>(f.hdu_index));
+    mix(static_cast<std::uint64_t>(f.tile.x0_pix));
+    mix(static_cast<std::uint64_t>(f.tile.y0_pix));
+    mix(row);
+    return h;
+  }
+
+  struct PsfPlan {
+    double sigma_pix = 0.0;  // Gaussian that brings the frame to the card's PSF; 0: none
+    bool broad = false;      // the frame's PSF is broader than the card's range
+  };
+
+  // The frame's PSF FWHM (psf_fwhm_arcsec, else SEEING, else measured in sources mode) against
+  // the card's input.psf_fwhm_arcsec range. Logged once per frame when it acts.
+  [[nodiscard]] PsfPlan psf_plan(const Frame& f) const {
+    const auto& card = model_->card();
+    if (!psf_match_ || !(card.psf_fwhm_min_arcsec > 0.0)) return {};
+    const double scale =
+        f.pixel_scale_arcsec > 0.0 ? f.pixel_scale_arcsec : card.pixel_scale_arcsec;
+    double fwhm = psf_fwhm_arcsec_;
+    std::string from = "psf_fwhm_arcsec";
+    bool measured = false;
+    if (!(fwhm > 0.0)) {
+      if (const auto seeing = f.header.get_double("SEEING"); seeing && *seeing > 0.0) {
+        fwhm = *seeing;
+        from = "SEEING";
+      } else if (mode_ == "sources") {
+        const astroflow::PsfEstimate e = astroflow::estimate_psf_fwhm(f);
+        fwhm = e.fwhm_pix * scale;
+        from = "measured on " + std::to_string(e.stars) + " point-like rows";
+        measured = true;
+      }
+    }
+    if (!(fwhm > 0.0)) return {};
+    PsfPlan plan;
+    // A frame sharper than the range goes to its centre, the middle of the training PSFs.
+    const double target = 0.5 * (card.psf_fwhm_min_arcsec + card.psf_fwhm_max_arcsec);
+    plan.sigma_pix = fwhm < card.psf_fwhm_min_arcsec * (1.0 - kPsfTolerance)
+                         ? astroflow::psf_match_sigma_pix(fwhm, target, scale)
+                         : 0.0;
+    // Only a stated PSF is called broad: the measured one reads high on a Moffat's wings.
+    plan.broad = !measured && fwhm > card.psf_fwhm_max_arcsec * (1.0 + kPsfTolerance);
+    const std::string what = f.label() + ": PSF FWHM " + fmt_scale(fwhm) + " arcsec (" + from +
+                             "), model " + fmt_scale(card.psf_fwhm_min_arcsec) + "-" +
+                             fmt_scale(card.psf_fwhm_max_arcsec) + " arcsec";
+    // Sources mode logs every frame (a survey image); cutout mode the first frame of this
+    // instance (one per worker thread).
+    if (mode_ == "cutout" && psf_logged_.exchange(true)) return plan;
+    if (plan.sigma_pix > 0.0) {
+      log().info(what + ": stamps smoothed by a Gaussian of FWHM " +
+                 fmt_scale(plan.sigma_pix * astroflow::kFwhmPerSigma * scale) +
+                 " arcsec (CLASS_FLAGS 32)");
+    } else if (plan.broad) {
+      log().warn(what +
+                 ": broader than the model was trained on; classes flagged (CLASS_FLAGS 64)");
+    }
+    return plan;
+  }
+
   void gather(Frame& f, std::size_t fi, std::vector<Job>& jobs, int w, int h) {
     if (f.science.empty()) throw FrameError("no science plane");
     const double factor = scale_factor(f);
     const double card_scale = model_->card().pixel_scale_arcsec;
+    const PsfPlan psf = psf_plan(f);
     if (mode_ == "cutout") {
       Job job;
       job.frame = fi;
@@ -215,6 +302,9 @@ class ClassifyStage final : public astroflow::Stage {
       // A cutout is one object: its class goes to every row already there (usually none).
       job.row = 0;
       job.row_end = f.catalog.rows();
+      job.psf_matched = psf.sigma_pix > 0.0;
+      job.psf_broad = psf.broad;
+      job.seed = noise_seed(f, 0);
       const bool size_differs = f.width() != w || f.height() != h;
       if (factor != 1.0 || size_differs) {
         const std::string what =
@@ -234,8 +324,8 @@ class ClassifyStage final : public astroflow::Stage {
         log().warn(f.label() + ": " + what + "; rescaled and centre-cropped/padded");
         job.resampled = true;
       }
-      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, w, h, job,
-              Neighbours{});
+      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, psf.sigma_pix, w, h,
+              job, Neighbours{});
       if (!job.error.empty()) {
         if (std::isnan(job.nan_fraction)) f.flags |= astroflow::kFrameAllBlank;
         throw FrameError(job.error);
@@ -275,12 +365,15 @@ class ClassifyStage final : public astroflow::Stage {
       job.row = r;
       job.row_end = r + 1;
       job.resampled = factor != 1.0;
+      job.psf_matched = psf.sigma_pix > 0.0;
+      job.psf_broad = psf.broad;
+      job.seed = noise_seed(f, r);
       // X_IMAGE/Y_IMAGE are full-image positions, also on a tile of a large image (tiler.hpp):
       // the tile's own pixels start at (tile.x0_pix, tile.y0_pix).
       const Neighbours nb{labels.empty() ? nullptr : &labels,
                           number == nullptr ? 0.0 : number->as_double(r), r};
       prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
-              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, w, h, job, nb);
+              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, psf.sigma_pix, w, h, job, nb);
       jobs.push_back(std::move(job));
     }
   }
@@ -329,19 +422,28 @@ class ClassifyStage final : public astroflow::Stage {
   // Cuts the model-sized stamp (in the frame's pixels: w / factor) around (x0, y0), masks its
   // neighbours (nb.labels), brings it to w x h and normalises it. Problems are recorded in
   // job.error, not thrown, so one bad source does not cost the frame.
-  void prepare(const cv::Mat& image, double x0, double y0, double factor, int w, int h, Job& job,
-               const Neighbours& nb) const {
+  void prepare(const cv::Mat& image, double x0, double y0, double factor, double psf_sigma_pix,
+               int w, int h, Job& job, const Neighbours& nb) const {
     const int src_w = std::max(1, static_cast<int>(std::lround(w / factor)));
     const int src_h = std::max(1, static_cast<int>(std::lround(h / factor)));
+    // PSF matching smooths a stamp cut 3 sigma wider on each side, so its edge is the image's.
+    const int margin = psf_sigma_pix > 0.0 ? static_cast<int>(std::ceil(3.0 * psf_sigma_pix)) : 0;
     auto cut = [&](const cv::Mat& from) {
-      cv::Mat st = astroflow::extract_stamp(from, x0, y0, std::max(src_w, src_h));
-      if (src_w != src_h) {
-        st = st(cv::Rect((st.cols - src_w) / 2, (st.rows - src_h) / 2, src_w, src_h)).clone();
+      const int side = std::max(src_w, src_h) + 2 * margin;
+      cv::Mat st = astroflow::extract_stamp(from, x0, y0, side);
+      const int cw = src_w + 2 * margin;
+      const int ch = src_h + 2 * margin;
+      if (cw != side || ch != side) {
+        st = st(cv::Rect((side - cw) / 2, (side - ch) / 2, cw, ch)).clone();
       }
       return st;
     };
     cv::Mat stamp = cut(image);
     if (nb.labels != nullptr) job.masked = mask_stamp(stamp, cut(*nb.labels), nb);
+    if (margin > 0) {
+      astroflow::psf_match_stamp(stamp, psf_sigma_pix, job.seed);
+      stamp = stamp(cv::Rect(margin, margin, src_w, src_h)).clone();
+    }
     const int finite = cv::countNonZero(stamp == stamp);  // NaN != NaN
     if (finite == 0) {
       job.error = "no finite pixel in the stamp";
@@ -433,7 +535,8 @@ class ClassifyStage final : public astroflow::Stage {
     auto& flags = cat.add_column<std::int32_t>(
         "CLASS_FLAGS", "",
         "1: blank pixels filled, 2: rescaled, 4: not classified, 8: first choice excluded, "
-        "16: neighbours masked");
+        "16: neighbours masked, 32: smoothed to the model's PSF, 64: PSF broader than the "
+        "model's");
     auto& fill = cat.add_column<float>("CLASS_FILL_FRAC", "",
                                        "fraction of stamp pixels that were blank and filled",
                                        std::numeric_limits<float>::quiet_NaN());
@@ -454,7 +557,8 @@ class ClassifyStage final : public astroflow::Stage {
     const auto& names = model_->card().class_names;
     std::int32_t fl = (job.resampled ? kFlagResampled : 0) |
                       (job.nan_fraction > 0.0 ? kFlagNanFilled : 0) |
-                      (first_excluded ? kFlagExcluded : 0) | (job.masked ? kFlagMasked : 0);
+                      (first_excluded ? kFlagExcluded : 0) | (job.masked ? kFlagMasked : 0) |
+                      (job.psf_matched ? kFlagPsfMatched : 0) | (job.psf_broad ? kFlagPsfBroad : 0);
     fill[r] = static_cast<float>(job.nan_fraction);
     if (p == nullptr) {
       cls[r].clear();
@@ -477,6 +581,9 @@ class ClassifyStage final : public astroflow::Stage {
   double scale_tolerance_ = 0.02;
   std::string exclude_spec_;
   bool mask_neighbours_ = false;
+  bool psf_match_ = true;
+  double psf_fwhm_arcsec_ = 0.0;
+  mutable std::atomic<bool> psf_logged_{false};
   std::vector<std::size_t> excluded_;  // card class indices conditioned away
   std::optional<astroflow::OnnxModel> model_;
   std::vector<std::string> p_columns_;
@@ -512,4 +619,13 @@ ASTROFLOW_PLUGIN(
                     "network's first choice was one")
         .add_bool("mask_neighbours", false,
                   "sources mode: pixels of other sources in the segmap plane (segment or "
-                  "sources stage) become noise drawn from the stamp's sky (CLASS_FLAGS 16)"))
+                  "sources stage) become noise drawn from the stamp's sky (CLASS_FLAGS 16)")
+        .add_string("psf_match", "auto",
+                    "auto: a frame whose PSF is sharper than the card's input.psf_fwhm_arcsec "
+                    "range is smoothed to the range's centre, with noise added back to its sky "
+                    "rms (CLASS_FLAGS 32); a broader one is flagged (64); off: stamps as they are",
+                    {"auto", "off"})
+        .add_double("psf_fwhm_arcsec", 0.0,
+                    "the frames' PSF FWHM; 0: the header's SEEING (arcsec), else in sources mode "
+                    "measured on the frame's point-like rows",
+                    0.0, 100.0))

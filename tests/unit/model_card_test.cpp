@@ -192,6 +192,23 @@ TEST_F(CardFile, SizeMultipleIsOptionalAndParsed) {
             16);
 }
 
+TEST_F(CardFile, PsfRangeIsOptionalAndChecked) {
+  const ModelCard none = ModelCard::load(write(kValidCard));
+  EXPECT_EQ(none.psf_fwhm_min_arcsec, 0.0);
+  EXPECT_EQ(none.psf_fwhm_max_arcsec, 0.0);
+  auto with = [&](const std::string& range) {
+    return edit("pixel_scale_arcsec: 0.06",
+                "pixel_scale_arcsec: 0.06\n  psf_fwhm_arcsec: " + range);
+  };
+  const ModelCard c = ModelCard::load(write(with("[0.15, 0.24]")));
+  EXPECT_DOUBLE_EQ(c.psf_fwhm_min_arcsec, 0.15);
+  EXPECT_DOUBLE_EQ(c.psf_fwhm_max_arcsec, 0.24);
+  for (const char* bad : {"[0.24, 0.15]", "[0, 0.2]", "[0.2]", "[0.1, 0.2, 0.3]"}) {
+    const std::string msg = error_of(with(bad));
+    EXPECT_NE(msg.find("input.psf_fwhm_arcsec"), std::string::npos) << bad << ": " << msg;
+  }
+}
+
 TEST_F(CardFile, ClassNamesRequiredOnlyForClassifiers) {
   const std::string no_classes =
       edit("  class_names: [spheroid, disk, irregular, point_source, artifact]\n", "");

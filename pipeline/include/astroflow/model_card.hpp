@@ -51,6 +51,10 @@ struct ModelCard {
   std::vector<std::int64_t> input_shape;
   std::vector<std::string> bands;   ///< one per input channel, e.g. ["F814W"] or ["any"]
   double pixel_scale_arcsec = 0.0;  ///< scale of the training images
+  /// PSF FWHM range of the training images in arcsec (input.psf_fwhm_arcsec: [min, max]; both
+  /// 0: the card states none). A stage may bring a sharper image to min (classify's psf_match).
+  double psf_fwhm_min_arcsec = 0.0;
+  double psf_fwhm_max_arcsec = 0.0;
   /// 0: the network takes H x W of input.shape only. > 0: it is fully convolutional and takes
   /// any H and W that are multiples of this (input.shape gives the size it was trained and
   /// checked at); input.size_multiple in the card.

@@ -1,0 +1,114 @@
+// The PSF helpers of classify's psf_match (astroflow/psf.hpp): the adaptive-moment FWHM and the
+// frame estimate against the simulator's known PSF, the matching kernel, and the stamp
+// smoothing with its noise put back.
+#include <gtest/gtest.h>
+
+#include <astroflow/preprocess.hpp>
+#include <astroflow/psf.hpp>
+#include <astroflow/simulate.hpp>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <opencv2/core.hpp>
+
+namespace {
+
+// A simulated 1024² field (seed 9217: used by no other choice) as the frame classify sees in
+// sources mode: its truth rows as the catalog, CLASS_STAR 1 for the stars, 0 for the rest
+// (no CLASS_STAR column without `class_star`).
+astroflow::Frame field_frame(double fwhm_pix, double beta, bool class_star = true) {
+  astroflow::FieldOptions fo;
+  fo.seed = 9217;
+  fo.width_pix = 1024;
+  fo.height_pix = 1024;
+  fo.n_stars = 150;
+  fo.psf_fwhm_pix = fwhm_pix;
+  fo.psf_beta = beta;
+  const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
+  astroflow::Frame f;
+  f.path = "field.fits";
+  f.science = sim.image.clone();
+  const auto& type = sim.truth.get<std::string>("TYPE");
+  f.catalog.add_column<double>("X_IMAGE", "pix");
+  f.catalog.add_column<double>("Y_IMAGE", "pix");
+  f.catalog.resize(sim.truth.rows());
+  f.catalog.get<double>("X_IMAGE") = sim.truth.get<double>("X_IMAGE");
+  f.catalog.get<double>("Y_IMAGE") = sim.truth.get<double>("Y_IMAGE");
+  if (class_star) {
+    auto& cls = f.catalog.add_column<float>("CLASS_STAR", "");
+    for (std::size_t i = 0; i < type.size(); ++i) cls[i] = type[i] == "star" ? 1.0f : 0.0f;
+  }
+  return f;
+}
+
+}  // namespace
+
+TEST(Psf, AdaptiveMomentsGiveTheFwhmOfASampledGaussian) {
+  for (const double fwhm : {2.0, 2.5, 4.0, 7.0}) {
+    const double s = fwhm / astroflow::kFwhmPerSigma;
+    cv::Mat img(64, 64, CV_32F);
+    for (int y = 0; y < 64; ++y)
+      for (int x = 0; x < 64; ++x)
+        img.at<float>(y, x) = static_cast<float>(
+            std::exp(-((x - 31.3) * (x - 31.3) + (y - 32.6) * (y - 32.6)) / (2 * s * s)));
+    EXPECT_NEAR(astroflow::adaptive_fwhm_pix(img, 31.0, 33.0), fwhm, 0.03 * fwhm) << fwhm;
+  }
+  cv::Mat flat(32, 32, CV_32F, cv::Scalar(0.0f));
+  EXPECT_TRUE(std::isnan(astroflow::adaptive_fwhm_pix(flat, 16, 16)));  // nothing to measure
+}
+
+TEST(Psf, TheFrameEstimateFollowsTheSimulatedMoffatFwhm) {
+  for (const double fwhm : {2.0, 3.5}) {
+    const astroflow::Frame f = field_frame(fwhm, 3.0);
+    const astroflow::PsfEstimate e = astroflow::estimate_psf_fwhm(f);
+    std::printf("Moffat FWHM %.2f px (beta 3): estimate %.3f px from %zu stars\n", fwhm, e.fwhm_pix,
+                e.stars);
+    EXPECT_GE(e.stars, 30u);
+    // The adaptive moments see a Moffat's wings: a Gaussian FWHM 5-25% above the Moffat's.
+    EXPECT_GE(e.fwhm_pix, 1.05 * fwhm);
+    EXPECT_LE(e.fwhm_pix, 1.25 * fwhm);
+  }
+}
+
+TEST(Psf, TooFewPointLikeRowsGiveNoEstimate) {
+  astroflow::Frame f = field_frame(2.5, 3.0);
+  auto& cls = f.catalog.get<float>("CLASS_STAR");
+  for (float& c : cls) c = 0.0f;  // no star
+  EXPECT_EQ(astroflow::estimate_psf_fwhm(f).fwhm_pix, 0.0);
+  const astroflow::Frame no_column = field_frame(2.5, 3.0, false);  // stars and galaxies alike
+  EXPECT_EQ(astroflow::estimate_psf_fwhm(no_column).fwhm_pix, 0.0);
+}
+
+TEST(Psf, TheMatchingKernelAddsInQuadrature) {
+  // 0.05" to 0.195" on 0.025"/pix: sqrt(0.195² - 0.05²) / 0.025 px of FWHM.
+  const double sigma = astroflow::psf_match_sigma_pix(0.05, 0.195, 0.025);
+  EXPECT_NEAR(sigma * astroflow::kFwhmPerSigma, std::sqrt(0.195 * 0.195 - 0.05 * 0.05) / 0.025,
+              1e-9);
+  EXPECT_EQ(astroflow::psf_match_sigma_pix(0.2, 0.195, 0.025), 0.0);  // already broader
+  EXPECT_EQ(astroflow::psf_match_sigma_pix(0.0, 0.195, 0.025), 0.0);  // unknown PSF
+}
+
+TEST(Psf, MatchingWidensAStarAndPutsTheSkyNoiseBack) {
+  // A star of FWHM 2 px on unit white noise, matched to FWHM 5 px: the star's measured FWHM
+  // becomes about 5 px, the sky's rms stays 1, blank pixels stay blank.
+  cv::Mat img(96, 96, CV_32F);
+  cv::RNG rng(9217);
+  rng.fill(img, cv::RNG::NORMAL, 0.0, 1.0);
+  const double s = 2.0 / astroflow::kFwhmPerSigma;
+  for (int y = 0; y < 96; ++y)
+    for (int x = 0; x < 96; ++x)
+      img.at<float>(y, x) += static_cast<float>(
+          5000.0 * std::exp(-((x - 48.0) * (x - 48.0) + (y - 48.0) * (y - 48.0)) / (2 * s * s)));
+  img.at<float>(5, 5) = std::numeric_limits<float>::quiet_NaN();
+  const double sigma = std::sqrt(5.0 * 5.0 - 2.0 * 2.0) / astroflow::kFwhmPerSigma;
+  cv::Mat matched = img.clone();
+  astroflow::psf_match_stamp(matched, sigma, 1);
+  EXPECT_TRUE(std::isnan(matched.at<float>(5, 5)));
+  EXPECT_NEAR(astroflow::adaptive_fwhm_pix(matched, 48, 48), 5.0, 0.25);
+  const cv::Mat sky = matched(cv::Rect(0, 60, 96, 36));
+  const astroflow::ClippedStats st = astroflow::sigma_clipped_stats(sky);
+  EXPECT_NEAR(st.stddev, 1.0, 0.1);
+  cv::Mat smoothed_only = img.clone();
+  astroflow::gaussian_smooth_in_place(smoothed_only, sigma);
+  EXPECT_LT(astroflow::sigma_clipped_stats(smoothed_only(cv::Rect(0, 60, 96, 36))).stddev, 0.5);
+}
