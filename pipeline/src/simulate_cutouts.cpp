@@ -98,6 +98,11 @@ SersicComponent sersic(double x, double y, double n, double re, double q, double
 
 }  // namespace
 
+// Every random draw is its own statement. C++ leaves the order in which a call's arguments (or
+// an operator's operands) are evaluated unspecified; g++ 12 evaluated the draws that once sat
+// inside one call from the last argument to the first, and the named draws keep that order, so
+// the stamp sets made before (and the shipped models' training data) come out byte-identical
+// from any compiler.
 std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng, double cx,
                                                    double cy, double r_eff_min_pix,
                                                    double r_eff_max_pix, CutoutLabel& lab,
@@ -121,9 +126,12 @@ std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng,
     if (rng.uniform() < 0.5) {
       lab.bulge_fraction = rng.uniform(0.05, 0.29);
       disk.flux_counts = 1.0 - lab.bulge_fraction;
-      comps.push_back(sersic(cx, cy, rng.uniform(2.0, 4.0),
-                             std::max(0.7, re * rng.uniform(0.15, 0.4)), rng.uniform(0.6, 1.0),
-                             theta + rng.uniform(-10.0, 10.0), lab.bulge_fraction));
+      const double bulge_dtheta = rng.uniform(-10.0, 10.0);
+      const double bulge_q = rng.uniform(0.6, 1.0);
+      const double bulge_re = std::max(0.7, re * rng.uniform(0.15, 0.4));
+      const double bulge_n = rng.uniform(2.0, 4.0);
+      comps.push_back(
+          sersic(cx, cy, bulge_n, bulge_re, bulge_q, theta + bulge_dtheta, lab.bulge_fraction));
       lab.subtype = "disk+bulge";
     }
     if (rng.uniform() < 0.4) {
@@ -153,10 +161,12 @@ std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng,
         const double xp = r * std::cos(phi);
         const double yp = r * q * std::sin(phi);
         const double t = theta * std::numbers::pi / 180.0;
+        const double clump_theta = rng.uniform(0.0, 180.0);
+        const double clump_q = rng.uniform(0.6, 1.0);
+        const double clump_re = rng.uniform(0.5, 1.5);
         comps.push_back(sersic(cx + xp * std::cos(t) - yp * std::sin(t),
-                               cy + xp * std::sin(t) + yp * std::cos(t), 0.5, rng.uniform(0.5, 1.5),
-                               rng.uniform(0.6, 1.0), rng.uniform(0.0, 180.0),
-                               lab.clump_fraction * wt / wsum));
+                               cy + xp * std::sin(t) + yp * std::cos(t), 0.5, clump_re, clump_q,
+                               clump_theta, lab.clump_fraction * wt / wsum));
       }
       // The catalogued position is the flux-weighted centre, as for mergers: disk and clumps
       // move together so that theirs is the stamp centre (the clumps alone would pull the light
@@ -186,11 +196,14 @@ std::vector<SersicComponent> morphology_components(CutoutClass cls, SimRng& rng,
       const double uy = std::sin(phi);
       const double d1 = lab.companion_sep_pix * f2;
       const double d2 = lab.companion_sep_pix * f1;
-      comps.push_back(sersic(cx - d1 * ux, cy - d1 * uy, rng.uniform(0.7, 4.0), re,
-                             rng.uniform(0.4, 1.0), theta, f1));
-      comps.push_back(sersic(cx + d2 * ux, cy + d2 * uy, rng.uniform(0.7, 4.0),
-                             re * rng.uniform(0.5, 0.8), rng.uniform(0.4, 1.0),
-                             rng.uniform(0.0, 180.0), f2));
+      const double q1 = rng.uniform(0.4, 1.0);
+      const double n1 = rng.uniform(0.7, 4.0);
+      comps.push_back(sersic(cx - d1 * ux, cy - d1 * uy, n1, re, q1, theta, f1));
+      const double theta2 = rng.uniform(0.0, 180.0);
+      const double q2 = rng.uniform(0.4, 1.0);
+      const double re2 = re * rng.uniform(0.5, 0.8);
+      const double n2 = rng.uniform(0.7, 4.0);
+      comps.push_back(sersic(cx + d2 * ux, cy + d2 * uy, n2, re2, q2, theta2, f2));
     }
   }
   const SersicComponent& main = comps.front();
@@ -339,8 +352,10 @@ void add_neighbours(cv::Mat& model, SimRng& rng, const CutoutOptions& o, const M
       // plausible, not exact, S/N.
       const double frac = sersic_enclosed_fraction(n, 1.5);
       const int pixels = static_cast<int>(std::lround(std::numbers::pi * 2.25 * re * re));
+      const double theta = rng.uniform(0.0, 180.0);
+      const double q = rng.uniform(0.3, 1.0);
       galaxies.push_back(sersic(
-          x, y, n, re, rng.uniform(0.3, 1.0), rng.uniform(0.0, 180.0),
+          x, y, n, re, q, theta,
           flux_for_snr(snr, std::max(1, pixels), sky, o.gain_e_per_count, o.read_noise_e) / frac));
     }
   }
