@@ -141,6 +141,17 @@ void asinh_in_place(cv::Mat& t) {
   }
 }
 
+cv::Mat blank_mask(const cv::Mat& image) {
+  if (image.type() != CV_32FC1) throw std::invalid_argument("blank_mask: need CV_32FC1");
+  cv::Mat out(image.size(), CV_8U);
+  for (int y = 0; y < image.rows; ++y) {
+    const float* v = image.ptr<float>(y);
+    auto* o = out.ptr<std::uint8_t>(y);
+    for (int x = 0; x < image.cols; ++x) o[x] = std::isfinite(v[x]) ? 0 : 255;
+  }
+  return out;
+}
+
 cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix, int size) {
   if (image.type() != CV_32FC1) throw std::invalid_argument("extract_stamp: need CV_32FC1");
   if (size <= 0) throw std::invalid_argument("extract_stamp: size must be > 0");

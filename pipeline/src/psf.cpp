@@ -148,7 +148,7 @@ double psf_match_sigma_pix(double frame_fwhm_arcsec, double target_fwhm_arcsec,
 
 void gaussian_smooth_in_place(cv::Mat& stamp, double sigma_pix) {
   if (!(sigma_pix > 0.0) || stamp.empty()) return;
-  const cv::Mat blank = stamp != stamp;
+  const cv::Mat blank = blank_mask(stamp);
   if (cv::countNonZero(blank) > 0) {
     const ClippedStats st = sigma_clipped_stats(stamp);
     stamp.setTo(static_cast<float>(st.n_used > 0 ? st.median : 0.0), blank);

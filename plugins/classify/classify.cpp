@@ -452,7 +452,7 @@ class ClassifyStage final : public astroflow::Stage {
     }
     if (src_w != w || src_h != h) {
       // Blank area outside the image stays blank after rescaling, so the fill accounts for it.
-      const cv::Mat blank = stamp != stamp;
+      const cv::Mat blank = astroflow::blank_mask(stamp);
       stamp = rescale(stamp, factor);
       cv::Mat blank_scaled;
       cv::resize(blank, blank_scaled, stamp.size(), 0, 0, cv::INTER_NEAREST);

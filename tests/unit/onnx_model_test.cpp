@@ -424,6 +424,23 @@ TEST(Preprocess, SoftmaxWithTemperature) {
   EXPECT_THROW(astroflow::softmax_rows(row2, 1.0, {0.0, 1.0}), std::invalid_argument);
 }
 
+TEST(Preprocess, BlankMaskFindsEveryNonFinitePixel) {
+  // 96 columns: every pixel lies in OpenCV's vectorised part of a row, where `m != m` misses
+  // NaN (OpenCV 4.6), as well as rows of 5 (scalar only).
+  for (const int cols : {96, 5}) {
+    cv::Mat m(4, cols, CV_32F, cv::Scalar(1.0f));
+    m.at<float>(0, 0) = std::numeric_limits<float>::quiet_NaN();
+    m.at<float>(1, 3) = std::numeric_limits<float>::infinity();
+    m.at<float>(3, cols - 1) = std::numeric_limits<float>::quiet_NaN();
+    const cv::Mat b = astroflow::blank_mask(m);
+    EXPECT_EQ(cv::countNonZero(b), 3) << cols;
+    EXPECT_EQ(b.at<std::uint8_t>(0, 0), 255);
+    EXPECT_EQ(b.at<std::uint8_t>(1, 3), 255);
+    EXPECT_EQ(b.at<std::uint8_t>(3, cols - 1), 255);
+    EXPECT_EQ(b.at<std::uint8_t>(2, 2), 0);
+  }
+}
+
 TEST(Preprocess, ExtractStampPadsWithNaNAtEdges) {
   cv::Mat img(6, 8, CV_32F);
   for (int y = 0; y < 6; ++y) {

@@ -104,6 +104,7 @@ TEST(Psf, MatchingWidensAStarAndPutsTheSkyNoiseBack) {
   cv::Mat matched = img.clone();
   astroflow::psf_match_stamp(matched, sigma, 1);
   EXPECT_TRUE(std::isnan(matched.at<float>(5, 5)));
+  EXPECT_TRUE(std::isfinite(matched.at<float>(5, 8)));  // the blank pixel did not spread
   EXPECT_NEAR(astroflow::adaptive_fwhm_pix(matched, 48, 48), 5.0, 0.25);
   const cv::Mat sky = matched(cv::Rect(0, 60, 96, 36));
   const astroflow::ClippedStats st = astroflow::sigma_clipped_stats(sky);

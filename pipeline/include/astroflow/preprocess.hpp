@@ -39,6 +39,11 @@ struct ClippedStats {
 /// for |t| < 1e4).
 void asinh_in_place(cv::Mat& t);
 
+/// CV_8U mask of a CV_32F image's blank (non-finite) pixels: 255 there, 0 elsewhere. Not
+/// `image != image`: OpenCV 4.6's vectorised compare gives 0 for NaN != NaN (only the scalar
+/// tail of a row gets it right), so that idiom misses most NaN pixels.
+[[nodiscard]] cv::Mat blank_mask(const cv::Mat& image);
+
 /// A size x size CV_32F stamp whose centre pixel (size/2, size/2), 0-based, is at the 0-based
 /// image position (round(x0_pix), round(y0_pix)). Pixels outside the image are NaN.
 [[nodiscard]] cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix, int size);

@@ -2,7 +2,8 @@
 //
 // A CNN trained on images of one seeing meets a much sharper PSF as something new: the classify
 // models were trained on PSFs of FWHM 0.15-0.24 arcsec, and on stamps of 0.06-0.1 arcsec
-// models/classify's accuracy falls from 0.95 to 0.80 (docs/models.md, "PSF matching").
+// models/classify's accuracy falls from 0.95 to 0.80 (0.93 with psf_match; docs/models.md,
+// "PSF matching").
 // psf_match_sigma_pix() gives the Gaussian that brings such an image to a PSF the
 // model knows, the PSF homogenisation of multi-band photometry, and psf_match_stamp() applies
 // it with the noise added back; a broader PSF cannot be undone and is only reported.
