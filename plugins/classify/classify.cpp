@@ -623,7 +623,8 @@ ASTROFLOW_PLUGIN(
         .add_string("psf_match", "auto",
                     "auto: a frame whose PSF is sharper than the card's input.psf_fwhm_arcsec "
                     "range is smoothed to the range's centre, with noise added back to its sky "
-                    "rms (CLASS_FLAGS 32); a broader one is flagged (64); off: stamps as they are",
+                    "rms (CLASS_FLAGS 32); a broader stated one (option or SEEING) is flagged "
+                    "(64); off: stamps as they are",
                     {"auto", "off"})
         .add_double("psf_fwhm_arcsec", 0.0,
                     "the frames' PSF FWHM; 0: the header's SEEING (arcsec), else in sources mode "
