@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <opencv2/imgproc.hpp>
 #include <vector>
 
@@ -83,6 +82,8 @@ PsfEstimate estimate_psf_fwhm(const Frame& frame, std::size_t min_stars, std::si
   const Column* flags = cat.find("FLAGS");
   const Column* flux = cat.find("FLUX_AUTO");
   const Column* err = cat.find("FLUXERR_AUTO");
+  // The background stage subtracts its plane and says so (BKG_SUB = T); it keeps the plane.
+  const bool subtracted = frame.header.get_string("BKG_SUB").value_or("") == "T";
   const auto bg = frame.planes.find("background");
   const cv::Mat* background = bg == frame.planes.end() ? nullptr : &bg->second;
   constexpr double kMargin = 8.0;
@@ -118,7 +119,9 @@ PsfEstimate estimate_psf_fwhm(const Frame& frame, std::size_t min_stars, std::si
         cv::Rect(0, 0, frame.width(), frame.height());
     cv::Mat local;
     frame.science(box).copyTo(local);
-    if (background != nullptr) {
+    if (subtracted) {
+      // already background-subtracted
+    } else if (background != nullptr) {
       local -= (*background)(box);
     } else {
       const ClippedStats st = sigma_clipped_stats(local);

@@ -70,6 +70,26 @@ TEST(Psf, TheFrameEstimateFollowsTheSimulatedMoffatFwhm) {
   }
 }
 
+TEST(Psf, TheEstimateTakesTheBackgroundOffOnce) {
+  // The same field raw (local sky per row), with a background plane, and after the background
+  // stage (science less the plane, BKG_SUB = T, the plane kept): the same PSF each time.
+  const astroflow::Frame raw = field_frame(2.5, 3.0);
+  astroflow::Frame with_plane = field_frame(2.5, 3.0);
+  const astroflow::ClippedStats sky = astroflow::sigma_clipped_stats(raw.science);
+  with_plane.planes["background"] =
+      cv::Mat(raw.science.size(), CV_32F, cv::Scalar(static_cast<float>(sky.median)));
+  astroflow::Frame subtracted = field_frame(2.5, 3.0);
+  subtracted.planes["background"] = with_plane.planes["background"].clone();
+  subtracted.science -= subtracted.planes["background"];
+  subtracted.header.set("BKG_SUB", true);
+  const double a = astroflow::estimate_psf_fwhm(raw).fwhm_pix;
+  const double b = astroflow::estimate_psf_fwhm(with_plane).fwhm_pix;
+  const double c = astroflow::estimate_psf_fwhm(subtracted).fwhm_pix;
+  EXPECT_GT(a, 0.0);
+  EXPECT_NEAR(b, a, 0.02 * a);
+  EXPECT_NEAR(c, b, 1e-6 * b);
+}
+
 TEST(Psf, TooFewPointLikeRowsGiveNoEstimate) {
   astroflow::Frame f = field_frame(2.5, 3.0);
   auto& cls = f.catalog.get<float>("CLASS_STAR");

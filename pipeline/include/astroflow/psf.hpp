@@ -40,9 +40,12 @@ struct PsfEstimate {
 /// that column, e.g. after the sources stage, there is no estimate), FLAGS bit 4 (saturated) clear
 /// (when FLAGS exists), FLUX_AUTO/FLUXERR_AUTO
 /// >= 30 (when both exist), at least 8 pixels inside the frame. X_IMAGE/Y_IMAGE are full-image
-/// positions (1-based; a tile's offset is taken off). The background plane is subtracted when
-/// the frame has one, else each row's local sigma-clipped median. Needs `min_stars` measured
-/// rows; fewer gives fwhm_pix 0. Rows are taken brightest first (FLUX_AUTO), at most max_rows.
+/// positions (1-based; a tile's offset is taken off). The science plane is taken as it is when
+/// the header says BKG_SUB = T (the background stage subtracted its plane), less the
+/// background plane when there is one, else less each row's local sigma-clipped median. Each
+/// row is measured in a 31 x 31 box, so PSFs broader than about 8 px FWHM give no estimate. Needs
+/// `min_stars` measured rows; fewer gives fwhm_pix 0. Rows are taken brightest first (FLUX_AUTO),
+/// at most max_rows.
 [[nodiscard]] PsfEstimate estimate_psf_fwhm(const Frame& frame, std::size_t min_stars = 10,
                                             std::size_t max_rows = 2000);
 
