@@ -1,6 +1,7 @@
 #include "astroflow/psf.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <opencv2/imgproc.hpp>
@@ -160,9 +161,42 @@ void gaussian_smooth_in_place(cv::Mat& stamp, double sigma_pix) {
   stamp.setTo(std::numeric_limits<float>::quiet_NaN(), blank);
 }
 
-void psf_match_stamp(cv::Mat& stamp, double sigma_pix, std::uint64_t seed) {
+int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_rms) {
+  if (!(fwhm_pix > 0.0) || !(sky_rms > 0.0) || stamp.rows < 3 || stamp.cols < 3) return 0;
+  // A Gaussian PSF centred on a pixel gives its edge neighbours exp(-1 / 2s^2) of its light
+  // above the sky, its corner neighbours exp(-1 / s^2). A pixel whose two neighbours along one
+  // direction both hold less than half that is narrower than the PSF across that direction: a
+  // cosmic-ray track (one or two pixels wide), a hot pixel.
+  const double s = fwhm_pix / kFwhmPerSigma;
+  const double edge = 0.5 * std::exp(-0.5 / (s * s));
+  const double corner = 0.5 * std::exp(-1.0 / (s * s));
+  constexpr int kDir[4][2] = {{1, 0}, {0, 1}, {1, 1}, {1, -1}};
+  const cv::Mat in = stamp.clone();
+  int cleaned = 0;
+  for (int y = 1; y + 1 < in.rows; ++y) {
+    for (int x = 1; x + 1 < in.cols; ++x) {
+      const double v = in.at<float>(y, x) - sky;
+      if (!std::isfinite(v) || v < 5.0 * sky_rms) continue;
+      // Interpolated across the first direction in which the pixel is that narrow.
+      for (int d = 0; d < 4; ++d) {
+        const double a = in.at<float>(y + kDir[d][1], x + kDir[d][0]) - sky;
+        const double b = in.at<float>(y - kDir[d][1], x - kDir[d][0]) - sky;
+        const double limit = (d < 2 ? edge : corner) * v;
+        if (std::isfinite(a) && std::isfinite(b) && a < limit && b < limit) {
+          stamp.at<float>(y, x) = static_cast<float>(sky + 0.5 * (a + b));
+          ++cleaned;
+          break;
+        }
+      }
+    }
+  }
+  return cleaned;
+}
+
+void psf_match_stamp(cv::Mat& stamp, double sigma_pix, std::uint64_t seed, double fwhm_pix) {
   if (!(sigma_pix > 0.0) || stamp.empty()) return;
   const ClippedStats before = sigma_clipped_stats(stamp);
+  clean_sharp_pixels(stamp, fwhm_pix, before.median, before.stddev);
   gaussian_smooth_in_place(stamp, sigma_pix);
   const ClippedStats after = sigma_clipped_stats(stamp);
   const double add = before.stddev * before.stddev - after.stddev * after.stddev;

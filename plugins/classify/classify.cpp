@@ -219,6 +219,7 @@ class ClassifyStage final : public astroflow::Stage {
 
   struct PsfPlan {
     double sigma_pix = 0.0;  // Gaussian that brings the frame to the card's PSF; 0: none
+    double fwhm_pix = 0.0;   // the frame's PSF, in its pixels
     bool broad = false;      // the frame's PSF is broader than the card's range
   };
 
@@ -245,6 +246,7 @@ class ClassifyStage final : public astroflow::Stage {
     }
     if (!(fwhm > 0.0)) return {};
     PsfPlan plan;
+    plan.fwhm_pix = fwhm / scale;
     // A frame sharper than the range goes to its centre, the middle of the training PSFs.
     const double target = 0.5 * (card.psf_fwhm_min_arcsec + card.psf_fwhm_max_arcsec);
     plan.sigma_pix = fwhm < card.psf_fwhm_min_arcsec * (1.0 - kPsfTolerance)
@@ -324,8 +326,8 @@ class ClassifyStage final : public astroflow::Stage {
         log().warn(f.label() + ": " + what + "; rescaled and centre-cropped/padded");
         job.resampled = true;
       }
-      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, psf.sigma_pix, w, h,
-              job, Neighbours{});
+      prepare(f.science, (f.width() - 1) / 2.0, (f.height() - 1) / 2.0, factor, psf.sigma_pix,
+              psf.fwhm_pix, w, h, job, Neighbours{});
       if (!job.error.empty()) {
         if (std::isnan(job.nan_fraction)) f.flags |= astroflow::kFrameAllBlank;
         throw FrameError(job.error);
@@ -373,7 +375,8 @@ class ClassifyStage final : public astroflow::Stage {
       const Neighbours nb{labels.empty() ? nullptr : &labels,
                           number == nullptr ? 0.0 : number->as_double(r), r};
       prepare(f.science, xc->as_double(r) - 1.0 - f.tile.x0_pix,
-              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, psf.sigma_pix, w, h, job, nb);
+              yc->as_double(r) - 1.0 - f.tile.y0_pix, factor, psf.sigma_pix, psf.fwhm_pix, w, h,
+              job, nb);
       jobs.push_back(std::move(job));
     }
   }
@@ -423,7 +426,7 @@ class ClassifyStage final : public astroflow::Stage {
   // neighbours (nb.labels), brings it to w x h and normalises it. Problems are recorded in
   // job.error, not thrown, so one bad source does not cost the frame.
   void prepare(const cv::Mat& image, double x0, double y0, double factor, double psf_sigma_pix,
-               int w, int h, Job& job, const Neighbours& nb) const {
+               double psf_fwhm_pix, int w, int h, Job& job, const Neighbours& nb) const {
     const int src_w = std::max(1, static_cast<int>(std::lround(w / factor)));
     const int src_h = std::max(1, static_cast<int>(std::lround(h / factor)));
     // PSF matching smooths a stamp cut 3 sigma wider on each side, so its edge is the image's.
@@ -441,7 +444,7 @@ class ClassifyStage final : public astroflow::Stage {
     cv::Mat stamp = cut(image);
     if (nb.labels != nullptr) job.masked = mask_stamp(stamp, cut(*nb.labels), nb);
     if (margin > 0) {
-      astroflow::psf_match_stamp(stamp, psf_sigma_pix, job.seed);
+      astroflow::psf_match_stamp(stamp, psf_sigma_pix, job.seed, psf_fwhm_pix);
       stamp = stamp(cv::Rect(margin, margin, src_w, src_h)).clone();
     }
     const int finite = cv::countNonZero(stamp == stamp);  // NaN != NaN

@@ -539,7 +539,7 @@ TEST(ShippedClassifier, StampsSharperThanTheTrainingPsfAreSmoothedToIt) {
   // Stamps of PSF FWHM 1-1.6 px (0.06-0.096 arcsec, a sharper instrument than the cards'
   // input.psf_fwhm_arcsec 0.15-0.24), their SEEING in the header; seed 9218, used by no other
   // choice. On 3,000 such stamps (seed 8413) psf_match raised models/classify's accuracy from
-  // 0.80 to 0.93 (docs/models.md, "PSF matching"); here 165 -> 182 of 200.
+  // 0.80 to 0.94 (docs/models.md, "PSF matching"); here 165 -> 183 of 200.
   astroflow::CutoutOptions o;
   o.seed = 9218;
   o.n = 200;

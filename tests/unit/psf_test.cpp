@@ -133,3 +133,30 @@ TEST(Psf, MatchingWidensAStarAndPutsTheSkyNoiseBack) {
   astroflow::gaussian_smooth_in_place(smoothed_only, sigma);
   EXPECT_LT(astroflow::sigma_clipped_stats(smoothed_only(cv::Rect(0, 60, 96, 36))).stddev, 0.5);
 }
+
+TEST(Psf, SharpPixelsGoAndStarsStay) {
+  // A star of FWHM 2.2 px and a two-pixel-wide diagonal track of 40 rms per pixel on unit noise
+  // (seed 9217): the track pixels are cleaned to their neighbours' median, the star is not.
+  cv::Mat img(64, 64, CV_32F);
+  cv::RNG rng(9217);
+  rng.fill(img, cv::RNG::NORMAL, 0.0, 1.0);
+  const double s = 2.2 / astroflow::kFwhmPerSigma;
+  for (int y = 0; y < 64; ++y)
+    for (int x = 0; x < 64; ++x)
+      img.at<float>(y, x) += static_cast<float>(
+          800.0 * std::exp(-((x - 20.3) * (x - 20.3) + (y - 40.6) * (y - 40.6)) / (2 * s * s)));
+  const cv::Mat star = img(cv::Rect(14, 34, 13, 13)).clone();
+  for (int k = 0; k < 12; ++k) {
+    img.at<float>(10 + k, 40 + k) += 40.0f;
+    img.at<float>(10 + k, 41 + k) += 40.0f;
+  }
+  cv::Mat cleaned = img.clone();
+  const int n = astroflow::clean_sharp_pixels(cleaned, 2.2, 0.0, 1.0);
+  EXPECT_GE(n, 20);  // of the 24 track pixels
+  EXPECT_LE(n, 24);
+  EXPECT_EQ(cv::norm(cleaned(cv::Rect(14, 34, 13, 13)), star, cv::NORM_INF), 0.0);
+  double track = 0.0;
+  for (int k = 0; k < 12; ++k) track += cleaned.at<float>(10 + k, 40 + k);
+  EXPECT_LT(track / 12.0, 10.0);                                        // from about 40
+  EXPECT_EQ(astroflow::clean_sharp_pixels(cleaned, 0.0, 0.0, 1.0), 0);  // no PSF, no cleaning
+}

@@ -2,11 +2,11 @@
 //
 // A CNN trained on images of one seeing meets a much sharper PSF as something new: the classify
 // models were trained on PSFs of FWHM 0.15-0.24 arcsec, and on stamps of 0.06-0.1 arcsec
-// models/classify's accuracy falls from 0.95 to 0.80 (0.93 with psf_match; docs/models.md,
-// "PSF matching").
-// psf_match_sigma_pix() gives the Gaussian that brings such an image to a PSF the
-// model knows, the PSF homogenisation of multi-band photometry, and psf_match_stamp() applies
-// it with the noise added back; a broader PSF cannot be undone and is only reported.
+// models/classify's accuracy falls from 0.95 to 0.80 (0.94 with psf_match; docs/models.md,
+// "PSF matching"). psf_match_sigma_pix() gives the Gaussian that brings such an image to a PSF
+// the model knows, the PSF homogenisation of multi-band photometry, and psf_match_stamp()
+// applies it, cleaning cosmic-ray hits first and putting the noise back. A broader PSF cannot
+// be undone and is only reported.
 #pragma once
 
 #include <cstddef>
@@ -60,9 +60,18 @@ struct PsfEstimate {
 /// the border is reflected. Callers cut the stamp with a margin of 3 sigma when its edge matters.
 void gaussian_smooth_in_place(cv::Mat& stamp, double sigma_pix);
 
-/// PSF matching of one stamp: gaussian_smooth_in_place, then white noise (cv::RNG(seed)) that
-/// brings the sky's sigma-clipped rms back to the stamp's before smoothing, so the network sees
-/// the noise it was trained with rather than a smoothed, nearly noiseless sky.
-void psf_match_stamp(cv::Mat& stamp, double sigma_pix, std::uint64_t seed);
+/// PSF matching of one stamp: clean_sharp_pixels for a PSF of fwhm_pix (none for 0; smoothed, a
+/// cosmic-ray hit would become a blob the size of the PSF), gaussian_smooth_in_place, then white
+/// noise (cv::RNG(seed)) that brings the sky's sigma-clipped rms back to the stamp's before
+/// smoothing, so the network sees the noise it was trained with rather than a nearly noiseless
+/// sky.
+void psf_match_stamp(cv::Mat& stamp, double sigma_pix, std::uint64_t seed, double fwhm_pix = 0.0);
+
+/// Pixels narrower than a PSF of fwhm_pix can make (cosmic-ray hits, hot pixels): at least
+/// 5 sky_rms above `sky`, and along one of the four directions (x, y, the diagonals) both
+/// neighbours hold less than half of what a Gaussian PSF centred on the pixel gives them. Each
+/// becomes the mean of those two neighbours. Returns how many. A track along x or y that is two
+/// pixels wide keeps its pixels (each has a bright neighbour across it).
+int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_rms);
 
 }  // namespace astroflow
