@@ -572,42 +572,59 @@ TEST(ShippedClassifier, StampsSharperThanTheTrainingPsfAreSmoothedToIt) {
   for (const std::int32_t fl : broad.flags) EXPECT_EQ(fl & (32 | 64), 64);
 }
 
+// A simulated field of n_stars at 0.06"/pix, size x size pixels, PSF FWHM fwhm_pix.
+astroflow::FieldSimulation star_field(std::uint64_t seed, int size, int n_stars, double fwhm_pix) {
+  astroflow::FieldOptions fo;
+  fo.seed = seed;
+  fo.width_pix = size;
+  fo.height_pix = size;
+  fo.n_stars = n_stars;
+  fo.psf_fwhm_pix = fwhm_pix;
+  return astroflow::simulate_field(fo);
+}
+
+// The field as classify sees it in sources mode: each truth object a row at its true position
+// (X_IMAGE, Y_IMAGE; the caller adds further columns), no header.
+Frame truth_rows_frame(const astroflow::FieldSimulation& sim, const std::string& path) {
+  Frame f;
+  f.path = path;
+  f.science = sim.image.clone();
+  f.pixel_scale_arcsec = 0.06;
+  f.catalog.add_column<double>("X_IMAGE", "pix");
+  f.catalog.add_column<double>("Y_IMAGE", "pix");
+  f.catalog.resize(sim.truth.rows());
+  f.catalog.get<double>("X_IMAGE") = sim.truth.get<double>("X_IMAGE");
+  f.catalog.get<double>("Y_IMAGE") = sim.truth.get<double>("Y_IMAGE");
+  return f;
+}
+
+// The catalog models/classify gives `f` in sources mode with further `options`.
+astroflow::Catalog classify_sources(Frame f, std::map<std::string, OptionValue> options) {
+  const fs::path model = fs::path(ASTROFLOW_SOURCE_DIR) / "models" / "classify" / "model.onnx";
+  options.emplace("model", model.string());
+  options.emplace("mode", std::string("sources"));
+  astroflow::PluginRegistry registry;
+  auto s = make_stage(registry, options);
+  Batch b;
+  b.frames.push_back(std::move(f));
+  s->process(b);
+  EXPECT_FALSE(b.frames[0].failed())
+      << (b.frames[0].issues.empty() ? "" : b.frames[0].issues.back().reason);
+  return b.frames[0].catalog;
+}
+
 TEST(ShippedClassifier, SourcesModeMeasuresASharpPsfAndSmoothsTheStamps) {
   // A 1024² field of Moffat FWHM 1.2 px at 0.06"/pix (0.072"; seed 9220, used by no other
   // choice) without SEEING in the header: in sources mode the stage measures the PSF on the
   // rows of CLASS_STAR >= 0.5 (here the truth's stars) and smooths every stamp. Stars of
   // S/N > 20 should be called point_source, galaxies of S/N > 20 a galaxy class.
-  const fs::path model = fs::path(ASTROFLOW_SOURCE_DIR) / "models" / "classify" / "model.onnx";
-  astroflow::FieldOptions fo;
-  fo.seed = 9220;
-  fo.width_pix = 1024;
-  fo.height_pix = 1024;
-  fo.n_stars = 150;
-  fo.psf_fwhm_pix = 1.2;
-  const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
+  const astroflow::FieldSimulation sim = star_field(9220, 1024, 150, 1.2);
   const auto& type = sim.truth.get<std::string>("TYPE");
   auto run = [&](const std::string& psf_match) {
-    Frame f;
-    f.path = "sharp.fits";
-    f.science = sim.image.clone();
-    f.pixel_scale_arcsec = 0.06;
-    f.catalog.add_column<double>("X_IMAGE", "pix");
-    f.catalog.add_column<double>("Y_IMAGE", "pix");
-    f.catalog.add_column<float>("CLASS_STAR", "");
-    f.catalog.resize(sim.truth.rows());
-    f.catalog.get<double>("X_IMAGE") = sim.truth.get<double>("X_IMAGE");
-    f.catalog.get<double>("Y_IMAGE") = sim.truth.get<double>("Y_IMAGE");
-    auto& cs = f.catalog.get<float>("CLASS_STAR");
+    Frame f = truth_rows_frame(sim, "sharp.fits");
+    auto& cs = f.catalog.add_column<float>("CLASS_STAR", "");
     for (std::size_t i = 0; i < type.size(); ++i) cs[i] = type[i] == "star" ? 1.0f : 0.0f;
-    astroflow::PluginRegistry registry;
-    auto s = make_stage(
-        registry,
-        {{"model", model.string()}, {"mode", std::string("sources")}, {"psf_match", psf_match}});
-    Batch b;
-    b.frames.push_back(std::move(f));
-    s->process(b);
-    EXPECT_FALSE(b.frames[0].failed());
-    return b.frames[0].catalog;
+    return classify_sources(std::move(f), {{"psf_match", psf_match}});
   };
   const astroflow::Catalog off = run("off");
   const astroflow::Catalog on = run("auto");
@@ -639,42 +656,13 @@ TEST(ShippedClassifier, MaskingNeighboursRecoversStarsInACrowdedField) {
   // segmentation as the segmap. In such a field a 64x64 stamp holds many neighbours, where the
   // training stamps hold at most three; with their pixels replaced by sky noise the stars of
   // S/N > 20 are called point_source far more often (measured: 171 of 290 against 94).
-  const fs::path model = fs::path(ASTROFLOW_SOURCE_DIR) / "models" / "classify" / "model.onnx";
-  if (!fs::exists(model)) GTEST_SKIP() << "models/classify not trained yet";
-  astroflow::FieldOptions fo;
-  fo.seed = 9213;
-  fo.width_pix = 512;
-  fo.height_pix = 512;
-  fo.n_stars = 600;
-  fo.psf_fwhm_pix = 3.0;
-  const astroflow::FieldSimulation sim = astroflow::simulate_field(fo);
+  const astroflow::FieldSimulation sim = star_field(9213, 512, 600, 3.0);
   auto run = [&](bool mask) {
-    Frame f;
-    f.path = "crowded.fits";
-    f.science = sim.image.clone();
-    f.pixel_scale_arcsec = 0.06;
+    Frame f = truth_rows_frame(sim, "crowded.fits");
     f.planes["segmap"] = sim.truthseg.clone();
-    const auto& tx = sim.truth.get<double>("X_IMAGE");
-    const auto& ty = sim.truth.get<double>("Y_IMAGE");
-    const auto& id = sim.truth.get<std::int32_t>("ID");
-    f.catalog.add_column<double>("X_IMAGE", "pix");
-    f.catalog.add_column<double>("Y_IMAGE", "pix");
-    f.catalog.add_column<std::int32_t>("NUMBER", "");
-    f.catalog.resize(sim.truth.rows());
-    f.catalog.get<double>("X_IMAGE") = tx;
-    f.catalog.get<double>("Y_IMAGE") = ty;
-    f.catalog.get<std::int32_t>("NUMBER") = id;
-    astroflow::PluginRegistry registry;
-    auto s = make_stage(registry, {{"model", model.string()},
-                                   {"mode", std::string("sources")},
-                                   {"exclude_classes", std::string("artifact")},
-                                   {"mask_neighbours", mask}});
-    Batch b;
-    b.frames.push_back(std::move(f));
-    s->process(b);
-    EXPECT_FALSE(b.frames[0].failed())
-        << (b.frames[0].issues.empty() ? "" : b.frames[0].issues.back().reason);
-    return b.frames[0].catalog;
+    f.catalog.add_column<std::int32_t>("NUMBER", "") = sim.truth.get<std::int32_t>("ID");
+    return classify_sources(
+        std::move(f), {{"exclude_classes", std::string("artifact")}, {"mask_neighbours", mask}});
   };
   const astroflow::Catalog plain = run(false);
   const astroflow::Catalog masked = run(true);

@@ -41,6 +41,19 @@ astroflow::Frame field_frame(double fwhm_pix, double beta, bool class_star = tru
   return f;
 }
 
+// A Gaussian star of FWHM fwhm_pix and the given peak at (x, y) on unit white noise (seed 9217).
+cv::Mat star_on_noise(int size, double fwhm_pix, double peak, double x0, double y0) {
+  cv::Mat img(size, size, CV_32F);
+  cv::RNG rng(9217);
+  rng.fill(img, cv::RNG::NORMAL, 0.0, 1.0);
+  const double s = fwhm_pix / astroflow::kFwhmPerSigma;
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      img.at<float>(y, x) += static_cast<float>(
+          peak * std::exp(-((x - x0) * (x - x0) + (y - y0) * (y - y0)) / (2 * s * s)));
+  return img;
+}
+
 }  // namespace
 
 TEST(Psf, AdaptiveMomentsGiveTheFwhmOfASampledGaussian) {
@@ -111,14 +124,7 @@ TEST(Psf, TheMatchingKernelAddsInQuadrature) {
 TEST(Psf, MatchingWidensAStarAndPutsTheSkyNoiseBack) {
   // A star of FWHM 2 px on unit white noise, matched to FWHM 5 px: the star's measured FWHM
   // becomes about 5 px, the sky's rms stays 1, blank pixels stay blank.
-  cv::Mat img(96, 96, CV_32F);
-  cv::RNG rng(9217);
-  rng.fill(img, cv::RNG::NORMAL, 0.0, 1.0);
-  const double s = 2.0 / astroflow::kFwhmPerSigma;
-  for (int y = 0; y < 96; ++y)
-    for (int x = 0; x < 96; ++x)
-      img.at<float>(y, x) += static_cast<float>(
-          5000.0 * std::exp(-((x - 48.0) * (x - 48.0) + (y - 48.0) * (y - 48.0)) / (2 * s * s)));
+  cv::Mat img = star_on_noise(96, 2.0, 5000.0, 48.0, 48.0);
   img.at<float>(5, 5) = std::numeric_limits<float>::quiet_NaN();
   const double sigma = std::sqrt(5.0 * 5.0 - 2.0 * 2.0) / astroflow::kFwhmPerSigma;
   cv::Mat matched = img.clone();
@@ -136,15 +142,8 @@ TEST(Psf, MatchingWidensAStarAndPutsTheSkyNoiseBack) {
 
 TEST(Psf, SharpPixelsGoAndStarsStay) {
   // A star of FWHM 2.2 px and a two-pixel-wide diagonal track of 40 rms per pixel on unit noise
-  // (seed 9217): the track pixels are cleaned to their neighbours' median, the star is not.
-  cv::Mat img(64, 64, CV_32F);
-  cv::RNG rng(9217);
-  rng.fill(img, cv::RNG::NORMAL, 0.0, 1.0);
-  const double s = 2.2 / astroflow::kFwhmPerSigma;
-  for (int y = 0; y < 64; ++y)
-    for (int x = 0; x < 64; ++x)
-      img.at<float>(y, x) += static_cast<float>(
-          800.0 * std::exp(-((x - 20.3) * (x - 20.3) + (y - 40.6) * (y - 40.6)) / (2 * s * s)));
+  // (seed 9217): the track pixels are interpolated across the track, the star is left alone.
+  cv::Mat img = star_on_noise(64, 2.2, 800.0, 20.3, 40.6);
   const cv::Mat star = img(cv::Rect(14, 34, 13, 13)).clone();
   for (int k = 0; k < 12; ++k) {
     img.at<float>(10 + k, 40 + k) += 40.0f;
