@@ -245,12 +245,16 @@ TEST_F(TinyClassify, OtherPixelScaleIsResampledOrRefused) {
   // The same scene at half the pixel size: 32x32 pixels of 0.03".
   cv::Mat fine;
   cv::resize(raw(1), fine, cv::Size(2 * kSize, 2 * kSize), 0, 0, cv::INTER_NEAREST);
-  {
+  // One 0.03" cutout through the stage with the default options.
+  auto classify_fine = [&](const cv::Mat& pixels) {
     auto s = stage();
     Batch b;
-    b.frames.push_back(cutout_frame(fine, 0.03));
+    b.frames.push_back(cutout_frame(pixels, 0.03));
     s->process(b);
-    const Frame& f = b.frames[0];
+    return std::move(b.frames[0]);
+  };
+  {
+    const Frame f = classify_fine(fine);
     ASSERT_FALSE(f.failed()) << f.issues.front().reason;
     EXPECT_NE(f.flags & astroflow::kFrameResampled, 0u);
     EXPECT_EQ(f.catalog.get<std::int32_t>("CLASS_FLAGS")[0] & 2, 2);
@@ -265,11 +269,7 @@ TEST_F(TinyClassify, OtherPixelScaleIsResampledOrRefused) {
     cv::Mat holed = fine.clone();
     for (const int y0 : {4, 20})
       holed(cv::Rect(y0 + 2, y0, 2, 2)).setTo(std::numeric_limits<float>::quiet_NaN());
-    auto s = stage();
-    Batch b;
-    b.frames.push_back(cutout_frame(holed, 0.03));
-    s->process(b);
-    const Frame& f = b.frames[0];
+    const Frame f = classify_fine(holed);
     ASSERT_FALSE(f.failed()) << f.issues.front().reason;
     EXPECT_FLOAT_EQ(f.catalog.get<float>("CLASS_FILL_FRAC")[0], 2.0f / (kSize * kSize));
     EXPECT_EQ(f.catalog.get<std::int32_t>("CLASS_FLAGS")[0] & 1, 1);
