@@ -16,6 +16,8 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // Sharper than this is a hot pixel or a cosmic ray, not a sampled PSF.
 constexpr double kMinStarFwhmPix = 0.8;
+// The PSF FWHM from which clean_sharp_pixels also takes two-pixel-wide features.
+constexpr double kMinPairFwhmPix = 2.0;
 // Half-size of the box for a row's local sky when the frame has no background plane.
 constexpr int kSkyHalf = 15;
 
@@ -163,27 +165,54 @@ void gaussian_smooth_in_place(cv::Mat& stamp, double sigma_pix) {
 
 int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_rms) {
   if (!(fwhm_pix > 0.0) || !(sky_rms > 0.0) || stamp.rows < 3 || stamp.cols < 3) return 0;
-  // A Gaussian PSF centred on a pixel gives its edge neighbours exp(-1 / 2s^2) of its light
-  // above the sky, its corner neighbours exp(-1 / s^2). A pixel whose two neighbours along one
-  // direction both hold less than half that is narrower than the PSF across that direction: a
-  // cosmic-ray track (one or two pixels wide), a hot pixel.
-  const double s = fwhm_pix / kFwhmPerSigma;
-  const double edge = 0.5 * std::exp(-0.5 / (s * s));
-  const double corner = 0.5 * std::exp(-1.0 / (s * s));
+  // A Gaussian PSF of sigma s centred on a pixel gives a neighbour at distance L (1 along x or
+  // y, sqrt 2 along a diagonal) exp(-L^2 / 2s^2) of the pixel's light above the sky; centred
+  // between two pixels, it gives the pixels beyond the pair exp(-L^2 / s^2) of each. A pixel
+  // whose neighbours along one direction both hold less than half that (or, with a bright
+  // partner, the pixel beyond the pair and the one on its other side) is narrower than the PSF
+  // across that direction: a cosmic-ray track one or two pixels wide, a hot pixel.
+  const double s2 = (fwhm_pix / kFwhmPerSigma) * (fwhm_pix / kFwhmPerSigma);
+  // Below 2 px FWHM a star centred between two pixels is itself a two-pixel feature.
+  const bool pairs = fwhm_pix >= kMinPairFwhmPix;
   constexpr int kDir[4][2] = {{1, 0}, {0, 1}, {1, 1}, {1, -1}};
   const cv::Mat in = stamp.clone();
+  auto at = [&](int x, int y) {
+    return x < 0 || y < 0 || x >= in.cols || y >= in.rows
+               ? std::numeric_limits<double>::quiet_NaN()
+               : static_cast<double>(in.at<float>(y, x)) - sky;
+  };
   int cleaned = 0;
   for (int y = 1; y + 1 < in.rows; ++y) {
     for (int x = 1; x + 1 < in.cols; ++x) {
-      const double v = in.at<float>(y, x) - sky;
+      const double v = at(x, y);
       if (!std::isfinite(v) || v < 5.0 * sky_rms) continue;
       // Interpolated across the first direction in which the pixel is that narrow.
       for (int d = 0; d < 4; ++d) {
-        const double a = in.at<float>(y + kDir[d][1], x + kDir[d][0]) - sky;
-        const double b = in.at<float>(y - kDir[d][1], x - kDir[d][0]) - sky;
-        const double limit = (d < 2 ? edge : corner) * v;
-        if (std::isfinite(a) && std::isfinite(b) && a < limit && b < limit) {
-          stamp.at<float>(y, x) = static_cast<float>(sky + 0.5 * (a + b));
+        const int dx = kDir[d][0];
+        const int dy = kDir[d][1];
+        const double l2 = d < 2 ? 1.0 : 2.0;
+        const double single = 0.5 * std::exp(-0.5 * l2 / s2) * v;
+        const double pair = 0.5 * std::exp(-l2 / s2);
+        const double a = at(x + dx, y + dy);
+        const double b = at(x - dx, y - dy);
+        if (!std::isfinite(a) || !std::isfinite(b)) continue;
+        double value = std::numeric_limits<double>::quiet_NaN();
+        if (a < single && b < single) {
+          value = 0.5 * (a + b);
+        } else if (pairs) {
+          // A partner on one side (sign +1: at +d), the pixel beyond it, the one on our side.
+          for (const int sign : {1, -1}) {
+            const double partner = sign > 0 ? a : b;
+            const double near = sign > 0 ? b : a;
+            const double beyond = at(x + 2 * sign * dx, y + 2 * sign * dy);
+            if (std::isfinite(beyond) && near < pair * v && beyond < pair * partner) {
+              value = near + (beyond - near) / 3.0;
+              break;
+            }
+          }
+        }
+        if (std::isfinite(value)) {
+          stamp.at<float>(y, x) = static_cast<float>(sky + value);
           ++cleaned;
           break;
         }

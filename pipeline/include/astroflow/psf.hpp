@@ -68,10 +68,11 @@ void gaussian_smooth_in_place(cv::Mat& stamp, double sigma_pix);
 void psf_match_stamp(cv::Mat& stamp, double sigma_pix, std::uint64_t seed, double fwhm_pix = 0.0);
 
 /// Pixels narrower than a PSF of fwhm_pix can make (cosmic-ray hits, hot pixels): at least
-/// 5 sky_rms above `sky`, and along one of the four directions (x, y, the diagonals) both
-/// neighbours hold less than half of what a Gaussian PSF centred on the pixel gives them. Each
-/// becomes the mean of those two neighbours. Returns how many. A track along x or y that is two
-/// pixels wide keeps its pixels (each has a bright neighbour across it).
+/// 5 sky_rms above `sky`, and along one of the four directions (x, y, the diagonals) either
+/// both neighbours hold less than half of what a Gaussian PSF centred on the pixel gives them,
+/// or (for PSFs of FWHM >= 2 px, where a star cannot be that narrow) one neighbour is a bright
+/// partner and the pixels on both sides of the pair hold less than half of what a PSF centred
+/// between the two gives them. Each is interpolated across that direction. Returns how many.
 int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_rms);
 
 }  // namespace astroflow
