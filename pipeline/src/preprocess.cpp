@@ -152,6 +152,15 @@ cv::Mat blank_mask(const cv::Mat& image) {
   return out;
 }
 
+cv::Mat fill_blanks_with_median(cv::Mat& image) {
+  cv::Mat blank = blank_mask(image);
+  if (cv::countNonZero(blank) > 0) {
+    const ClippedStats st = sigma_clipped_stats(image);
+    image.setTo(static_cast<float>(st.n_used > 0 ? st.median : 0.0), blank);
+  }
+  return blank;
+}
+
 cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix, int size) {
   if (image.type() != CV_32FC1) throw std::invalid_argument("extract_stamp: need CV_32FC1");
   if (size <= 0) throw std::invalid_argument("extract_stamp: size must be > 0");

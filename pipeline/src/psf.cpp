@@ -91,10 +91,14 @@ PsfEstimate estimate_psf_fwhm(const Frame& frame, std::size_t min_stars, std::si
   const cv::Mat* background = bg == frame.planes.end() ? nullptr : &bg->second;
   constexpr double kMargin = 8.0;
 
+  // 0-based position in the frame (X_IMAGE/Y_IMAGE are 1-based full-image positions).
+  auto position = [&](std::size_t r) {
+    return cv::Point2d(xc->as_double(r) - 1.0 - frame.tile.x0_pix,
+                       yc->as_double(r) - 1.0 - frame.tile.y0_pix);
+  };
   std::vector<std::size_t> rows;
   for (std::size_t r = 0; r < cat.rows(); ++r) {
-    const double x = xc->as_double(r) - 1.0 - frame.tile.x0_pix;
-    const double y = yc->as_double(r) - 1.0 - frame.tile.y0_pix;
+    const auto [x, y] = position(r);
     if (!(x >= kMargin && y >= kMargin && x < frame.width() - kMargin &&
           y < frame.height() - kMargin))
       continue;
@@ -113,8 +117,7 @@ PsfEstimate estimate_psf_fwhm(const Frame& frame, std::size_t min_stars, std::si
 
   std::vector<double> fwhm;
   for (const std::size_t r : rows) {
-    const double x = xc->as_double(r) - 1.0 - frame.tile.x0_pix;
-    const double y = yc->as_double(r) - 1.0 - frame.tile.y0_pix;
+    const auto [x, y] = position(r);
     const int ix = static_cast<int>(std::lround(x));
     const int iy = static_cast<int>(std::lround(y));
     const cv::Rect box =
@@ -154,11 +157,7 @@ double psf_match_sigma_pix(double frame_fwhm_arcsec, double target_fwhm_arcsec,
 
 void gaussian_smooth_in_place(cv::Mat& stamp, double sigma_pix) {
   if (!(sigma_pix > 0.0) || stamp.empty()) return;
-  const cv::Mat blank = blank_mask(stamp);
-  if (cv::countNonZero(blank) > 0) {
-    const ClippedStats st = sigma_clipped_stats(stamp);
-    stamp.setTo(static_cast<float>(st.n_used > 0 ? st.median : 0.0), blank);
-  }
+  const cv::Mat blank = fill_blanks_with_median(stamp);
   cv::GaussianBlur(stamp, stamp, cv::Size(0, 0), sigma_pix, sigma_pix, cv::BORDER_REFLECT);
   stamp.setTo(std::numeric_limits<float>::quiet_NaN(), blank);
 }
@@ -175,6 +174,15 @@ int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_r
   // Below 2 px FWHM a star centred between two pixels is itself a two-pixel feature.
   const bool pairs = fwhm_pix >= kMinPairFwhmPix;
   constexpr int kDir[4][2] = {{1, 0}, {0, 1}, {1, 1}, {1, -1}};
+  // Per direction (squared step 1 along x and y, 2 along a diagonal): half the single-pixel
+  // and the pair share.
+  std::array<double, 4> single{};
+  std::array<double, 4> pair{};
+  for (std::size_t d = 0; d < 4; ++d) {
+    const double l2 = d < 2 ? 1.0 : 2.0;
+    single[d] = 0.5 * std::exp(-0.5 * l2 / s2);
+    pair[d] = 0.5 * std::exp(-l2 / s2);
+  }
   const cv::Mat in = stamp.clone();
   auto at = [&](int x, int y) {
     return x < 0 || y < 0 || x >= in.cols || y >= in.rows
@@ -187,17 +195,14 @@ int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_r
       const double v = at(x, y);
       if (!std::isfinite(v) || v < 5.0 * sky_rms) continue;
       // Interpolated across the first direction in which the pixel is that narrow.
-      for (int d = 0; d < 4; ++d) {
+      for (std::size_t d = 0; d < 4; ++d) {
         const int dx = kDir[d][0];
         const int dy = kDir[d][1];
-        const double l2 = d < 2 ? 1.0 : 2.0;
-        const double single = 0.5 * std::exp(-0.5 * l2 / s2) * v;
-        const double pair = 0.5 * std::exp(-l2 / s2);
         const double a = at(x + dx, y + dy);
         const double b = at(x - dx, y - dy);
         if (!std::isfinite(a) || !std::isfinite(b)) continue;
         double value = std::numeric_limits<double>::quiet_NaN();
-        if (a < single && b < single) {
+        if (a < single[d] * v && b < single[d] * v) {
           value = 0.5 * (a + b);
         } else if (pairs) {
           // A partner on one side (sign +1: at +d), the pixel beyond it, the one on our side.
@@ -205,7 +210,7 @@ int clean_sharp_pixels(cv::Mat& stamp, double fwhm_pix, double sky, double sky_r
             const double partner = sign > 0 ? a : b;
             const double near = sign > 0 ? b : a;
             const double beyond = at(x + 2 * sign * dx, y + 2 * sign * dy);
-            if (std::isfinite(beyond) && near < pair * v && beyond < pair * partner) {
+            if (std::isfinite(beyond) && near < pair[d] * v && beyond < pair[d] * partner) {
               value = near + (beyond - near) / 3.0;
               break;
             }

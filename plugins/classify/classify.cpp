@@ -12,6 +12,7 @@
 #include <astroflow/plugin.hpp>
 #include <astroflow/preprocess.hpp>
 #include <astroflow/psf.hpp>
+#include <astroflow/shard.hpp>
 #include <atomic>
 #include <cctype>
 #include <cmath>
@@ -168,23 +169,13 @@ class ClassifyStage final : public astroflow::Stage {
   };
 
   // Rescales `src` from frame_scale to the card's pixel scale (INTER_AREA when shrinking,
-  // INTER_LINEAR when enlarging). Blank pixels are filled with the median first, because resize
-  // would spread NaN over their neighbours; the caller counts blanks before this.
+  // INTER_LINEAR when enlarging). `src` has no blank pixel: resize would spread NaN over their
+  // neighbours (the caller fills them first and blanks them again after).
   static cv::Mat rescale(const cv::Mat& src, double factor) {
-    cv::Mat filled = src.clone();
-    const auto s = astroflow::sigma_clipped_stats(src);
-    const auto fill = static_cast<float>(s.median);
-    for (int y = 0; y < filled.rows; ++y) {
-      float* r = filled.ptr<float>(y);
-      for (int x = 0; x < filled.cols; ++x) {
-        if (!std::isfinite(r[x])) r[x] = fill;
-      }
-    }
     const int nw = std::max(1, static_cast<int>(std::lround(src.cols * factor)));
     const int nh = std::max(1, static_cast<int>(std::lround(src.rows * factor)));
     cv::Mat out;
-    cv::resize(filled, out, cv::Size(nw, nh), 0, 0,
-               factor < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
+    cv::resize(src, out, cv::Size(nw, nh), 0, 0, factor < 1.0 ? cv::INTER_AREA : cv::INTER_LINEAR);
     return out;
   }
 
@@ -196,25 +187,15 @@ class ClassifyStage final : public astroflow::Stage {
     return std::abs(factor - 1.0) <= scale_tolerance_ ? 1.0 : factor;
   }
 
-  // FNV-1a of the file's name (not its folder, so a moved survey draws the same noise), the HDU,
-  // the tile's origin and the row.
+  // FNV-1a (shard.hpp) of the file's name (not its folder, so a moved survey draws the same
+  // noise), then the HDU, the tile's origin and the row as 8 little-endian bytes each.
   static std::uint64_t noise_seed(const Frame& f, std::size_t row) {
-    std::uint64_t h = 0xcbf29ce484222325ULL;
-    auto mix = [&h](std::uint64_t v) {
-      for (int i = 0; i < 8; ++i) {
-        h ^= (v >> (8 * i)) & 0xffU;
-        h *= 0x100000001b3ULL;
-      }
-    };
-    for (const char c : std::filesystem::path(f.path).filename().string()) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 0x100000001b3ULL;
-    }
-    mix(static_cast<std::uint64_t>(f.hdu_index));
-    mix(static_cast<std::uint64_t>(f.tile.x0_pix));
-    mix(static_cast<std::uint64_t>(f.tile.y0_pix));
-    mix(row);
-    return h;
+    std::string key = std::filesystem::path(f.path).filename().string();
+    for (const auto v :
+         {static_cast<std::uint64_t>(f.hdu_index), static_cast<std::uint64_t>(f.tile.x0_pix),
+          static_cast<std::uint64_t>(f.tile.y0_pix), static_cast<std::uint64_t>(row)})
+      for (int i = 0; i < 8; ++i) key.push_back(static_cast<char>((v >> (8 * i)) & 0xffU));
+    return astroflow::fnv1a64(key);
   }
 
   struct PsfPlan {
@@ -455,7 +436,7 @@ class ClassifyStage final : public astroflow::Stage {
     }
     if (src_w != w || src_h != h) {
       // Blank area outside the image stays blank after rescaling, so the fill accounts for it.
-      const cv::Mat blank = astroflow::blank_mask(stamp);
+      const cv::Mat blank = astroflow::fill_blanks_with_median(stamp);
       stamp = rescale(stamp, factor);
       cv::Mat blank_scaled;
       cv::resize(blank, blank_scaled, stamp.size(), 0, 0, cv::INTER_NEAREST);

@@ -44,6 +44,11 @@ void asinh_in_place(cv::Mat& t);
 /// tail of a row gets it right), so that idiom misses most NaN pixels.
 [[nodiscard]] cv::Mat blank_mask(const cv::Mat& image);
 
+/// Fills the blank pixels of a CV_32F image in place with the sigma-clipped median of its
+/// finite ones (0 when none), so that resizing or smoothing does not spread NaN, and returns
+/// their blank_mask for the caller to blank them again.
+cv::Mat fill_blanks_with_median(cv::Mat& image);
+
 /// A size x size CV_32F stamp whose centre pixel (size/2, size/2), 0-based, is at the 0-based
 /// image position (round(x0_pix), round(y0_pix)). Pixels outside the image are NaN.
 [[nodiscard]] cv::Mat extract_stamp(const cv::Mat& image, double x0_pix, double y0_pix, int size);
